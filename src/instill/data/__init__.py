@@ -1,0 +1,1 @@
+"""Data: registry -> formats -> Example -> templates + tokenize -> ids/labels -> collate."""

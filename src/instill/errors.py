@@ -1,0 +1,21 @@
+"""User-facing errors: each carries a message fit for the terminal; the CLI prints it and exits 2."""
+
+
+class InstillError(Exception):
+    """A mistake the user can fix (bad config, bad data row, missing model). Never a bug of ours."""
+
+
+class ConfigError(InstillError):
+    """The YAML or a command-line override is invalid."""
+
+
+class DataError(InstillError):
+    """A dataset, a registry entry or a row is invalid. Message names the file and the row/line."""
+
+
+class ModelError(InstillError):
+    """A model or tokenizer cannot be found or loaded."""
+
+
+class TemplateError(InstillError):
+    """A chat template cannot render a conversation, or is not prefix-stable."""
