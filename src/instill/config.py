@@ -1,0 +1,321 @@
+"""RunConfig: one YAML (LLaMA-Factory key names), validated once, before any model loads.
+
+Users write a flat YAML, exactly as for LLaMA-Factory. We route each key to one typed
+section (model / data / method / train / eval) and validate with pydantic, so a bad
+config fails at the door naming the key. Later stages receive only their section.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from instill.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _comma_list(value: Any) -> Any:
+    """'a, b' -> ['a', 'b']; lists pass through; None stays None."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class ModelArgs(_Section):
+    model_name_or_path: str
+    adapter_name_or_path: list[str] | None = None
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+    model_revision: str = "main"
+    hf_hub_token: str | None = None
+    use_fast_tokenizer: bool = True
+    # "auto" lets transformers choose (sdpa on recent torch); "fa2" needs flash-attn and a CUDA GPU.
+    flash_attn: Literal["auto", "disabled", "sdpa", "fa2"] = "auto"
+    # Torch threads for this process; default: torch's own choice.
+    torch_num_threads: int | None = Field(default=None, ge=1)
+
+    _split = field_validator("adapter_name_or_path", mode="before")(_comma_list)
+
+
+class DataArgs(_Section):
+    dataset: list[str] | None = None
+    dataset_dir: str = "data"
+    eval_dataset: list[str] | None = None
+    template: str = "auto"
+    cutoff_len: int = Field(default=2048, ge=8)
+    max_samples: int | None = Field(default=None, ge=1)
+    # A fraction in (0, 1) or an absolute count >= 1 of held-out samples.
+    val_size: float = Field(default=0.0, ge=0)
+    overwrite_cache: bool = False
+    preprocessing_num_workers: int | None = Field(default=None, ge=1)
+    train_on_prompt: bool = False
+    mask_history: bool = False
+    # Values for `{{name}}` placeholders in datasets (LLaMA-Factory's identity.json uses name/author).
+    dataset_placeholders: dict[str, str] = Field(default_factory=dict)
+    mix_strategy: Literal["concat"] = "concat"
+    ignore_pad_token_for_loss: bool = True
+
+    _split = field_validator("dataset", "eval_dataset", mode="before")(_comma_list)
+
+    @field_validator("val_size")
+    @classmethod
+    def _val_size(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError("must be a fraction in [0, 1) or a whole number of samples")
+        return v
+
+
+FINETUNING_TYPES = ("lora", "full", "freeze")
+
+
+class MethodArgs(_Section):
+    stage: Literal["sft"] = "sft"
+    finetuning_type: Literal["lora", "full", "freeze"] = "lora"
+    lora_target: list[str] = Field(default_factory=lambda: ["all"])
+    lora_rank: int = Field(default=8, ge=1)
+    lora_alpha: int | None = Field(default=None, ge=1)
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    use_rslora: bool = False
+    use_dora: bool = False
+    additional_target: list[str] | None = None
+    freeze_trainable_layers: int = Field(default=2)
+    freeze_trainable_modules: list[str] = Field(default_factory=lambda: ["all"])
+    freeze_extra_modules: list[str] | None = None
+
+    _split = field_validator(
+        "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", mode="before"
+    )(_comma_list)
+
+    @field_validator("freeze_trainable_layers")
+    @classmethod
+    def _nonzero(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be non-zero (positive: last N layers, negative: first N layers)")
+        return v
+
+
+class TrainArgs(_Section):
+    do_train: bool = True
+    output_dir: str = "saves/run"
+    overwrite_output_dir: bool = False
+    logging_steps: int = Field(default=10, ge=1)
+    save_steps: int = Field(default=500, ge=1)
+    save_strategy: Literal["steps", "epoch", "no"] = "steps"
+    save_total_limit: int | None = Field(default=None, ge=1)
+    plot_loss: bool = False
+    per_device_train_batch_size: int = Field(default=1, ge=1)
+    per_device_eval_batch_size: int = Field(default=1, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    num_train_epochs: float = Field(default=3.0, gt=0)
+    max_steps: int = Field(default=-1)
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+        "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
+    ] = "cosine"
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    warmup_steps: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, ge=0)
+    optim: str = "adamw_torch"
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    eval_strategy: Literal["no", "steps", "epoch"] = "no"
+    eval_steps: int | None = Field(default=None, ge=1)
+    resume_from_checkpoint: bool | str | None = None
+    report_to: list[str] = Field(default_factory=lambda: ["none"])
+    run_name: str | None = None
+    ddp_timeout: int = Field(default=1800, ge=1)
+    dataloader_num_workers: int = Field(default=0, ge=0)
+    logging_first_step: bool = True
+
+    _split = field_validator("report_to", mode="before")(_comma_list)
+
+    @field_validator("max_steps")
+    @classmethod
+    def _max_steps(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError("must be a positive number of steps, or -1 to use num_train_epochs")
+        return v
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, v: list[str]) -> list[str]:
+        allowed = {"none", "tensorboard"}
+        for name in v:
+            if name not in allowed:
+                raise ValueError(f"'{name}' is not a supported tracker here (choose from {sorted(allowed)})")
+        return v
+
+
+class EvalArgs(_Section):
+    do_eval: bool = False
+    do_predict: bool = False
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "model": ModelArgs,
+    "data": DataArgs,
+    "method": MethodArgs,
+    "train": TrainArgs,
+    "eval": EvalArgs,
+}
+
+# LLaMA-Factory keys for features this build does not have. Harmless ones are accepted with a
+# note; the others are refused with a message saying what to do instead.
+_ACCEPTED_AND_IGNORED = {
+    "include_num_input_tokens_seen": "tokens/s is always logged",
+    "logging_dir": "TensorBoard events go to output_dir/runs",
+    "disable_tqdm": "progress bars are always shown",
+    "ddp_find_unused_parameters": "single-process training only",
+    "streaming": None,  # refused below when true
+    "packing": None,
+    "neat_packing": None,
+    "tokenized_path": None,
+}
+_REFUSED = {
+    "quantization_bit": "quantized training (QLoRA) is not built yet; remove 'quantization_bit' to train in full precision",
+    "deepspeed": "DeepSpeed is not supported; remove 'deepspeed' (instill trains on one device)",
+    "use_unsloth": "unsloth is not supported; remove 'use_unsloth'",
+    "enable_liger_kernel": "liger kernels are not supported; remove 'enable_liger_kernel'",
+    "pref_beta": "preference stages (dpo/kto) are not built yet",
+    "pref_loss": "preference stages (dpo/kto) are not built yet",
+}
+_FALSE_ONLY = {
+    "streaming": "streaming datasets are not supported; set streaming: false",
+    "packing": "sequence packing is not built yet; set packing: false",
+    "neat_packing": "sequence packing is not built yet; set neat_packing: false",
+}
+
+KNOWN_KEYS: dict[str, str] = {key: name for name, cls in SECTIONS.items() for key in cls.model_fields}
+
+
+class RunConfig(BaseModel):
+    """The validated configuration of one run, in typed sections."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelArgs
+    data: DataArgs
+    method: MethodArgs
+    train: TrainArgs
+    eval: EvalArgs
+    notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        t, d = self.train, self.data
+        if t.bf16 and t.fp16:
+            raise ValueError("bf16 and fp16 are both true; choose one")
+        if t.do_train and not d.dataset:
+            raise ValueError("do_train is true but no 'dataset' is given")
+        if d.val_size and d.eval_dataset:
+            raise ValueError("give either val_size or eval_dataset, not both")
+        if t.eval_strategy != "no" and not (d.val_size or d.eval_dataset):
+            raise ValueError(f"eval_strategy is '{t.eval_strategy}' but there is no val_size or eval_dataset")
+        if self.data.mask_history and self.data.train_on_prompt:
+            raise ValueError("mask_history and train_on_prompt cannot both be true")
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved config as one flat dict, LLaMA-Factory style (what run_config.yaml holds)."""
+        out: dict[str, Any] = {}
+        for name in SECTIONS:
+            out.update(getattr(self, name).model_dump())
+        return out
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, list(KNOWN_KEYS) + list(_REFUSED), n=1, cutoff=0.6)
+    return f" — did you mean '{close[0]}'?" if close else ""
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form key=value")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of key: value")
+    return raw
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "config") -> RunConfig:
+    """Validate a flat LLaMA-Factory-style mapping (plus key=value overrides) into a RunConfig."""
+    flat = dict(raw)
+    for item in overrides:
+        key, value = _parse_override(item)
+        flat[key] = value
+
+    notes: list[str] = []
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for key, value in flat.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{source}: key {key!r} is not a string")
+        if key in _REFUSED:
+            raise ConfigError(f"{source}: '{key}': {_REFUSED[key]}")
+        if key in _FALSE_ONLY and value:
+            raise ConfigError(f"{source}: '{key}': {_FALSE_ONLY[key]}")
+        if key in _ACCEPTED_AND_IGNORED:
+            if _ACCEPTED_AND_IGNORED[key]:
+                notes.append(f"'{key}' ignored: {_ACCEPTED_AND_IGNORED[key]}")
+            continue
+        if key not in KNOWN_KEYS:
+            raise ConfigError(f"{source}: unknown key '{key}'{_suggest(key)}")
+        sections[KNOWN_KEYS[key]][key] = value
+
+    if "model_name_or_path" not in sections["model"]:
+        raise ConfigError(f"{source}: 'model_name_or_path' is required")
+
+    try:
+        built = {name: SECTIONS[name](**values) for name, values in sections.items()}
+        return RunConfig(**built, notes=notes)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_describe(err, flat)}") from None
+
+
+def _describe(err: ValidationError, flat: dict[str, Any]) -> str:
+    first = err.errors()[0]
+    loc = [str(part) for part in first.get("loc", ()) if not isinstance(part, int)]
+    key = next((part for part in reversed(loc) if part in KNOWN_KEYS), None)
+    msg = first.get("msg", "invalid value").removeprefix("Value error, ")
+    if key is None:
+        return msg
+    return f"invalid value for '{key}': {flat.get(key)!r} ({msg})"
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML file, apply key=value overrides, validate. Raises ConfigError naming the key."""
+    return build_config(load_yaml(path), overrides, source=str(path))
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.flat(), allow_unicode=True, sort_keys=False), encoding="utf-8")

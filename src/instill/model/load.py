@@ -1,0 +1,109 @@
+"""Tokenizer and model: dtype, device, attention kernel, gradient checkpointing.
+
+Precision policy (one place, so it is easy to reason about):
+- fp16 needs a CUDA GPU; bf16 needs a GPU that supports it, or runs on the CPU with
+  autocast (2-3x faster than fp32 on AMX CPUs).
+- lora / freeze: frozen base weights are stored in the compute dtype (bf16/fp16) to save
+  memory; trainable parameters are upcast to fp32 (see adapters.py).
+- full: weights stay fp32 (the optimizer's master copy); autocast does the bf16/fp16 math.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instill.config import ModelArgs
+from instill.errors import ConfigError, ModelError
+from instill.hub import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Precision:
+    bf16: bool = False
+    fp16: bool = False
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.bf16 else torch.float16 if self.fp16 else torch.float32
+
+
+def device_type() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_precision(precision: Precision) -> None:
+    """Fail in one line when the configured precision needs hardware that is absent."""
+    if precision.fp16 and not torch.cuda.is_available():
+        raise ConfigError("fp16: true needs a CUDA GPU; on the CPU use bf16: true (autocast) or neither")
+    if precision.bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise ConfigError("bf16: true but this GPU does not support bfloat16; use fp16: true instead")
+
+
+def _attn_implementation(choice: str) -> str | None:
+    if choice == "auto":
+        return None
+    if choice == "fa2":
+        if not torch.cuda.is_available():
+            raise ConfigError("flash_attn: fa2 needs a CUDA GPU; use flash_attn: auto on the CPU")
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ConfigError("flash_attn: fa2 needs the flash-attn package (pip install flash-attn --no-build-isolation)")
+        return "flash_attention_2"
+    return {"sdpa": "sdpa", "disabled": "eager"}[choice]
+
+
+def load_tokenizer(args: ModelArgs, model_dir: Path | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    model_dir = model_dir or resolve_model(args.model_name_or_path, args.cache_dir, args.model_revision, args.hf_hub_token)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_dir, trust_remote_code=args.trust_remote_code, use_fast=args.use_fast_tokenizer
+        )
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise ModelError(f"{model_dir}: the tokenizer needs custom code; set trust_remote_code: true if you trust it") from None
+        raise ModelError(f"{model_dir}: cannot load the tokenizer ({err})") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"{model_dir}: a fast (Rust) tokenizer is required for label masking; set use_fast_tokenizer: true")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info("tokenizer has no pad token; using eos (%s) for padding", tokenizer.eos_token)
+    return tokenizer
+
+
+def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, model_dir: Path | None = None,
+               gradient_checkpointing: bool = False) -> Any:
+    """The base causal LM, ready for an adapter method to be applied."""
+    from transformers import AutoModelForCausalLM
+
+    check_precision(precision)
+    model_dir = model_dir or resolve_model(args.model_name_or_path, args.cache_dir, args.model_revision, args.hf_hub_token)
+    dtype = torch.float32 if finetuning_type == "full" else precision.compute_dtype
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": args.trust_remote_code}
+    attn = _attn_implementation(args.flash_attn)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise ModelError(f"{model_dir}: the model needs custom code; set trust_remote_code: true if you trust it") from None
+        raise ModelError(f"{model_dir}: cannot load the model ({err})") from None
+    except OSError as err:
+        raise ModelError(f"{model_dir}: cannot load the model ({str(err).splitlines()[0]})") from None
+    if torch.cuda.is_available():
+        model.to("cuda")
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # so checkpointed blocks see a grad-requiring input under PEFT
+        model.config.use_cache = False
+    return model

@@ -1,0 +1,47 @@
+"""Trainer callbacks: a JSON-lines log with throughput, and the one-line progress the user reads."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends every log event to `trainer_log.jsonl`: step, epoch, loss, lr, grad_norm, tokens/s.
+
+    Tokens are non-padding input tokens (Trainer's `num_input_tokens_seen`), so the rate is
+    what the model actually processed, not padding.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._last_time: float | None = None
+        self._last_tokens = 0
+        self.tokens_per_second: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_time = time.perf_counter()
+        self._last_tokens = state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.perf_counter()
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
+            if key in logs:
+                record[key] = logs[key]
+        if "loss" in logs and self._last_time is not None:
+            seen = state.num_input_tokens_seen
+            elapsed = now - self._last_time
+            if elapsed > 0 and seen > self._last_tokens:
+                record["tokens_per_s"] = round((seen - self._last_tokens) / elapsed, 1)
+                self.tokens_per_second.append(record["tokens_per_s"])
+            self._last_time, self._last_tokens = now, seen
+        record["tokens_seen"] = state.num_input_tokens_seen
+        if len(record) > 3:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,184 @@
+"""Supervised fine-tuning, top to bottom: config -> data -> model -> method -> Trainer -> outputs.
+
+output_dir receives: the adapter (or full weights) as safetensors, the tokenizer with its chat
+template, run_config.yaml (the fully resolved config), trainer_log.jsonl, all_results.json and,
+with plot_loss, training_loss.png.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instill.config import RunConfig, TrainArgs, save_config
+from instill.data.dataset import prepare_datasets
+from instill.data.templates import get_template, template_text
+from instill.errors import ConfigError
+from instill.hub import resolve_model
+from instill.model.adapters import apply_method, describe_parameters
+from instill.model.load import Precision, check_precision, device_type, load_model, load_tokenizer
+from instill.report.plots import plot_loss
+from instill.train.callbacks import JsonlLogCallback
+
+log = logging.getLogger(__name__)
+
+
+def _say(message: str) -> None:
+    print(f"[instill] {message}", flush=True)
+
+
+def resolve_resume(args: TrainArgs) -> str | None:
+    """The checkpoint to resume from: true = the latest in output_dir; a path = that one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value = args.resume_from_checkpoint
+    if value in (None, False):
+        return None
+    if value is True:
+        last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+        if last is None:
+            raise ConfigError(f"resume_from_checkpoint: true but {args.output_dir} has no checkpoint-* directory")
+        return last
+    if not Path(value).is_dir():
+        raise ConfigError(f"resume_from_checkpoint: {value} is not a directory")
+    return str(value)
+
+
+def check_output_dir(args: TrainArgs, resume: str | None) -> None:
+    out = Path(args.output_dir)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir and resume is None:
+        raise ConfigError(
+            f"output_dir {out} is not empty; set overwrite_output_dir: true to write into it, "
+            "or resume_from_checkpoint: true to continue the run there"
+        )
+
+
+def training_arguments(args: TrainArgs, has_eval: bool) -> Any:
+    from transformers import TrainingArguments
+
+    on_cpu = device_type() == "cpu"
+    return TrainingArguments(
+        output_dir=args.output_dir,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        lr_scheduler_type=args.lr_scheduler_type,
+        # transformers 5 folds warmup_ratio into warmup_steps: a float < 1 is a ratio of total steps.
+        warmup_steps=args.warmup_steps or args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        optim=args.optim,
+        bf16=args.bf16,
+        fp16=args.fp16,
+        use_cpu=on_cpu,
+        logging_steps=args.logging_steps,
+        logging_first_step=args.logging_first_step,
+        save_strategy=args.save_strategy,
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        eval_strategy=args.eval_strategy if has_eval else "no",
+        eval_steps=args.eval_steps or (args.save_steps if args.eval_strategy == "steps" else None),
+        prediction_loss_only=True,  # eval loss only: full-vocab logits of every eval batch would fill memory
+        seed=args.seed,
+        data_seed=args.seed,
+        report_to=[r for r in args.report_to if r != "none"] or "none",
+        run_name=args.run_name,
+        ddp_timeout=args.ddp_timeout,
+        dataloader_num_workers=args.dataloader_num_workers,
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+
+
+def _save_tokenizer(tokenizer: Any, template_name: str, output_dir: str) -> None:
+    if not getattr(tokenizer, "chat_template", None) and template_text(template_name):
+        tokenizer.chat_template = template_text(template_name)
+    tokenizer.save_pretrained(output_dir)
+
+
+def run_sft(config: RunConfig) -> dict[str, Any]:
+    """Train as configured; return the final metrics (also written to all_results.json)."""
+    from transformers import DataCollatorForSeq2Seq, Trainer, set_seed
+
+    started = time.perf_counter()
+    t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
+    check_precision(precision)
+    resume = resolve_resume(t)
+    check_output_dir(t, resume)
+    if config.model.torch_num_threads:
+        torch.set_num_threads(config.model.torch_num_threads)
+    set_seed(t.seed)
+    for note in config.notes:
+        _say(note)
+
+    model_dir = resolve_model(config.model.model_name_or_path, config.model.cache_dir,
+                              config.model.model_revision, config.model.hf_hub_token)
+    tokenizer = load_tokenizer(config.model, model_dir)
+    tokenizer.padding_side = "right"
+    template = get_template(config.data.template, tokenizer)
+    train_set, eval_set = prepare_datasets(config.data, template, tokenizer, t.seed)
+    for part in (train_set, eval_set):
+        if part is not None:
+            for line in part.summary.lines(part.name):
+                _say(line)
+
+    model = load_model(config.model, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing)
+    model = apply_method(model, config.method, config.model.adapter_name_or_path)
+    _say(f"{config.method.finetuning_type}: {describe_parameters(model)}")
+
+    out = Path(t.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "run_config.yaml")
+    log_path = out / "trainer_log.jsonl"
+    if resume is None and log_path.exists():
+        log_path.unlink()
+    jsonl = JsonlLogCallback(log_path)
+
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(t, eval_set is not None),
+        train_dataset=train_set.rows,
+        eval_dataset=eval_set.rows if eval_set else None,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100,
+                                             pad_to_multiple_of=8 if device_type() == "cuda" else None),
+        processing_class=tokenizer,
+        callbacks=[jsonl],
+    )
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(t.output_dir)
+    trainer.save_state()
+    _save_tokenizer(tokenizer, template.name, t.output_dir)
+    metrics = dict(result.metrics)
+    metrics["num_input_tokens_seen"] = trainer.state.num_input_tokens_seen
+    trainer.save_metrics("train", metrics)
+    if eval_set is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+        with log_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": trainer.state.global_step, "eval_loss": eval_metrics["eval_loss"]}) + "\n")
+    if t.plot_loss:
+        plot = plot_loss(log_path, out)
+        if plot:
+            _say(f"loss plot: {plot}")
+
+    seconds = time.perf_counter() - started
+    tokens = trainer.state.num_input_tokens_seen
+    tps = tokens / metrics["train_runtime"] if metrics.get("train_runtime") else 0.0
+    what = "adapter" if config.method.finetuning_type == "lora" else "weights"
+    _say(
+        f"done: {trainer.state.global_step} steps, {tokens:,} tokens, train {metrics.get('train_runtime', 0):.0f} s "
+        f"({tps:.0f} tokens/s), mean train loss {metrics.get('train_loss', float('nan')):.4f}, "
+        f"total {seconds:.0f} s; {what} in {t.output_dir}"
+    )
+    return metrics
