@@ -28,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML file with LLaMA-Factory style keys")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     train.set_defaults(func=_train)
+    # Each family of commands registers its own subcommands (`register(subparsers)`).
+    from instill.data.build.cli import register as register_data
+    from instill.evaluate.cli import register as register_eval
+
+    register_eval(sub)
+    register_data(sub)
     return parser
 
 

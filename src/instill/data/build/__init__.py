@@ -1,0 +1,1 @@
+"""Building instruction data: convert, augment, generate, dedup, filter, mix, split, stats, check."""
