@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from tests.fixtures.qwen2 import (
     QWEN2_PATTERN,
     QWEN2_SPECIAL_TOKENS,
+    QWEN25_EXTRA_TOKENS,
     QWEN2_VOCAB_SIZE,
     build_qwen2_tokenizer,
     build_tiny_qwen2,
@@ -38,7 +39,7 @@ def reference() -> tiktoken.Encoding:
         name="qwen2",
         pat_str=QWEN2_PATTERN,
         mergeable_ranks=load_qwen_ranks(),
-        special_tokens=QWEN2_SPECIAL_TOKENS,
+        special_tokens={**QWEN2_SPECIAL_TOKENS, **{t: i for t, (i, _) in QWEN25_EXTRA_TOKENS.items()}},
     )
 
 
@@ -136,12 +137,14 @@ def test_matches_tiktoken(tokenizer: PreTrainedTokenizerFast, reference: tiktoke
 
 def test_vocab_and_merges_sizes(tokenizer: PreTrainedTokenizerFast) -> None:
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
-    assert len(model["vocab"]) == 151_646
+    assert len(model["vocab"]) == 151_665  # 151,643 BPE tokens + the 22 added tokens of Qwen2.5
     assert len(model["merges"]) == 151_387  # the size of Qwen2's merges.txt
-    assert len(tokenizer) == 151_646
+    assert len(tokenizer) == 151_665
 
 
 def test_special_tokens(tokenizer: PreTrainedTokenizerFast) -> None:
+    for token, (token_id, _) in QWEN25_EXTRA_TOKENS.items():
+        assert tokenizer.encode(token, add_special_tokens=False) == [token_id]
     for token, token_id in QWEN2_SPECIAL_TOKENS.items():
         assert tokenizer.convert_tokens_to_ids(token) == token_id
         assert tokenizer.encode(token, add_special_tokens=False) == [token_id]

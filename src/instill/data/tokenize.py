@@ -10,7 +10,7 @@ tokenizer's offsets, so the ids are exactly those of the full rendered text.
 Truncation. Tokens are grouped into turns (prompt run, response run). Each turn gets
 what is left of `cutoff_len`, split between prompt and response as LLaMA-Factory does
 (`infer_seqlen`): the prompt is cut first and the response only when it alone exceeds
-its share. Unlike LLaMA-Factory we cut the prompt *in the middle*, so the head (system,
+its share (at least half the budget). Unlike LLaMA-Factory we cut the prompt *in the middle*, so the head (system,
 instruction) and the tail (the candidate labels after a long text, and the template's
 "assistant" header) survive. The seeds' `input_ids[:MAX_LENGTH]` silently cut the label
 off long news; here a sample left with no trained token is dropped and counted.
@@ -62,13 +62,14 @@ def assistant_spans(example: Example, template: ChatTemplate) -> tuple[str, list
 
 
 def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
-    """How many prompt and response tokens to keep (LLaMA-Factory's rule, `processor_utils.py`)."""
+    """How many prompt and response tokens to keep (LLaMA-Factory's `infer_seqlen`, answer-favouring)."""
     if target_len * 2 < cutoff_len:  # the response fits in half: cut the prompt only
         max_target_len = cutoff_len
     elif source_len * 2 < cutoff_len:  # the prompt fits in half: the response gets the rest
         max_target_len = cutoff_len - source_len
-    else:  # both long: share in proportion
-        max_target_len = int(cutoff_len * (target_len / (source_len + target_len)))
+    else:  # both long: share in proportion, but the answer keeps at least half
+        # (LLaMA-Factory's plain proportion gives a 40-token answer after a 10k-token text 0 tokens.)
+        max_target_len = max(int(cutoff_len * (target_len / (source_len + target_len))), cutoff_len // 2)
     new_target_len = min(max_target_len, target_len)
     new_source_len = min(max(cutoff_len - new_target_len, 0), source_len)
     return new_source_len, new_target_len

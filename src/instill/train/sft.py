@@ -8,9 +8,8 @@ with plot_loss, training_loss.png.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from instill.model.load import Precision, check_precision, device_type, load_mod
 from instill.report.plots import plot_loss
 from instill.train.callbacks import JsonlLogCallback
 
-log = logging.getLogger(__name__)
 
 
 def _say(message: str) -> None:
@@ -106,8 +104,14 @@ def _save_tokenizer(tokenizer: Any, template_name: str, output_dir: str) -> None
     tokenizer.save_pretrained(output_dir)
 
 
-def run_sft(config: RunConfig) -> dict[str, Any]:
-    """Train as configured; return the final metrics (also written to all_results.json)."""
+@dataclass
+class SftResult:
+    metrics: dict[str, Any]
+    trainer: Any  # the transformers Trainer, holding the trained model
+
+
+def run_sft(config: RunConfig) -> SftResult:
+    """Train as configured; return the final metrics (also in all_results.json) and the trainer."""
     from transformers import DataCollatorForSeq2Seq, Trainer, set_seed
 
     started = time.perf_counter()
@@ -181,4 +185,4 @@ def run_sft(config: RunConfig) -> dict[str, Any]:
         f"({tps:.0f} tokens/s), mean train loss {metrics.get('train_loss', float('nan')):.4f}, "
         f"total {seconds:.0f} s; {what} in {t.output_dir}"
     )
-    return metrics
+    return SftResult(metrics, trainer)

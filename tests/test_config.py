@@ -1,0 +1,108 @@
+"""Config: LLaMA-Factory keys, typed sections, errors that name the key."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from instill.config import KNOWN_KEYS, build_config, load_config
+from instill.errors import ConfigError
+from tests.conftest import SHARED
+
+BASE = {"model_name_or_path": "some/model", "dataset": "a"}
+
+# Every key the spine issue names must be a known key.
+SPINE_KEYS = """model_name_or_path template trust_remote_code stage do_train finetuning_type lora_target lora_rank
+lora_alpha lora_dropout dataset dataset_dir eval_dataset cutoff_len max_samples val_size overwrite_cache
+preprocessing_num_workers output_dir overwrite_output_dir logging_steps save_steps save_total_limit plot_loss
+per_device_train_batch_size per_device_eval_batch_size gradient_accumulation_steps learning_rate num_train_epochs
+max_steps lr_scheduler_type warmup_ratio warmup_steps weight_decay bf16 fp16 gradient_checkpointing seed
+eval_strategy eval_steps resume_from_checkpoint report_to ddp_timeout""".split()
+
+
+def seed_yaml() -> dict:
+    """The qwen2.5_14B_lora_sft.yaml of seed 002, parsed from the seed text itself."""
+    text = (SHARED / "seeds/002_b466d1455033d0a7.txt").read_text(encoding="utf-8")
+    start = text.index("### model\nmodel_name_or_path")
+    end = text.index("eval_steps: 500", start) + len("eval_steps: 500")
+    return yaml.safe_load(text[start:end])
+
+
+def test_all_spine_keys_known():
+    assert [k for k in SPINE_KEYS if k not in KNOWN_KEYS] == []
+
+
+def test_sections_and_lists():
+    cfg = build_config({**BASE, "dataset": "a, b", "lora_target": "q_proj,v_proj", "report_to": "tensorboard"})
+    assert cfg.data.dataset == ["a", "b"]
+    assert cfg.method.lora_target == ["q_proj", "v_proj"]
+    assert cfg.train.report_to == ["tensorboard"]
+    assert cfg.data.template == "auto"
+
+
+def test_seed_yaml_loads_unchanged():
+    raw = seed_yaml()
+    assert raw["model_name_or_path"] == "Qwen/Qwen2.5-14B-Instruct" and raw["learning_rate"] == 1.0e-4
+    cfg = build_config(raw)
+    assert cfg.method.finetuning_type == "lora" and cfg.method.lora_target == ["all"]
+    assert cfg.train.gradient_accumulation_steps == 8 and cfg.train.lr_scheduler_type == "cosine"
+    assert cfg.data.val_size == 0.1 and cfg.train.eval_strategy == "steps" and cfg.train.eval_steps == 500
+    assert cfg.data.preprocessing_num_workers == 16 and cfg.train.ddp_timeout == 180000000
+
+
+def test_overrides_parse_yaml_values():
+    cfg = build_config(BASE, ["learning_rate=5e-5", "max_samples=200", "bf16=true", "dataset=x,y"])
+    assert cfg.train.learning_rate == 5e-5 and cfg.data.max_samples == 200 and cfg.train.bf16
+    assert cfg.data.dataset == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"learnig_rate": 1e-4}, "unknown key 'learnig_rate' — did you mean 'learning_rate'?"),
+        ({"lora_rnak": 8}, "did you mean 'lora_rank'?"),
+        ({"learning_rate": "fast"}, "invalid value for 'learning_rate': 'fast'"),
+        ({"lora_rank": 0}, "invalid value for 'lora_rank': 0"),
+        ({"val_size": 1.5}, "invalid value for 'val_size': 1.5"),
+        ({"finetuning_type": "qlora"}, "invalid value for 'finetuning_type': 'qlora'"),
+        ({"stage": "dpo"}, "invalid value for 'stage': 'dpo'"),
+        ({"bf16": True, "fp16": True}, "bf16 and fp16 are both true"),
+        ({"eval_strategy": "steps"}, "no val_size or eval_dataset"),
+        ({"quantization_bit": 4}, "QLoRA) is not built yet"),
+        ({"packing": True}, "packing is not built yet"),
+        ({"report_to": "wandb"}, "'wandb' is not a supported tracker"),
+        ({"max_steps": 0}, "invalid value for 'max_steps': 0"),
+    ],
+)
+def test_errors_name_the_key(bad, message):
+    with pytest.raises(ConfigError) as err:
+        build_config({**BASE, **bad})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_model_and_bad_override():
+    with pytest.raises(ConfigError, match="'model_name_or_path' is required"):
+        build_config({"dataset": "a"})
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        build_config(BASE, ["learning_rate"])
+
+
+def test_yaml_errors_name_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_name_or_path: x\ndataset: [a, b\nlr: 1\n")
+    with pytest.raises(ConfigError, match=re.escape(str(path)) + r":\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_cli_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model_name_or_path: x\ndataset: a\nlearnig_rate: 1.0e-4\n")
+    proc = subprocess.run([sys.executable, "-m", "instill.cli", "train", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"instill: error: {path}: unknown key 'learnig_rate' — did you mean 'learning_rate'?"
