@@ -158,8 +158,54 @@ class TrainArgs(_Section):
 
 
 class EvalArgs(_Section):
+    """`instill eval` / `instill predict` (and task metrics during training)."""
+
     do_eval: bool = False
     do_predict: bool = False
+    eval_task: Literal["classification", "ner", "generation"] = "generation"
+    # generate: decode greedily and read a label from the text; score: rank candidate labels by log-likelihood.
+    eval_mode: Literal["generate", "score"] = "generate"
+    # Classification labels: one list for every row, or a row column holding that row's candidates
+    # (a list or a string such as "['Art', 'Sports']"); with neither, the set of reference labels.
+    labels: list[str] | None = None
+    choices_column: str | None = None
+    # Row column holding the gold label; default: the final assistant answer.
+    label_column: str | None = None
+    # The answer text around the label, e.g. '\boxed{{label}}'; default: inferred from the references.
+    label_template: str | None = None
+    # Default: per_device_eval_batch_size when given, else 8.
+    eval_batch_size: int | None = Field(default=None, ge=1)
+    eval_max_samples: int | None = Field(default=None, ge=1)
+    # Default: 64 for classification, 512 otherwise. Generation always stops at the template's end of turn.
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+
+    _split = field_validator("labels", mode="before")(_comma_list)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not [label for label in v if str(label).strip()]:
+            raise ValueError("the label set is empty")
+        return v
+
+    @field_validator("label_template")
+    @classmethod
+    def _label_template(cls, v: str | None) -> str | None:
+        if v is not None and "{label}" not in v:
+            raise ValueError("must contain '{label}' where the label goes, e.g. '\\boxed{{label}}'")
+        return v
+
+    @model_validator(mode="after")
+    def _modes(self) -> EvalArgs:
+        if self.eval_mode == "score" and self.eval_task != "classification":
+            raise ValueError("eval_mode: score ranks candidate labels, so it needs eval_task: classification")
+        # Non-default values only, so a resolved run_config.yaml (which lists every key) loads back.
+        if not self.do_sample and (self.temperature != 1.0 or self.top_p != 1.0):
+            raise ValueError("temperature/top_p apply only when sampling; set do_sample: true (greedy otherwise)")
+        return self
 
 
 SECTIONS: dict[str, type[_Section]] = {
