@@ -150,3 +150,30 @@ def test_lora_target_typo_is_reported(tiny_qwen2):
     cfg = build_config({"model_name_or_path": "x", "dataset": "d", "lora_target": "q_proj,v_prj"})
     with pytest.raises(ConfigError, match=r"\['v_prj'\] not found"):
         apply_method(AutoModelForCausalLM.from_pretrained(tiny_qwen2), cfg.method)
+
+
+def test_seed_yaml_runs_with_only_model_and_dataset_changed(tiny_qwen2, tmp_path, monkeypatch):
+    """LLaMA-Factory's qwen2.5_14B_lora_sft.yaml from seed 002, as written, on the tiny model."""
+    from tests.conftest import LLAMAFACTORY_ENTRIES
+    from tests.test_config import seed_yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # the YAML's default dataset_dir
+    (tmp_path / "data/dataset_info.json").write_text(json.dumps({"identity": LLAMAFACTORY_ENTRIES["identity"]}))
+    raw = seed_yaml()
+    raw.update(model_name_or_path=str(tiny_qwen2), dataset="identity")
+    result = run_sft(build_config(raw))
+    out = tmp_path / "saves/llama3-8b/lora/sft"
+    assert (out / "adapter_model.safetensors").is_file() and (out / "training_loss.png").is_file()
+    # 91 rows - 10% validation = 82 samples; ceil(82 / (batch 1 x accumulation 8)) = 11 steps x 3 epochs
+    assert result.trainer.state.global_step == 33
+    assert "eval_loss" in result.metrics
+
+
+def test_gradient_checkpointing_bf16(tiny_qwen2, memo_dir, tmp_path):
+    out = tmp_path / "gc"
+    result = run_sft(config(tiny_qwen2, memo_dir, out, gradient_checkpointing=True, bf16=True, max_steps=4,
+                            learning_rate=3e-2))
+    assert result.trainer.model.base_model.model.is_gradient_checkpointing
+    train_losses, _ = losses(out)
+    assert train_losses[-1] < train_losses[0]

@@ -57,6 +57,13 @@ def check_output_dir(args: TrainArgs, resume: str | None) -> None:
         )
 
 
+def check_trackers(args: TrainArgs) -> None:
+    import importlib.util
+
+    if "tensorboard" in args.report_to and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("report_to: tensorboard needs the tensorboard package (pip install tensorboard)")
+
+
 def training_arguments(args: TrainArgs, has_eval: bool) -> Any:
     from transformers import TrainingArguments
 
@@ -117,6 +124,7 @@ def run_sft(config: RunConfig) -> SftResult:
     started = time.perf_counter()
     t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
     check_precision(precision)
+    check_trackers(t)
     resume = resolve_resume(t)
     check_output_dir(t, resume)
     if config.model.torch_num_threads:
