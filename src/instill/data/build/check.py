@@ -1,0 +1,180 @@
+"""`instill data check config.yaml`: the data doctor.
+
+Loads every dataset of a training config (``dataset`` and ``eval_dataset``) the way
+``instill train`` will: the registry, the row formats, the config's placeholders, its
+chat template and its model's real tokenizer, ``cutoff_len`` and masking options. Unlike
+training, it does not stop at the first bad row: every bad row is reported as
+``file:line: reason`` (JSON Lines files are read line by line, so an unparseable line
+does not hide the lines after it). It also counts the samples that ``cutoff_len`` would
+truncate, whose answer would be shortened, and whose answer would be lost entirely
+(dropped by training). Every row of each file is checked: ``num_samples`` and
+``max_samples`` are not applied.
+
+Exit status: 0 when every row loads, 1 when any row is bad (or, with ``--strict``, any
+answer would be lost), 2 for a config, registry, model or template error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instill.data.build.summary import progress, say
+from instill.data.example import Example
+from instill.data.formats import fill_placeholders, to_example
+from instill.data.registry import DATA_EXTENSIONS, DatasetSpec, read_rows, resolve
+from instill.data.templates import ChatTemplate
+from instill.data.tokenize import IGNORE_INDEX, encode
+from instill.errors import DataError, TemplateError
+
+
+@dataclass
+class DatasetReport:
+    name: str
+    rows: int = 0
+    errors: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # tokens before truncation
+    truncated: int = 0
+    answer_cut: int = 0
+    answer_lost: int = 0
+
+    def line(self, cutoff_len: int) -> str:
+        if self.lengths:
+            p50, p90, p99 = np.percentile(self.lengths, (50, 90, 99)).astype(int)
+            lengths = f"tokens p50 {p50} · p90 {p90} · p99 {p99} · max {max(self.lengths)}"
+        else:
+            lengths = "no loadable rows"
+        return (f"{self.name}: {self.rows} rows, {len(self.errors)} bad; {lengths}; {self.truncated} truncated at "
+                f"cutoff_len {cutoff_len} (answer shortened in {self.answer_cut}, answer lost in {self.answer_lost})")
+
+
+Item = tuple[str, "dict | DataError"]
+
+
+def _is_jsonl(path: Path) -> bool:
+    if path.suffix.lower() == ".jsonl":
+        return True
+    if path.suffix.lower() != ".json":
+        return False
+    with path.open(encoding="utf-8-sig") as f:
+        head = f.read(4096).lstrip()
+    return not head.startswith("[")
+
+
+def _jsonl_items(path: Path) -> Iterator[Item]:
+    """Every line of a JSON Lines file: the row, or the error that line has."""
+    with path.open(encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            source = f"{path}:{lineno}"
+            try:
+                record = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as err:
+                yield source, DataError(f"{source}: invalid JSON: {err.msg} (column {err.colno})")
+                continue
+            if not isinstance(record, dict):
+                yield source, DataError(f"{source}: expected a JSON object (one row), got {type(record).__name__}")
+                continue
+            yield source, record
+
+
+def _reader_items(spec: DatasetSpec, dataset_dir: str) -> Iterator[Item]:
+    """Rows through the registry; an error that stops the reader is reported once."""
+    try:
+        yield from read_rows(spec, dataset_dir)
+    except DataError as err:
+        yield spec.file_name or spec.name, err
+
+
+def dataset_items(spec: DatasetSpec, dataset_dir: str) -> Iterator[Item]:
+    """Every row of a registry entry (num_samples not applied), with per-line errors for JSON Lines files."""
+    spec = replace(spec, num_samples=None)
+    local = Path(dataset_dir) / spec.file_name if spec.file_name else None
+    if local is None or not local.exists() or spec.split != "train":
+        yield from _reader_items(spec, dataset_dir)  # hub entries, and the registry's own error messages
+        return
+    files = [local] if local.is_file() else sorted(
+        p for p in local.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in DATA_EXTENSIONS)
+    if not files:
+        yield from _reader_items(spec, dataset_dir)
+        return
+    for path in files:
+        if _is_jsonl(path):
+            yield from _jsonl_items(path)
+        else:
+            yield from _reader_items(replace(spec, file_name=str(path.resolve())), dataset_dir)
+
+
+def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, tokenizer: Any) -> DatasetReport:
+    report = DatasetReport(spec.name)
+    for source, item in progress(dataset_items(spec, data_args.dataset_dir), f"Checking {spec.name}"):
+        report.rows += 1
+        if isinstance(item, DataError):
+            report.errors.append(str(item))
+            continue
+        try:
+            example: Example = to_example(item, spec, source)
+            if data_args.dataset_placeholders:
+                example = fill_placeholders(example, data_args.dataset_placeholders)
+            encoded = encode(example, template, tokenizer, data_args.cutoff_len, data_args.train_on_prompt,
+                             data_args.mask_history)
+        except (DataError, TemplateError) as err:
+            message = str(err)
+            report.errors.append(message if message.startswith(source) else f"{source}: {message}")
+            continue
+        report.lengths.append(encoded.original_tokens)
+        report.truncated += encoded.truncated
+        report.answer_cut += encoded.response_cut
+        report.answer_lost += all(label == IGNORE_INDEX for label in encoded.labels)
+    return report
+
+
+def check_config(config_path: str, overrides: list[str]) -> tuple[list[DatasetReport], int]:
+    """A report per dataset of the config, and its cutoff_len."""
+    from instill.config import load_config
+    from instill.data.templates import get_template
+    from instill.errors import ConfigError
+    from instill.hub import resolve_model
+    from instill.model.load import load_tokenizer
+
+    config = load_config(config_path, overrides)
+    data = config.data
+    names = list(dict.fromkeys((data.dataset or []) + (data.eval_dataset or [])))
+    if not names:
+        raise ConfigError(f"{config_path}: no 'dataset' or 'eval_dataset' to check")
+    specs = resolve(names, data.dataset_dir)
+    m = config.model
+    tokenizer = load_tokenizer(m, resolve_model(m.model_name_or_path, m.cache_dir, m.model_revision, m.hf_hub_token))
+    template = get_template(data.template, tokenizer)
+    return [check_dataset(spec, data, template, tokenizer) for spec in specs], data.cutoff_len
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training YAML (the one you give `instill train`)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    parser.add_argument("--max-errors", type=int, default=50, help="bad rows printed per dataset (all are counted)")
+    parser.add_argument("--strict", action="store_true", help="also fail when a sample would lose its whole answer")
+
+
+def main(args: argparse.Namespace) -> int:
+    reports, cutoff_len = check_config(args.config, args.overrides)
+    failed = False
+    for report in reports:
+        for message in report.errors[: args.max_errors]:
+            print(message, flush=True)
+        if len(report.errors) > args.max_errors:
+            print(f"... and {len(report.errors) - args.max_errors} more bad rows in {report.name}", flush=True)
+        say(report.line(cutoff_len))
+        failed = failed or bool(report.errors) or (args.strict and report.answer_lost > 0)
+    bad = sum(len(r.errors) for r in reports)
+    say(f"check: {sum(r.rows for r in reports)} rows in {len(reports)} datasets, {bad} bad"
+        f"{'' if failed else ' — ready to train'}")
+    return 1 if failed else 0

@@ -1,0 +1,86 @@
+"""`instill data check`: every planted bad row by file and line, truncation counts with the real tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from tests.data.build.conftest import run
+
+GOOD = {"instruction": "把句子翻译成英文。", "input": "今天天气很好。", "output": "The weather is nice today."}
+LONG = {"instruction": "总结下面的新闻。", "input": "这是一段很长的新闻正文。" * 40, "output": "新闻很长。" * 50}
+
+
+def _config(tmp_path, datasets, cutoff_len=512, **extra):
+    config = {"model_name_or_path": str(extra.pop("model")), "template": "auto", "dataset": ",".join(datasets),
+              "dataset_dir": str(tmp_path), "cutoff_len": cutoff_len, "output_dir": str(tmp_path / "out"), **extra}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_check_reports_every_planted_bad_row_by_line(tmp_path, tiny_qwen2, capsys):
+    lines = [json.dumps(GOOD, ensure_ascii=False)] * 2 + [
+        '{"instruction": "坏行", "input": "", "output": ',  # 3: broken JSON
+        json.dumps(GOOD, ensure_ascii=False),
+        json.dumps({**GOOD, "output": ""}, ensure_ascii=False),  # 5: empty answer
+        '["不是", "对象"]',  # 6: not an object
+        json.dumps(GOOD, ensure_ascii=False),
+        json.dumps({"input": "没有指令", "output": "x"}, ensure_ascii=False),  # 8: no instruction column
+        json.dumps(GOOD, ensure_ascii=False),
+    ]
+    (tmp_path / "sft.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    chats = [
+        {"conversations": [{"from": "human", "value": "你好"}, {"from": "gpt", "value": "你好！"}]},
+        {"conversations": [{"from": "gpt", "value": "先说话"}, {"from": "human", "value": "顺序错了"}]},  # #1
+        {"conversations": [{"from": "human", "value": "只有问题"}]},  # #2
+    ]
+    (tmp_path / "chat.json").write_text(json.dumps(chats, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "sft": {"file_name": "sft.jsonl"},
+        "chat": {"file_name": "chat.json", "formatting": "sharegpt"},
+    }), encoding="utf-8")
+    config = _config(tmp_path, ["sft", "chat"], model=tiny_qwen2)
+    assert run("check", config) == 1
+    out = capsys.readouterr().out
+    sft, chat = tmp_path / "sft.jsonl", tmp_path / "chat.json"
+    reported = [line for line in out.splitlines() if not line.startswith("[instill]")]
+    assert reported == [
+        f"{sft}:3: invalid JSON: Expecting value (column 46)",
+        f"{sft}:5: empty response in column 'output'",
+        f"{sft}:6: expected a JSON object (one row), got list",
+        f"{sft}:8: missing column 'instruction' (row has: input, output)",
+        f"{chat}:#1: message 0: expected 'human' or 'observation' but got 'gpt' (roles: gpt, human)",
+        f"{chat}:#2: message 0: the last message must be 'gpt' or 'function_call', got 'human' (roles: human)",
+    ]
+    assert "sft: 9 rows, 4 bad" in out and "chat: 3 rows, 2 bad" in out
+    assert "check: 12 rows in 2 datasets, 6 bad" in out
+
+
+def test_check_counts_truncation_and_passes_clean_data(tmp_path, tiny_qwen2, qwen2_tokenizer, capsys):
+    rows = [GOOD] * 6 + [LONG] * 3
+    (tmp_path / "d.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}), encoding="utf-8")
+
+    def n_tokens(row):
+        messages = [{"role": "user", "content": row["instruction"] + "\n" + row["input"]},
+                    {"role": "assistant", "content": row["output"]}]
+        return len(qwen2_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+    long_tokens, answer_tokens = n_tokens(LONG), len(qwen2_tokenizer("新闻很长。" * 50)["input_ids"])
+    cutoff = 256
+    assert n_tokens(GOOD) < cutoff < long_tokens and answer_tokens > cutoff // 2  # answer must be shortened
+    assert run("check", _config(tmp_path, ["d"], cutoff_len=cutoff, model=tiny_qwen2)) == 0
+    out = capsys.readouterr().out
+    assert f"d: 9 rows, 0 bad; tokens p50 {n_tokens(GOOD)}" in out
+    assert f"max {long_tokens}; 3 truncated at cutoff_len {cutoff} (answer shortened in 3, answer lost in 0)" in out
+    assert "ready to train" in out
+    assert run("check", _config(tmp_path, ["d"], cutoff_len=4096, model=tiny_qwen2)) == 0
+    assert "0 truncated at cutoff_len 4096" in capsys.readouterr().out
+
+
+def test_check_config_errors_exit_2(tmp_path, tiny_qwen2, capsys):
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}), encoding="utf-8")
+    assert run("check", _config(tmp_path, ["dd"], model=tiny_qwen2)) == 2
+    assert "no dataset named 'dd' (nearest: d)" in capsys.readouterr().err
