@@ -22,6 +22,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from instill.config import load_config
+    from instill.model.export import export_model
+
+    config = load_config(args.config, args.overrides)
+    out = export_model(config)
+    size = sum(p.stat().st_size for p in out.glob("*.safetensors")) / 2**20
+    print(f"[instill] merged model written to {out} ({size:,.0f} MiB of safetensors, {config.export.export_dtype})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="instill", description="Raw data to an instruction-tuned LLM.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -29,12 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML file with LLaMA-Factory style keys")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     train.set_defaults(func=_train)
+    export = sub.add_parser("export", help="merge adapters into the base model and save it")
+    export.add_argument("config", help="YAML with model_name_or_path, adapter_name_or_path, export_dir")
+    export.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    export.set_defaults(func=_export)
     # Each family of commands registers its own subcommands (`register(subparsers)`).
     from instill.data.build.cli import register as register_data
     from instill.evaluate.cli import register as register_eval
+    from instill.report.cli import register as register_report
 
     register_eval(sub)
     register_data(sub)
+    register_report(sub)
     return parser
 
 

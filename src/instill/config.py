@@ -40,6 +40,10 @@ class ModelArgs(_Section):
     flash_attn: Literal["auto", "disabled", "sdpa", "fa2"] = "auto"
     # Torch threads for this process; default: torch's own choice.
     torch_num_threads: int | None = Field(default=None, ge=1)
+    # QLoRA: load the frozen base in 4 or 8 bits with bitsandbytes (lora / adalora only).
+    quantization_bit: Literal[4, 8] | None = None
+    quantization_type: Literal["nf4", "fp4"] = "nf4"
+    double_quantization: bool = True
 
     _split = field_validator("adapter_name_or_path", mode="before")(_comma_list)
 
@@ -77,14 +81,25 @@ FINETUNING_TYPES = ("lora", "full", "freeze")
 
 class MethodArgs(_Section):
     stage: Literal["sft"] = "sft"
-    finetuning_type: Literal["lora", "full", "freeze"] = "lora"
+    finetuning_type: Literal["lora", "adalora", "full", "freeze"] = "lora"
     lora_target: list[str] = Field(default_factory=lambda: ["all"])
     lora_rank: int = Field(default=8, ge=1)
     lora_alpha: int | None = Field(default=None, ge=1)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     use_rslora: bool = False
     use_dora: bool = False
+    # PiSSA: initialise adapters from the principal singular vectors (fast SVD with pissa_iter iterations;
+    # -1 = exact SVD). The saved adapter is converted so it applies to the original base.
+    pissa_init: bool = False
+    pissa_iter: int = Field(default=16, ge=-1)
     additional_target: list[str] | None = None
+    # AdaLoRA: start at adalora_init_r, prune to an average of adalora_target_r by importance.
+    adalora_init_r: int = Field(default=12, ge=1)
+    adalora_target_r: int = Field(default=8, ge=1)
+    adalora_tinit: int = Field(default=0, ge=0)
+    adalora_tfinal: int = Field(default=0, ge=0)
+    adalora_delta_t: int = Field(default=1, ge=1)
+    adalora_orth_reg_weight: float = Field(default=0.5, ge=0)
     freeze_trainable_layers: int = Field(default=2)
     freeze_trainable_modules: list[str] = Field(default_factory=lambda: ["all"])
     freeze_extra_modules: list[str] | None = None
@@ -99,6 +114,14 @@ class MethodArgs(_Section):
         if v == 0:
             raise ValueError("must be non-zero (positive: last N layers, negative: first N layers)")
         return v
+
+    @model_validator(mode="after")
+    def _method_options(self) -> MethodArgs:
+        if self.adalora_target_r > self.adalora_init_r:
+            raise ValueError("adalora_target_r must not exceed adalora_init_r")
+        if self.pissa_init and self.use_dora:
+            raise ValueError("pissa_init and use_dora cannot be combined")
+        return self
 
 
 class TrainArgs(_Section):
@@ -134,6 +157,13 @@ class TrainArgs(_Section):
     resume_from_checkpoint: bool | str | None = None
     report_to: list[str] = Field(default_factory=lambda: ["none"])
     run_name: str | None = None
+    # SwanLab (report_to: swanlab). auto: cloud when an API key is configured (swanlab login), else local
+    # (watch with `swanlab watch <swanlab_logdir>`; needs swanlab[dashboard]). offline: files for `swanlab sync`.
+    swanlab_mode: Literal["auto", "local", "offline", "cloud"] = "auto"
+    swanlab_project: str | None = None  # default: instill
+    swanlab_workspace: str | None = None
+    swanlab_run_name: str | None = None  # default: run_name, else the output_dir's name
+    swanlab_logdir: str | None = None  # default: output_dir/swanlog
     ddp_timeout: int = Field(default=1800, ge=1)
     dataloader_num_workers: int = Field(default=0, ge=0)
     logging_first_step: bool = True
@@ -150,11 +180,14 @@ class TrainArgs(_Section):
     @field_validator("report_to")
     @classmethod
     def _report_to(cls, v: list[str]) -> list[str]:
-        allowed = {"none", "tensorboard"}
+        allowed = {"none", "tensorboard", "swanlab"}
+        v = [name.strip().lower() for name in v]
         for name in v:
             if name not in allowed:
                 raise ValueError(f"'{name}' is not a supported tracker here (choose from {sorted(allowed)})")
-        return v
+        if "none" in v and len(v) > 1:
+            raise ValueError("'none' cannot be combined with trackers; list only the trackers")
+        return list(dict.fromkeys(v)) or ["none"]
 
 
 class EvalArgs(_Section):
@@ -208,12 +241,21 @@ class EvalArgs(_Section):
         return self
 
 
+class ExportArgs(_Section):
+    """`instill export`: merge adapters into the base and save a standalone model."""
+
+    export_dir: str | None = None
+    export_size: int = Field(default=5, ge=1)  # shard size in GB
+    export_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "model": ModelArgs,
     "data": DataArgs,
     "method": MethodArgs,
     "train": TrainArgs,
     "eval": EvalArgs,
+    "export": ExportArgs,
 }
 
 # LLaMA-Factory keys for features this build does not have. Harmless ones are accepted with a
@@ -229,7 +271,6 @@ _ACCEPTED_AND_IGNORED = {
     "tokenized_path": None,
 }
 _REFUSED = {
-    "quantization_bit": "quantized training (QLoRA) is not built yet; remove 'quantization_bit' to train in full precision",
     "deepspeed": "DeepSpeed is not supported; remove 'deepspeed' (instill trains on one device)",
     "use_unsloth": "unsloth is not supported; remove 'use_unsloth'",
     "enable_liger_kernel": "liger kernels are not supported; remove 'enable_liger_kernel'",
@@ -255,6 +296,7 @@ class RunConfig(BaseModel):
     method: MethodArgs
     train: TrainArgs
     eval: EvalArgs
+    export: ExportArgs
     notes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -262,12 +304,14 @@ class RunConfig(BaseModel):
         t, d = self.train, self.data
         if t.bf16 and t.fp16:
             raise ValueError("bf16 and fp16 are both true; choose one")
-        if t.do_train and not d.dataset:
-            raise ValueError("do_train is true but no 'dataset' is given")
         if d.val_size and d.eval_dataset:
             raise ValueError("give either val_size or eval_dataset, not both")
         if t.eval_strategy != "no" and not (d.val_size or d.eval_dataset):
             raise ValueError(f"eval_strategy is '{t.eval_strategy}' but there is no val_size or eval_dataset")
+        if self.model.quantization_bit and self.method.finetuning_type not in ("lora", "adalora"):
+            raise ValueError("quantization_bit (QLoRA) needs finetuning_type lora or adalora: quantized weights cannot be trained")
+        if self.model.quantization_bit and self.method.pissa_init:
+            raise ValueError("pissa_init needs full-precision base weights; remove quantization_bit")
         if self.data.mask_history and self.data.train_on_prompt:
             raise ValueError("mask_history and train_on_prompt cannot both be true")
         return self

@@ -36,23 +36,35 @@ def _uses_conv1d(model: nn.Module, targets: list[str]) -> bool:
     return any(isinstance(m, Conv1D) and n.split(".")[-1] in targets for n, m in model.named_modules())
 
 
-def apply_lora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None) -> nn.Module:
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    if adapter_paths:
-        # Earlier adapters are merged into the base; the last one keeps training.
-        for path in adapter_paths[:-1]:
-            model = PeftModel.from_pretrained(model, path).merge_and_unload()
-        return PeftModel.from_pretrained(model, adapter_paths[-1], is_trainable=True)
-
+def _lora_targets(model: nn.Module, args: MethodArgs) -> list[str]:
     available = linear_module_names(model)
     if args.lora_target == ["all"]:
-        targets = available
-    else:
-        targets = args.lora_target
-        missing = [t for t in targets if t not in available]
-        if missing:
-            raise ConfigError(f"lora_target: {missing} not found in the model; its linear layers are {available}")
+        return available
+    missing = [t for t in args.lora_target if t not in available]
+    if missing:
+        raise ConfigError(f"lora_target: {missing} not found in the model; its linear layers are {available}")
+    return args.lora_target
+
+
+def _load_adapters(model: nn.Module, adapter_paths: list[str]) -> nn.Module:
+    """Earlier adapters are merged into the base; the last one keeps training."""
+    from peft import PeftModel
+
+    for path in adapter_paths[:-1]:
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    return PeftModel.from_pretrained(model, adapter_paths[-1], is_trainable=True)
+
+
+def apply_lora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
+    """LoRA, with DoRA (use_dora), rsLoRA (use_rslora) and PiSSA initialisation (pissa_init) as options."""
+    from peft import LoraConfig, get_peft_model
+
+    if adapter_paths:
+        return _load_adapters(model, adapter_paths)
+    targets = _lora_targets(model, args)
+    init: bool | str = True
+    if args.pissa_init:
+        init = "pissa" if args.pissa_iter == -1 else f"pissa_niter_{args.pissa_iter}"
     config = LoraConfig(
         task_type="CAUSAL_LM",
         r=args.lora_rank,
@@ -62,12 +74,48 @@ def apply_lora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | No
         modules_to_save=args.additional_target,
         use_rslora=args.use_rslora,
         use_dora=args.use_dora,
+        init_lora_weights=init,
         fan_in_fan_out=_uses_conv1d(model, targets),
     )
     return get_peft_model(model, config)
 
 
-def apply_full(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None) -> nn.Module:
+def apply_adalora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
+    """AdaLoRA: ranks start at adalora_init_r and are pruned by importance during training.
+
+    peft needs the total number of optimizer steps up front, and someone must call
+    `update_and_allocate` after each optimizer step (`train.callbacks.AdaLoraCallback`).
+    """
+    from peft import AdaLoraConfig, get_peft_model
+
+    if adapter_paths:
+        return _load_adapters(model, adapter_paths)
+    if total_steps <= 0:
+        raise ConfigError("adalora: the total number of training steps is unknown; set max_steps or num_train_epochs")
+    tinit, tfinal = args.adalora_tinit, args.adalora_tfinal
+    if tinit + tfinal >= total_steps:
+        raise ConfigError(f"adalora: adalora_tinit ({tinit}) + adalora_tfinal ({tfinal}) must be below the "
+                          f"{total_steps} training steps, or no budgeting phase is left")
+    targets = _lora_targets(model, args)
+    config = AdaLoraConfig(
+        task_type="CAUSAL_LM",
+        init_r=args.adalora_init_r,
+        target_r=args.adalora_target_r,
+        tinit=tinit,
+        tfinal=tfinal,
+        deltaT=args.adalora_delta_t,
+        total_step=total_steps,
+        orth_reg_weight=args.adalora_orth_reg_weight,
+        lora_alpha=args.lora_alpha or args.adalora_init_r * 2,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        modules_to_save=args.additional_target,
+        fan_in_fan_out=_uses_conv1d(model, targets),
+    )
+    return get_peft_model(model, config)
+
+
+def apply_full(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
     if adapter_paths:
         raise ConfigError("adapter_name_or_path is set but finetuning_type is full; merge the adapter first (instill export)")
     for param in model.parameters():
@@ -83,7 +131,7 @@ def _num_layers(model: nn.Module) -> int:
     raise ConfigError("freeze: cannot tell how many layers this model has (no num_hidden_layers in its config)")
 
 
-def apply_freeze(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None) -> nn.Module:
+def apply_freeze(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
     """Train only the last N layers (first N when negative), optionally only some of their modules."""
     if adapter_paths:
         raise ConfigError("adapter_name_or_path is set but finetuning_type is freeze; merge the adapter first")
@@ -111,17 +159,19 @@ def apply_freeze(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | 
 
 METHODS: dict[str, Callable[..., nn.Module]] = {
     "lora": apply_lora,
+    "adalora": apply_adalora,
     "full": apply_full,
     "freeze": apply_freeze,
 }
 
 
-def apply_method(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None) -> nn.Module:
-    model = METHODS[args.finetuning_type](model, args, adapter_paths)
+def apply_method(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
+    """Apply `args.finetuning_type`; `total_steps` is the number of optimizer steps (AdaLoRA needs it)."""
+    model = METHODS[args.finetuning_type](model, args, adapter_paths, total_steps)
     # Trainable weights live in fp32 even when the frozen base is bf16/fp16: optimizer updates
     # of ~1e-5 vanish in bf16's 8-bit mantissa.
     for param in model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
+        if param.requires_grad and param.dtype != torch.float32 and param.is_floating_point():
             param.data = param.data.float()
     return model
 
@@ -138,4 +188,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def describe_parameters(model: nn.Module) -> str:
     trainable, total = count_parameters(model)
-    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"
+    memory = model.get_memory_footprint() / 2**20 if hasattr(model, "get_memory_footprint") else float("nan")
+    return (f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"
+            f" || weights in memory: {memory:,.0f} MiB")

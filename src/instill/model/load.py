@@ -60,6 +60,28 @@ def _attn_implementation(choice: str) -> str | None:
     return {"sdpa": "sdpa", "disabled": "eager"}[choice]
 
 
+def _quantization(args: ModelArgs, precision: Precision) -> dict[str, Any]:
+    """from_pretrained kwargs for a bitsandbytes 4/8-bit base (QLoRA)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("quantization_bit needs bitsandbytes (pip install 'bitsandbytes>=0.45')")
+    from transformers import BitsAndBytesConfig
+
+    if args.quantization_bit == 4:
+        config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=args.quantization_type,
+            bnb_4bit_use_double_quant=args.double_quantization,
+            bnb_4bit_compute_dtype=precision.compute_dtype,
+            bnb_4bit_quant_storage=torch.uint8,
+        )
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    # bitsandbytes >= 0.45 also runs on the CPU; the quantized weights are placed at load time.
+    return {"quantization_config": config, "device_map": {"": 0} if torch.cuda.is_available() else "cpu"}
+
+
 def load_tokenizer(args: ModelArgs, model_dir: Path | None = None) -> Any:
     from transformers import AutoTokenizer
 
@@ -89,6 +111,8 @@ def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, mode
     model_dir = model_dir or resolve_model(args.model_name_or_path, args.cache_dir, args.model_revision, args.hf_hub_token)
     dtype = torch.float32 if finetuning_type == "full" else precision.compute_dtype
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": args.trust_remote_code}
+    if args.quantization_bit:
+        kwargs.update(_quantization(args, precision))
     attn = _attn_implementation(args.flash_attn)
     if attn:
         kwargs["attn_implementation"] = attn
@@ -100,8 +124,14 @@ def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, mode
         raise ModelError(f"{model_dir}: cannot load the model ({err})") from None
     except OSError as err:
         raise ModelError(f"{model_dir}: cannot load the model ({str(err).splitlines()[0]})") from None
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not args.quantization_bit:
         model.to("cuda")
+    if args.quantization_bit:
+        from peft import prepare_model_for_kbit_training
+
+        # Casts norms to fp32 and (with gradient checkpointing) enables input grads for the frozen 4/8-bit base.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # so checkpointed blocks see a grad-requiring input under PEFT

@@ -8,9 +8,12 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from instill.train import hardware
+
 
 class JsonlLogCallback(TrainerCallback):
-    """Appends every log event to `trainer_log.jsonl`: step, epoch, loss, lr, grad_norm, tokens/s.
+    """Appends every log event to `trainer_log.jsonl`: step, epoch, loss, lr, grad_norm, tokens/s,
+    and on training steps the hardware sample (cpu_percent, rss_mb, peak_rss_mb, gpu_* with CUDA).
 
     Tokens are non-padding input tokens (Trainer's `num_input_tokens_seen`), so the rate is
     what the model actually processed, not padding.
@@ -41,7 +44,21 @@ class JsonlLogCallback(TrainerCallback):
                 record["tokens_per_s"] = round((seen - self._last_tokens) / elapsed, 1)
                 self.tokens_per_second.append(record["tokens_per_s"])
             self._last_time, self._last_tokens = now, seen
+        if "loss" in logs:  # CPU %, RSS, GPU memory/utilisation (train.hardware), shared with the trackers
+            record.update(hardware.sample(state.global_step))
         record["tokens_seen"] = state.num_input_tokens_seen
         if len(record) > 3:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+
+
+class AdaLoraCallback(TrainerCallback):
+    """Reallocates AdaLoRA's rank budget after every optimizer step.
+
+    transformers' Trainer never calls `update_and_allocate`; without this callback AdaLoRA trains
+    as a plain LoRA of rank `adalora_init_r`. `on_optimizer_step` runs after `optimizer.step()` and
+    before `zero_grad()`, which is where peft needs the call (the importance scores use the grads).
+    """
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.base_model.update_and_allocate(state.global_step)

@@ -8,6 +8,7 @@ with plot_loss, training_loss.png.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,9 @@ from instill.hub import resolve_model
 from instill.model.adapters import apply_method, describe_parameters
 from instill.model.load import Precision, check_precision, device_type, load_model, load_tokenizer
 from instill.report.plots import plot_loss
-from instill.train.callbacks import JsonlLogCallback
+from instill.report.data_summary import write_data_summary
+from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback
+from instill.train.tracking import finish_run, tracker_callbacks
 
 
 
@@ -55,6 +58,25 @@ def check_output_dir(args: TrainArgs, resume: str | None) -> None:
             f"output_dir {out} is not empty; set overwrite_output_dir: true to write into it, "
             "or resume_from_checkpoint: true to continue the run there"
         )
+
+
+def total_optimizer_steps(n_samples: int, args: TrainArgs) -> int:
+    """Optimizer steps the Trainer will run (a last partial accumulation counts as a step)."""
+    if args.max_steps > 0:
+        return args.max_steps
+    batches = math.ceil(n_samples / args.per_device_train_batch_size)
+    per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
+    return math.ceil(per_epoch * args.num_train_epochs)
+
+
+def _save_pissa_init(model: Any, config: RunConfig, out: Path) -> Path | None:
+    """PiSSA's initial adapter, needed at the end to convert the trained one (see peft's PiSSA docs)."""
+    if not config.method.pissa_init or config.model.adapter_name_or_path:
+        return None
+    init_dir = out / "pissa_init"
+    model.peft_config["default"].init_lora_weights = True  # reloading it must not run the SVD again
+    model.save_pretrained(init_dir)
+    return init_dir
 
 
 def check_trackers(args: TrainArgs) -> None:
@@ -95,7 +117,7 @@ def training_arguments(args: TrainArgs, has_eval: bool) -> Any:
         prediction_loss_only=True,  # eval loss only: full-vocab logits of every eval batch would fill memory
         seed=args.seed,
         data_seed=args.seed,
-        report_to=[r for r in args.report_to if r != "none"] or "none",
+        report_to="none",  # trackers are ours (train/tracking.py): transformers' swanlab one fails with swanlab 0.10
         run_name=args.run_name,
         ddp_timeout=args.ddp_timeout,
         dataloader_num_workers=args.dataloader_num_workers,
@@ -124,6 +146,8 @@ def run_sft(config: RunConfig) -> SftResult:
     started = time.perf_counter()
     t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
     check_precision(precision)
+    if not config.data.dataset:
+        raise ConfigError("training needs 'dataset' (names from dataset_info.json in dataset_dir)")
     check_trackers(t)
     resume = resolve_resume(t)
     check_output_dir(t, resume)
@@ -145,12 +169,16 @@ def run_sft(config: RunConfig) -> SftResult:
                 _say(line)
 
     model = load_model(config.model, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing)
-    model = apply_method(model, config.method, config.model.adapter_name_or_path)
+    total_steps = total_optimizer_steps(len(train_set.rows), t)
+    model = apply_method(model, config.method, config.model.adapter_name_or_path, total_steps)
     _say(f"{config.method.finetuning_type}: {describe_parameters(model)}")
 
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    pissa_init_dir = _save_pissa_init(model, config, out)
     save_config(config, out / "run_config.yaml")
+    write_data_summary(out / "data_summary.json", {"train": train_set.summary, "eval": eval_set.summary if eval_set else None},
+                       config.data.cutoff_len)
     log_path = out / "trainer_log.jsonl"
     if resume is None and log_path.exists():
         log_path.unlink()
@@ -164,10 +192,13 @@ def run_sft(config: RunConfig) -> SftResult:
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100,
                                              pad_to_multiple_of=8 if device_type() == "cuda" else None),
         processing_class=tokenizer,
-        callbacks=[jsonl],
+        callbacks=([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else []) + [jsonl, *tracker_callbacks(config, out)],
     )
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(t.output_dir)
+    if pissa_init_dir is not None:
+        # Rewrite the adapter so it applies to the original base (PiSSA trains on a residual base).
+        model.save_pretrained(t.output_dir, path_initial_model_for_weight_conversion=str(pissa_init_dir))
     trainer.save_state()
     _save_tokenizer(tokenizer, template.name, t.output_dir)
     metrics = dict(result.metrics)
@@ -185,6 +216,7 @@ def run_sft(config: RunConfig) -> SftResult:
             _say(f"loss plot: {plot}")
 
     seconds = time.perf_counter() - started
+    finish_run(trainer, out, seconds)  # trackers finished, run_info.json, report.html
     tokens = trainer.state.num_input_tokens_seen
     tps = tokens / metrics["train_runtime"] if metrics.get("train_runtime") else 0.0
     what = "adapter" if config.method.finetuning_type == "lora" else "weights"

@@ -1,0 +1,54 @@
+"""Merge adapters into the base and save a standalone model (safetensors shards, tokenizer, template).
+
+The base is always loaded in full precision for merging, even for a QLoRA adapter: merging into
+4-bit weights would bake quantisation error into every merged layer. The merge runs in fp32 and
+the result is cast to `export_dtype`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from instill.config import RunConfig
+from instill.data.templates import get_template, template_text
+from instill.errors import ConfigError
+from instill.hub import resolve_model
+from instill.model.load import load_tokenizer
+
+
+def export_model(config: RunConfig) -> Path:
+    """Write the merged model to `export_dir`; return that directory."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    args = config.export
+    if not args.export_dir:
+        raise ConfigError("export needs export_dir (where to write the merged model)")
+    out = Path(args.export_dir)
+    if out.is_dir() and any(out.iterdir()) and not config.train.overwrite_output_dir:
+        raise ConfigError(f"export_dir {out} is not empty; set overwrite_output_dir: true to write into it")
+
+    model_dir = resolve_model(config.model.model_name_or_path, config.model.cache_dir,
+                              config.model.model_revision, config.model.hf_hub_token)
+    tokenizer = load_tokenizer(config.model, model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 trust_remote_code=config.model.trust_remote_code)
+    for adapter in config.model.adapter_name_or_path or []:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model = model.to(getattr(torch, args.export_dtype))
+
+    template = get_template(config.data.template, tokenizer)
+    if template.end_of_turn:
+        eot = tokenizer.convert_tokens_to_ids(template.end_of_turn)
+        eos = model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if eot not in eos:
+            model.generation_config.eos_token_id = eos + [eot]  # so plain `generate` stops at the end of a turn
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, max_shard_size=f"{args.export_size}GB")
+    if not getattr(tokenizer, "chat_template", None) and template_text(config.data.template):
+        tokenizer.chat_template = template_text(config.data.template)
+    tokenizer.save_pretrained(out)
+    return out
