@@ -1,0 +1,97 @@
+"""Fine-tune the same model on the same data with each method; print one table of measured numbers.
+
+    python bench/bench_methods.py                 # SmolLM2-135M-Instruct, the demo data, 30 steps each
+    python bench/bench_methods.py --steps 10 --threads 1
+
+Each method runs in its own process (so peak RSS is that method's alone), one after another.
+Run it on an otherwise idle machine: on 2 cores a second busy process slows steps several-fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = {
+    "lora": {"finetuning_type": "lora"},
+    "dora": {"finetuning_type": "lora", "use_dora": True},
+    "adalora": {"finetuning_type": "adalora", "adalora_init_r": 16, "adalora_target_r": 8,
+                "adalora_tinit": 3, "adalora_tfinal": 3},
+    "qlora (4-bit)": {"finetuning_type": "lora", "quantization_bit": 4},
+    "full": {"finetuning_type": "full", "learning_rate": 5e-5},
+}
+
+
+def child(method: str, steps: int, out: str) -> None:
+    from instill.config import build_config, load_yaml
+    from instill.train.sft import run_sft
+
+    raw = load_yaml(ROOT / "examples/demo_lora.yaml")
+    raw.update(dataset_dir=str(ROOT / "examples/data"), output_dir=out, overwrite_output_dir=True, max_steps=steps,
+               logging_steps=1, save_strategy="no", eval_strategy="no", plot_loss=False, learning_rate=1e-3)
+    raw.update(METHODS[method])
+    result = run_sft(build_config(raw))
+    trainer = result.trainer
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    log = [json.loads(line) for line in Path(out, "trainer_log.jsonl").read_text().splitlines()]
+    train_losses = [r["loss"] for r in log if "loss" in r]
+    # Steps after the first: the first includes one-off warm-up (allocations, kernel selection).
+    timed = result.metrics["train_runtime"]
+    print("RESULT " + json.dumps({
+        "method": method, "trainable": trainable, "steps": trainer.state.global_step,
+        "s_per_step": timed / max(trainer.state.global_step, 1),
+        "tokens_per_s": trainer.state.num_input_tokens_seen / timed,
+        "final_loss": sum(train_losses[-3:]) / len(train_losses[-3:]),
+        "eval_loss": trainer.evaluate()["eval_loss"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }), flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--child")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.steps, args.out)
+        return 0
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    rows = []
+    for method in args.methods.split(","):
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--child", method, "--steps", str(args.steps), "--out", out],
+                                  env=env, capture_output=True, text=True)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                print(f"{method}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            row = json.loads(line[len("RESULT "):])
+            row["wall_s"] = time.perf_counter() - started
+            rows.append(row)
+            print(f"  {method}: done in {row['wall_s']:.0f} s", file=sys.stderr)
+
+    print(f"\nSmolLM2-135M-Instruct, demo data (112 train / 12 eval samples), bf16 autocast, batch 8, "
+          f"{args.steps} steps, lr 1e-3 (full: 5e-5), {args.threads} threads, {os.cpu_count()} CPUs\n")
+    print("| method | trainable params | peak RSS (MiB) | s/step | tokens/s | train loss (last 3) | eval loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['method']} | {r['trainable']:,} | {r['peak_rss_mib']:,.0f} | {r['s_per_step']:.2f} | "
+              f"{r['tokens_per_s']:.0f} | {r['final_loss']:.3f} | {r['eval_loss']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
