@@ -177,7 +177,8 @@ def run_sft(config: RunConfig) -> SftResult:
     out.mkdir(parents=True, exist_ok=True)
     pissa_init_dir = _save_pissa_init(model, config, out)
     save_config(config, out / "run_config.yaml")
-    write_data_summary(out / "data_summary.json", {"train": train_set.summary, "eval": eval_set.summary if eval_set else None},
+    write_data_summary(out / "data_summary.json",
+                       {"train": train_set.summary, "eval": eval_set.summary if eval_set else None},
                        config.data.cutoff_len)
     log_path = out / "trainer_log.jsonl"
     if resume is None and log_path.exists():
@@ -192,7 +193,8 @@ def run_sft(config: RunConfig) -> SftResult:
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100,
                                              pad_to_multiple_of=8 if device_type() == "cuda" else None),
         processing_class=tokenizer,
-        callbacks=([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else []) + [jsonl, *tracker_callbacks(config, out)],
+        callbacks=([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else [])
+        + [jsonl, *tracker_callbacks(config, out)],
     )
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(t.output_dir)
