@@ -7,7 +7,6 @@ with plot_loss, training_loss.png.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -207,11 +206,11 @@ def run_sft(config: RunConfig) -> SftResult:
     metrics["num_input_tokens_seen"] = trainer.state.num_input_tokens_seen
     trainer.save_metrics("train", metrics)
     if eval_set is not None:
-        eval_metrics = trainer.evaluate()
+        # Reuse the evaluation of the final step when the schedule already ran one (it is logged once).
+        last = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
+        eval_metrics = {k: v for k, v in last[-1].items() if k.startswith("eval_")} if last else trainer.evaluate()
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
-        with log_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"step": trainer.state.global_step, "eval_loss": eval_metrics["eval_loss"]}) + "\n")
     if t.plot_loss:
         plot = plot_loss(log_path, out)
         if plot:
@@ -221,7 +220,7 @@ def run_sft(config: RunConfig) -> SftResult:
     finish_run(trainer, out, seconds)  # trackers finished, run_info.json, report.html
     tokens = trainer.state.num_input_tokens_seen
     tps = tokens / metrics["train_runtime"] if metrics.get("train_runtime") else 0.0
-    what = "adapter" if config.method.finetuning_type == "lora" else "weights"
+    what = "adapter" if config.method.finetuning_type in ("lora", "adalora") else "weights"
     _say(
         f"done: {trainer.state.global_step} steps, {tokens:,} tokens, train {metrics.get('train_runtime', 0):.0f} s "
         f"({tps:.0f} tokens/s), mean train loss {metrics.get('train_loss', float('nan')):.4f}, "
