@@ -109,3 +109,9 @@ def test_cli_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"instill: error: {path}: unknown key 'learnig_rate' — did you mean 'learning_rate'?"
+
+
+def test_llamafactory_use_swanlab_alias():
+    assert build_config({**BASE, "use_swanlab": True}).train.report_to == ["swanlab"]
+    assert build_config({**BASE, "use_swanlab": True, "report_to": "tensorboard"}).train.report_to == ["tensorboard", "swanlab"]
+    assert build_config({**BASE, "use_swanlab": False}).train.report_to == ["none"]

@@ -366,6 +366,10 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
         flat[key] = value
 
     notes: list[str] = []
+    # LLaMA-Factory's `use_swanlab: true` is our `report_to: swanlab`.
+    if flat.pop("use_swanlab", False):
+        trackers = _comma_list(flat.get("report_to")) or []
+        flat["report_to"] = [r for r in trackers if r != "none"] + (["swanlab"] if "swanlab" not in trackers else [])
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for key, value in flat.items():
         if not isinstance(key, str):
