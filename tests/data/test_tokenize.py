@@ -153,3 +153,14 @@ def test_llamafactory_demo_files_tokenize(qwen2_tokenizer, qwen, lf_dataset_dir,
     if name == "identity":
         assert all("{{" not in m["content"] for ex in examples for m in ex.messages)
         assert any("Tern" in m["content"] for ex in examples for m in ex.messages)
+
+
+def test_parallel_tokenization_matches_serial(qwen2_tokenizer, qwen, lf_dataset_dir, monkeypatch):
+    import instill.data.dataset as dataset
+
+    monkeypatch.setattr(dataset, "_MIN_PARALLEL", 10)
+    args = DataArgs(dataset=["glaive_toolcall_zh_demo"], dataset_dir=str(lf_dataset_dir), cutoff_len=256, max_samples=60)
+    examples = load_examples(args.dataset, args, seed=0)
+    serial = tokenize_examples("train", examples, args, qwen, qwen2_tokenizer)
+    parallel = tokenize_examples("train", examples, args.model_copy(update={"preprocessing_num_workers": 2}), qwen, qwen2_tokenizer)
+    assert parallel.rows == serial.rows and parallel.summary.truncated == serial.summary.truncated > 0
