@@ -1,9 +1,55 @@
-"""`instill predict` and `instill eval`."""
+"""`instill predict` and `instill eval`.
+
+    instill predict config.yaml [key=value ...] [--input FILE] [--model auto|base|tuned] [--output DIR]
+    instill eval    config.yaml [key=value ...] [--input FILE] [--model auto|base|tuned] [--output DIR] [--compare base]
+
+Both read the training config (do_train is ignored) and write to output_dir/eval/ unless --output says otherwise.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 
+def _config(args: argparse.Namespace):
+    from instill.config import build_config, load_yaml
+
+    # Evaluation never trains: without this, an eval-only config would need `dataset` for do_train's sake.
+    return build_config({**load_yaml(args.config), "do_train": False}, args.overrides, source=str(args.config))
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from instill.evaluate.runner import run
+
+    run(_config(args), args.input, args.output, args.model, with_metrics=False)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from instill.evaluate.runner import run
+
+    run(_config(args), args.input, args.output, args.model, compare_base=args.compare == "base")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML file with LLaMA-Factory style keys (the one you trained with)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    parser.add_argument("--input", metavar="FILE",
+                        help="rows to run instead of eval_dataset (json/jsonl/csv/parquet; openai, sharegpt or alpaca)")
+    parser.add_argument("--model", choices=("auto", "base", "tuned"), default="auto",
+                        help="auto: the tuned model if there is one (adapter_name_or_path or output_dir), else the base")
+    parser.add_argument("--output", metavar="DIR", help="where to write (default: output_dir/eval)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `instill predict` and `instill eval`."""
+    predict = subparsers.add_parser("predict", help="write predictions.jsonl for eval_dataset (or --input)")
+    _common(predict)
+    predict.set_defaults(func=_predict)
+
+    evaluate = subparsers.add_parser("eval", help="predictions + task metrics (metrics.json, confusion matrix)")
+    _common(evaluate)
+    evaluate.add_argument("--compare", choices=("base",),
+                          help="also run the base model and print base vs tuned side by side (comparison.json)")
+    evaluate.set_defaults(func=_eval)

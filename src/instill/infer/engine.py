@@ -2,11 +2,16 @@
 
 The seeds generated one test sample at a time with max_new_tokens=512; here prompts are
 rendered with the same template as training, batched, and generation stops per row at the
-template's end-of-turn token.
+template's end-of-turn token. Prompts longer than a token budget are cut in the middle, as
+training cuts them (`data.tokenize`), so the head (system, instruction) and the tail (the
+question, the assistant header) survive. Padding is built by hand: the shared tokenizer's
+`padding_side` is never changed, so generating inside a training run does not flip the
+training collator to left padding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +20,24 @@ from tqdm.auto import tqdm
 
 from instill.config import ModelArgs
 from instill.data.templates import ChatTemplate, get_template
+from instill.data.tokenize import _cut_middle
+from instill.errors import ModelError
 from instill.hub import resolve_model
 from instill.model.load import Precision, load_model, load_tokenizer
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) for token-id rows padded to the longest, on `side`."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if not row:
+            continue
+        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[i, span] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
 
 
 class Generator:
@@ -28,42 +49,84 @@ class Generator:
         if template.end_of_turn:
             stop.add(tokenizer.convert_tokens_to_ids(template.end_of_turn))
         self.stop_ids = sorted(i for i in stop if i is not None and i >= 0)
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.stop_ids[0]
+
+    def render(self, conversation: list[dict], tools: list[dict] | None = None) -> str:
+        """The prompt text: the conversation plus the template's assistant header."""
+        return self.template.render(conversation, tools, add_generation_prompt=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_prompts(self, conversations: list[list[dict]], tools: Sequence[list[dict] | None] | None = None,
+                       max_tokens: int | None = None) -> tuple[list[list[int]], int]:
+        """Token ids of each rendered prompt, cut in the middle to `max_tokens`; also how many were cut."""
+        tools = tools or [None] * len(conversations)
+        out, cut = [], 0
+        for conversation, tool in zip(conversations, tools):
+            ids = self.encode(self.render(conversation, tool))
+            if max_tokens is not None and len(ids) > max_tokens:
+                ids, cut = _cut_middle(ids, max_tokens), cut + 1
+            out.append(ids)
+        return out, cut
 
     @torch.inference_mode()
     def generate(self, conversations: list[list[dict]], max_new_tokens: int = 64, batch_size: int = 8,
                  temperature: float = 0.0, top_p: float = 1.0, progress: bool = False) -> list[str]:
         """One reply per conversation (each ends with a user turn)."""
+        prompts, _ = self.encode_prompts(conversations)
+        return self.generate_ids(prompts, max_new_tokens, batch_size, temperature, top_p, progress)
+
+    @torch.inference_mode()
+    def generate_ids(self, prompts: list[list[int]], max_new_tokens: int = 64, batch_size: int = 8,
+                     temperature: float = 0.0, top_p: float = 1.0, progress: bool = False,
+                     desc: str = "Generating") -> list[str]:
+        """One decoded reply per tokenized prompt; greedy when temperature is 0."""
+        was_training = self.model.training
         self.model.eval()
-        self.tokenizer.padding_side = "left"
-        prompts = [self.template.render(c, add_generation_prompt=True) for c in conversations]
+        device = self.model.device
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
         replies: list[str] = [""] * len(prompts)
-        batches = range(0, len(order), batch_size)
-        for start in tqdm(batches, desc="Generating", unit="batch", disable=not progress, leave=False):
-            idx = order[start:start + batch_size]
-            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                                 add_special_tokens=False).to(self.model.device)
-            sampling = temperature > 0
-            out = self.model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=sampling,
-                temperature=temperature if sampling else None, top_p=top_p if sampling else None,
-                eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id,
-            )
-            new_tokens = out[:, enc["input_ids"].shape[1]:]
-            for i, row in zip(idx, new_tokens):
-                replies[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+        sampling = temperature > 0
+        with tqdm(total=len(prompts), desc=desc, unit="sample", disable=not progress, leave=False) as bar:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                ids, mask = pad_batch([prompts[i] for i in idx], self.pad_id, "left")
+                out = self.model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                    do_sample=sampling, temperature=temperature if sampling else None,
+                    top_p=top_p if sampling else None,
+                    eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                )
+                for i, row in zip(idx, out[:, ids.shape[1]:]):
+                    replies[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+                bar.update(len(idx))
+        self.model.train(was_training)
         return replies
 
 
-def load_generator(model_args: ModelArgs, template_name: str = "auto", adapter: str | Path | None = None,
+def load_generator(model_args: ModelArgs, template_name: str = "auto",
+                   adapter: str | Path | Sequence[str | Path] | None = None,
                    precision: Precision | None = None) -> Generator:
-    """Base model (plus an optional LoRA adapter) ready to generate."""
+    """Base model (plus optional LoRA adapters) ready to generate.
+
+    Several adapters are applied in order; all but the last are merged into the weights.
+    A merged (full) model directory is just `model_args.model_name_or_path`.
+    """
     model_dir = resolve_model(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision,
                               model_args.hf_hub_token)
     tokenizer = load_tokenizer(model_args, model_dir)
     model = load_model(model_args, precision or Precision(), "lora", model_dir)
-    if adapter:
+    adapters = [adapter] if isinstance(adapter, (str, Path)) else list(adapter or [])
+    if adapters:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        for i, path in enumerate(adapters):
+            if not (Path(path) / "adapter_config.json").is_file():
+                raise ModelError(f"adapter '{path}' is not a directory holding adapter_config.json")
+            model = PeftModel.from_pretrained(model, str(path))
+            if i < len(adapters) - 1:
+                model = model.merge_and_unload()
+    model.eval()
     return Generator(model, tokenizer, get_template(template_name, tokenizer))
