@@ -454,6 +454,15 @@ def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str
         table, comparison = compare(reports["base"], reports["tuned"])
         print(table, flush=True)
         (out / "comparison.json").write_text(json.dumps(comparison, ensure_ascii=False, indent=2), encoding="utf-8")
+    if with_metrics and output_dir is None and Path(config.train.output_dir).is_dir():
+        # Refresh the run's trackers and report.html with these results (both never raise).
+        from instill.report.html import write_report
+        from instill.train.tracking import log_eval_results
+
+        log_eval_results(config, out)
+        report_path = write_report(config.train.output_dir)
+        if report_path:
+            _say(f"report: {report_path}")
     return reports
 
 

@@ -78,6 +78,15 @@ def _save_pissa_init(model: Any, config: RunConfig, out: Path) -> Path | None:
     return init_dir
 
 
+def _task_metrics(config: RunConfig, tokenizer: Any, template: Any, has_eval: bool) -> list[Any]:
+    """With do_eval, every evaluation also runs the eval task (accuracy, entity F1, ...)."""
+    if not (config.eval.do_eval and has_eval and config.train.eval_strategy != "no"):
+        return []
+    from instill.evaluate.runner import task_metrics_callback
+
+    return [task_metrics_callback(config, tokenizer, template)]
+
+
 def check_trackers(args: TrainArgs) -> None:
     import importlib.util
 
@@ -193,6 +202,7 @@ def run_sft(config: RunConfig) -> SftResult:
                                              pad_to_multiple_of=8 if device_type() == "cuda" else None),
         processing_class=tokenizer,
         callbacks=([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else [])
+        + _task_metrics(config, tokenizer, template, eval_set is not None)
         + [jsonl, *tracker_callbacks(config, out)],
     )
     result = trainer.train(resume_from_checkpoint=resume)
@@ -207,8 +217,9 @@ def run_sft(config: RunConfig) -> SftResult:
     trainer.save_metrics("train", metrics)
     if eval_set is not None:
         # Reuse the evaluation of the final step when the schedule already ran one (it is logged once).
-        last = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
-        eval_metrics = {k: v for k, v in last[-1].items() if k.startswith("eval_")} if last else trainer.evaluate()
+        step = trainer.state.global_step
+        last = {k: v for h in trainer.state.log_history if h.get("step") == step for k, v in h.items() if k.startswith("eval_")}
+        eval_metrics = last if "eval_loss" in last else trainer.evaluate()
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     if t.plot_loss:
