@@ -121,3 +121,14 @@ def test_total_steps_match_the_trainer():
     assert total_optimizer_steps(82, t) == 33  # as the seed-YAML run counts (tests/train)
     t = build_config({"model_name_or_path": "x", "max_steps": 7}).train
     assert total_optimizer_steps(1000, t) == 7
+
+
+def test_qlora_8bit_trains(tiny_qwen2, memo_dir, tmp_path):
+    import bitsandbytes as bnb
+
+    out = tmp_path / "q8"
+    result = run_sft(config(tiny_qwen2, memo_dir, out, quantization_bit=8, learning_rate=3e-2, max_steps=12))
+    assert sum(isinstance(m, bnb.nn.Linear8bitLt) for m in result.trainer.model.modules()) == 14  # 7 per layer
+    train_losses, _ = losses(out)
+    assert train_losses[-1] < train_losses[0] - 0.2, train_losses
+    assert (out / "adapter_model.safetensors").is_file()
