@@ -21,7 +21,6 @@ from instill.train import hardware
 from instill.train.sft import run_sft
 from instill.train.tracking import (
     TrackingCallback,
-    log_eval_results,
     resolve_swanlab_mode,
     tracker_callbacks,
 )
@@ -122,8 +121,7 @@ def test_swanlab_local_dashboard_serves_the_run(tiny_qwen2, memo_dir, tmp_path, 
     # `instill eval` results (real predictions of the trained adapter) go to a '<run>-eval' run as a text panel.
     from instill.evaluate.runner import run as run_eval
 
-    run_eval(cfg.model_copy(update={"train": cfg.train.model_copy(update={"do_train": False})}))
-    log_eval_results(cfg, out / "eval")
+    run_eval(cfg.model_copy(update={"train": cfg.train.model_copy(update={"do_train": False})}))  # logs the eval run
 
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "swanlab", "watch", str(logdir), "-h", "127.0.0.1", "-p", str(port)],
