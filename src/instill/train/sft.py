@@ -25,7 +25,7 @@ from instill.model.load import Precision, check_precision, device_type, load_mod
 from instill.report.plots import plot_loss
 from instill.report.data_summary import write_data_summary
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback
-from instill.train.tracking import finish_run, tracker_callbacks
+from instill.train.tracking import check_trackers, finish_run, tracker_callbacks
 
 
 
@@ -85,13 +85,6 @@ def _task_metrics(config: RunConfig, tokenizer: Any, template: Any, has_eval: bo
     from instill.evaluate.runner import task_metrics_callback
 
     return [task_metrics_callback(config, tokenizer, template)]
-
-
-def check_trackers(args: TrainArgs) -> None:
-    import importlib.util
-
-    if "tensorboard" in args.report_to and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("report_to: tensorboard needs the tensorboard package (pip install tensorboard)")
 
 
 def training_arguments(args: TrainArgs, has_eval: bool) -> Any:
