@@ -79,6 +79,17 @@ def toy_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def write_toy_datasets(data: Path, n_train: int, n_test: int) -> Path:
+    """toy_train (json) and toy_test (jsonl) registered in data/dataset_info.json."""
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "train.json").write_text(json.dumps(toy_rows(n_train, seed=0), ensure_ascii=False))
+    write_jsonl(data / "test.jsonl", toy_rows(n_test, seed=1))
+    columns = {"prompt": "text", "response": "output"}
+    register(data, "toy_train", "train.json", columns=columns)
+    register(data, "toy_test", "test.jsonl", columns=columns)
+    return data
+
+
 @pytest.fixture(scope="session")
 def trained_toy(tmp_path_factory, tiny_qwen2) -> dict:
     """The tiny Qwen2 fully fine-tuned (40 steps) on toy_rows: the answer is unambiguous from the prompt.
@@ -90,13 +101,7 @@ def trained_toy(tmp_path_factory, tiny_qwen2) -> dict:
     from instill.train.sft import run_sft
 
     root = tmp_path_factory.mktemp("toy")
-    data = root / "data"
-    data.mkdir()
-    (data / "train.json").write_text(json.dumps(toy_rows(64, seed=0), ensure_ascii=False))
-    write_jsonl(data / "test.jsonl", toy_rows(24, seed=1))
-    columns = {"prompt": "text", "response": "output"}
-    register(data, "toy_train", "train.json", columns=columns)
-    register(data, "toy_test", "test.jsonl", columns=columns)
+    data = write_toy_datasets(root / "data", n_train=64, n_test=24)
     out = root / "run"
     base = {"model_name_or_path": str(tiny_qwen2), "template": "empty", "dataset_dir": str(data), "cutoff_len": 64,
             "output_dir": str(out)}

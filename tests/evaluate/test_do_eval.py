@@ -6,17 +6,11 @@ import json
 
 from instill.config import build_config
 from instill.train.sft import run_sft
-from tests.evaluate.conftest import register, toy_rows, write_jsonl
+from tests.evaluate.conftest import write_toy_datasets
 
 
 def test_task_metrics_during_training(tiny_qwen2, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.json").write_text(json.dumps(toy_rows(32, seed=0), ensure_ascii=False))
-    write_jsonl(data / "test.jsonl", toy_rows(8, seed=1))
-    columns = {"prompt": "text", "response": "output"}
-    register(data, "toy_train", "train.json", columns=columns)
-    register(data, "toy_test", "test.jsonl", columns=columns)
+    data = write_toy_datasets(tmp_path / "data", n_train=32, n_test=8)
     out = tmp_path / "run"
     result = run_sft(build_config({
         "model_name_or_path": str(tiny_qwen2), "template": "empty", "dataset_dir": str(data), "cutoff_len": 64,
