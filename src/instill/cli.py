@@ -15,10 +15,14 @@ def _train(args: argparse.Namespace) -> int:
     from instill.train.sft import run_sft
 
     config = load_config(args.config, args.overrides)
-    if not config.train.do_train:
-        print("[instill] do_train is false: nothing to train")
-        return 0
-    run_sft(config)
+    if config.train.do_train:
+        run_sft(config)
+    if config.eval.do_predict:
+        from instill.evaluate.runner import run
+
+        run(config)
+    elif not config.train.do_train:
+        print("[instill] do_train and do_predict are false: nothing to do")
     return 0
 
 
@@ -60,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     # bitsandbytes warns on import that an optional CPU kernel package is missing; its own fallback
     # works (STACK.md), so the line only confuses users.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also come after options (`instill eval c.yaml --compare base eval_mode=score`).
+    unknown = [a for a in extra if a.startswith("-") or "=" not in a]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except InstillError as err:

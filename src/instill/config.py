@@ -194,10 +194,17 @@ class EvalArgs(_Section):
     """`instill eval` / `instill predict` (and task metrics during training)."""
 
     do_eval: bool = False
+    # `instill train` with do_predict: after training (or alone, when do_train is not set), run the
+    # eval task on eval_dataset, as `instill eval` would. LLaMA-Factory's predict YAMLs set both keys;
+    # predictions are always generated (or scored), so predict_with_generate changes nothing here.
     do_predict: bool = False
+    predict_with_generate: bool = False
     eval_task: Literal["classification", "ner", "generation"] = "generation"
     # generate: decode greedily and read a label from the text; score: rank candidate labels by log-likelihood.
     eval_mode: Literal["generate", "score"] = "generate"
+    # score mode only. batch: divide each label's probability by its mean over the evaluated rows
+    # (batch calibration), which removes a model's bias toward some labels; none: raw likelihoods.
+    eval_calibration: Literal["none", "batch"] = "none"
     # Classification labels: one list for every row, or a row column holding that row's candidates
     # (a list or a string such as "['Art', 'Sports']"); with neither, the set of reference labels.
     labels: list[str] | None = None
@@ -235,6 +242,8 @@ class EvalArgs(_Section):
     def _modes(self) -> EvalArgs:
         if self.eval_mode == "score" and self.eval_task != "classification":
             raise ValueError("eval_mode: score ranks candidate labels, so it needs eval_task: classification")
+        if self.eval_calibration != "none" and self.eval_mode != "score":
+            raise ValueError("eval_calibration applies to eval_mode: score (it re-ranks label likelihoods)")
         # Non-default values only, so a resolved run_config.yaml (which lists every key) loads back.
         if not self.do_sample and (self.temperature != 1.0 or self.top_p != 1.0):
             raise ValueError("temperature/top_p apply only when sampling; set do_sample: true (greedy otherwise)")
@@ -370,6 +379,8 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
     if flat.pop("use_swanlab", False):
         trackers = _comma_list(flat.get("report_to")) or []
         flat["report_to"] = [r for r in trackers if r != "none"] + (["swanlab"] if "swanlab" not in trackers else [])
+    if flat.get("do_predict") and "do_train" not in flat:  # LLaMA-Factory's predict YAMLs omit do_train
+        flat["do_train"] = False
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for key, value in flat.items():
         if not isinstance(key, str):

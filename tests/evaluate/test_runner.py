@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,7 @@ def test_eval_fudan_news_writes_predictions_metrics_and_confusion_matrix(fudan, 
     assert metrics["prompts_truncated"] == 16  # news texts are far longer than cutoff_len 96
     assert (out / "confusion_matrix.png").read_bytes()[:8] == PNG_MAGIC
     if mode == "score":
+        assert "calibration" not in metrics and "calibrated_scores" not in rows[0]
         assert metrics["invalid"] == 0 and all(r["label"] in FUDAN_LABELS for r in rows)
         assert metrics["label_template"] == "\\boxed{{label}}"  # learned from the answers "\boxed{财经}"
         assert all(0 < r["confidence"] <= 1 and set(r["scores"]) == set(r["candidates"]) for r in rows)
@@ -68,6 +70,34 @@ def test_eval_fudan_news_writes_predictions_metrics_and_confusion_matrix(fudan, 
         assert metrics["invalid"] == sum(r["label"] is None for r in rows)
     summary = capsys.readouterr().out
     assert f"classification ({mode}), 16 samples" in summary and "samples/s" in summary and "accuracy" in summary
+
+
+def test_batch_calibration_rescores_from_the_raw_likelihoods(fudan):
+    """eval_calibration: batch: label = argmax of p / mean p, recomputed here from the raw scores written."""
+    config = write_config(fudan["dir"] / "eval.yaml", **fudan["keys"], label_column="label", eval_mode="score",
+                          eval_calibration="batch")
+    assert run_cli("eval", config) == 0
+    rows = read_jsonl(fudan["out"] / "predictions.jsonl")
+    metrics = json.loads((fudan["out"] / "metrics.json").read_text(encoding="utf-8"))
+    probs = []
+    for r in rows:
+        z = sum(math.exp(v) for v in r["scores"].values())
+        probs.append({k: math.exp(v) / z for k, v in r["scores"].items()})
+    prior = {k: sum(p[k] for p in probs) / len(probs) for k in FUDAN_LABELS}
+    assert metrics["calibration"] == "batch"
+    assert metrics["label_prior"] == pytest.approx(prior, abs=1e-4)
+    assert sum(metrics["label_prior"].values()) == pytest.approx(1.0, abs=1e-4)
+    for r, p in zip(rows, probs):
+        assert r["label"] == max(p, key=lambda k: p[k] / prior[k])
+    assert metrics["accuracy"] == pytest.approx(sum(r["label"] == r["reference"] for r in rows) / 16)
+    assert "classification (score, batch calibration)" in (fudan["dir"] / "run" / "report.html").read_text("utf-8")
+
+
+def test_calibration_needs_score_mode(fudan, capsys):
+    config = write_config(fudan["dir"] / "eval.yaml", **fudan["keys"], eval_calibration="batch")
+    assert run_cli("eval", config) == 2
+    err = capsys.readouterr().err.strip()
+    assert "eval_calibration" in err and "score" in err and len(err.splitlines()) == 1
 
 
 def test_seed004_shape_candidates_from_a_column(fudan, tiny_qwen2):
@@ -125,6 +155,34 @@ def test_eval_generation_on_the_val_size_split(tmp_path, tiny_qwen2):
     assert {"bleu-1", "bleu-4", "rouge-1", "rouge-l", "exact_match"} <= set(metrics)
     held_out = [s.id for s in load_samples(build_config({**keys, "do_train": False}))]
     assert [p["id"] for p in read_jsonl(tmp_path / "run" / "eval" / "predictions.jsonl")] == held_out
+
+
+def test_llama_factory_predict_yaml_runs_with_instill_train(tmp_path, tiny_qwen2):
+    """LLaMA-Factory's predict YAML shape (do_predict + predict_with_generate, no do_train): predicts, trains nothing."""
+    rows = [{"instruction": f"把数字{i}写成汉字", "output": "零一二三四五六七八九"[i % 10]} for i in range(6)]
+    (tmp_path / "gen.json").write_text(json.dumps(rows, ensure_ascii=False))
+    register(tmp_path, "gen", "gen.json")
+    config = write_config(tmp_path / "predict.yaml", model_name_or_path=str(tiny_qwen2), stage="sft",
+                          do_predict=True, predict_with_generate=True, finetuning_type="lora", dataset_dir=str(tmp_path),
+                          eval_dataset="gen", template="auto", cutoff_len=64, output_dir=str(tmp_path / "predict"),
+                          overwrite_output_dir=True, per_device_eval_batch_size=2, max_new_tokens=3)
+    assert run_cli("train", config) == 0
+    out = tmp_path / "predict"
+    assert not (out / "adapter_config.json").exists()  # nothing trained
+    predictions = read_jsonl(out / "eval" / "predictions.jsonl")
+    metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert [p["reference"] for p in predictions] == [r["output"] for r in rows]
+    assert metrics["n"] == 6 and {"bleu-4", "rouge-l"} <= set(metrics)
+
+
+def test_overrides_may_follow_options(fudan, capsys):
+    config = write_config(fudan["dir"] / "eval.yaml", **fudan["keys"], label_column="label")
+    assert run_cli("eval", config, "--output", fudan["dir"] / "o", "eval_mode=score", "eval_max_samples=3") == 0
+    metrics = json.loads((fudan["dir"] / "o" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["mode"] == "score" and metrics["samples"] == 3
+    with pytest.raises(SystemExit) as exc:
+        run_cli("eval", config, "--output", fudan["dir"] / "o", "stray")
+    assert exc.value.code == 2 and "unrecognized arguments: stray" in capsys.readouterr().err
 
 
 def test_compare_base_and_tuned(trained_toy, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from instill.config import ModelArgs, build_config
 from instill.evaluate.classify import match_label
 from instill.evaluate.runner import evaluate_samples, load_samples
 from instill.infer.engine import Generator, load_generator
-from instill.infer.score import answer_ids, continuation_logprobs, score_labels
+from instill.infer.score import LabelScore, answer_ids, batch_calibrate, continuation_logprobs, score_labels
 
 CONVERSATIONS = [
     [{"role": "user", "content": "新闻：今天的足球比赛很精彩。"}],
@@ -130,3 +131,39 @@ def test_score_and_generate_agree_on_a_trained_model(trained_toy):
     replies = tuned.generate([s.prompt for s in samples[:4]], max_new_tokens=8)
     assert [match_label(r, s.extras["category"]) for r, s in zip(replies, samples)] == labels_generated[:4]
     assert all(r in ast.literal_eval(s.extras["category"]) for r, s in zip(replies, samples))
+
+
+def _row(**probs: float) -> LabelScore:
+    scores = {k: math.log(p) for k, p in probs.items()}
+    best = max(scores, key=scores.get)
+    return LabelScore(best, probs[best], scores)
+
+
+def test_batch_calibration_by_hand():
+    """p(A) = .9 .8 .6 .5: raw picks A four times; prior A = .7, B = .3, so rows 3 and 4 become B."""
+    rows = [_row(A=0.9, B=0.1), _row(A=0.8, B=0.2), _row(A=0.6, B=0.4), _row(A=0.5, B=0.5)]
+    calibrated, prior = batch_calibrate(rows)
+    assert prior == pytest.approx({"A": 0.7, "B": 0.3})
+    assert [r.label for r in rows] == ["A", "A", "A", "A"]
+    assert [r.label for r in calibrated] == ["A", "A", "B", "B"]
+    # row 3: .6/.7 vs .4/.3 -> B with (.4/.3) / (.6/.7 + .4/.3)
+    assert calibrated[2].confidence == pytest.approx((0.4 / 0.3) / (0.6 / 0.7 + 0.4 / 0.3))
+    assert calibrated[2].calibrated["B"] == pytest.approx(math.log(0.4) - math.log(0.3))
+    assert calibrated[2].scores == rows[2].scores  # raw scores kept
+
+
+def test_batch_calibration_with_row_specific_candidates():
+    """A label's prior averages only the rows that offer it; probabilities are per row's candidates."""
+    rows = [_row(A=0.7, B=0.3), _row(A=0.5, C=0.5), _row(B=0.2, C=0.8)]
+    calibrated, prior = batch_calibrate(rows)
+    assert prior == pytest.approx({"A": 0.6, "B": 0.25, "C": 0.65})
+    assert [set(r.calibrated) for r in calibrated] == [{"A", "B"}, {"A", "C"}, {"B", "C"}]
+    # .3/.25 > .7/.6 flips row 1 to B; .5/.6 > .5/.65 breaks row 2's tie for A; .8/.65 > .2/.25
+    assert [r.label for r in calibrated] == ["B", "A", "C"]
+
+
+def test_batch_calibration_of_an_unbiased_model_changes_nothing():
+    rows = [_row(A=0.9, B=0.1), _row(A=0.1, B=0.9), _row(A=0.7, B=0.3), _row(A=0.3, B=0.7)]
+    calibrated, prior = batch_calibrate(rows)
+    assert prior == pytest.approx({"A": 0.5, "B": 0.5})
+    assert [r.label for r in calibrated] == [r.label for r in rows]

@@ -1,4 +1,4 @@
-from math import exp, isclose
+from math import exp
 
 import pytest
 

@@ -14,6 +14,11 @@ rounding.
 
 The score of a label is the summed log-probability of its answer tokens; ``confidence`` is the
 softmax of those sums over the row's candidates (a probability that sums to 1 over them).
+
+``batch_calibrate`` removes the model's bias toward some labels (a base model asked to classify
+often picks one label for almost every text) by dividing each label's probability by its mean
+over the evaluated rows: batch calibration, Zhou et al., "Batch Calibration", ICLR 2024. It uses
+no gold labels and no extra forward pass.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class LabelScore:
     confidence: float  # its softmax probability over the row's candidates
     scores: dict[str, float]  # candidate -> summed answer log-probability
     truncated: bool = False  # the prompt was cut to max_prompt_tokens
+    calibrated: dict[str, float] | None = None  # candidate -> calibrated log-score (batch_calibrate)
 
 
 def answer_ids(generator: Generator, conversation: list[dict], answer: str, prompt_text: str,
@@ -151,8 +157,39 @@ def score_labels(generator: Generator, conversations: list[list[dict]], candidat
                                  progress=progress)
     results = []
     for labels, values, truncated in zip(candidates, sums, cut):
-        top = max(values)
-        total = sum(math.exp(v - top) for v in values)
-        best = values.index(top)
-        results.append(LabelScore(labels[best], 1.0 / total, dict(zip(labels, values)), truncated))
+        label, confidence = _best(dict(zip(labels, values)))
+        results.append(LabelScore(label, confidence, dict(zip(labels, values)), truncated))
     return results
+
+
+def _best(scores: dict[str, float]) -> tuple[str, float]:
+    """The top candidate and its softmax probability over the candidates."""
+    label = max(scores, key=scores.__getitem__)
+    return label, 1.0 / sum(math.exp(v - scores[label]) for v in scores.values())
+
+
+def _softmax(scores: dict[str, float]) -> dict[str, float]:
+    top = max(scores.values())
+    exp = {k: math.exp(v - top) for k, v in scores.items()}
+    total = sum(exp.values())
+    return {k: v / total for k, v in exp.items()}
+
+
+def batch_calibrate(results: Sequence[LabelScore]) -> tuple[list[LabelScore], dict[str, float]]:
+    """Re-rank each row by log p(label | row) - log prior(label), prior = mean p(label | row) over rows.
+
+    p is normalised over each row's own candidates; a label's prior averages the rows that offer
+    it. Returns the re-ranked results (raw scores kept, calibrated ones added) and the prior.
+    """
+    probs = [_softmax(r.scores) for r in results]
+    seen: dict[str, list[float]] = {}
+    for row in probs:
+        for label, p in row.items():
+            seen.setdefault(label, []).append(p)
+    prior = {label: sum(ps) / len(ps) for label, ps in seen.items()}
+    calibrated = []
+    for r, row in zip(results, probs):
+        adjusted = {k: math.log(max(p, 1e-300)) - math.log(prior[k]) for k, p in row.items()}
+        label, confidence = _best(adjusted)
+        calibrated.append(LabelScore(label, confidence, r.scores, r.truncated, adjusted))
+    return calibrated, prior

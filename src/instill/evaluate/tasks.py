@@ -1,0 +1,232 @@
+"""The eval tasks, one registry: classification, ner, generation.
+
+Each task is three functions: `prepare` checks the data before any model loads (and returns
+the task's plan, e.g. the label set), `predict` turns samples into prediction rows, `score`
+turns rows into metrics. The metrics themselves live in `classify`, `ner` and `textgen`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from instill.config import RunConfig
+from instill.errors import ConfigError, DataError
+from instill.evaluate.classify import (
+    _ANSWER_TAG,
+    _last_boxed,
+    classification_metrics,
+    match_label,
+    normalize,
+    parse_label_set,
+)
+from instill.evaluate.ner import ner_metrics, parse_entities
+from instill.evaluate.samples import Sample
+from instill.evaluate.textgen import generation_metrics
+
+
+@dataclass
+class Settings:
+    task: str
+    mode: str
+    batch_size: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    max_prompt_tokens: int
+    calibration: str = "none"
+
+
+def settings_from(config: RunConfig) -> Settings:
+    e, t = config.eval, config.train
+    batch = e.eval_batch_size or (t.per_device_eval_batch_size if "per_device_eval_batch_size" in t.model_fields_set else 8)
+    new_tokens = e.max_new_tokens or (64 if e.eval_task == "classification" else 512)
+    return Settings(e.eval_task, e.eval_mode, batch, new_tokens, e.temperature if e.do_sample else 0.0,
+                    e.top_p, config.data.cutoff_len, e.eval_calibration)
+
+
+def _generate(generator, samples: list[Sample], s: Settings, progress: bool) -> tuple[list[str], int]:
+    prompts, cut = generator.encode_prompts([x.prompt for x in samples], [x.tools for x in samples],
+                                            s.max_prompt_tokens)
+    outputs = generator.generate_ids(prompts, s.max_new_tokens, s.batch_size, s.temperature, s.top_p, progress)
+    return outputs, cut
+
+
+# ---------------------------------------------------------------- classification
+
+
+def _label_in(answer: str) -> str:
+    """The label written in an answer: inside the last <answer>..</answer>, then the last \\boxed{..}."""
+    tags = _ANSWER_TAG.findall(answer)
+    text = tags[-1] if tags else answer
+    boxed = _last_boxed(text)
+    return (boxed if boxed is not None else text).strip()
+
+
+@dataclass
+class LabelPlan:
+    """Per-sample candidates and gold labels, the union label set, and the answer template."""
+
+    candidates: list[list[str]]
+    gold: list[str | None]
+    labels: list[str]
+    template: str
+
+
+def plan_labels(samples: list[Sample], config: RunConfig, extra_answers: list[str] = ()) -> LabelPlan:
+    """Resolve candidates (choices_column > labels > the reference labels) and each sample's gold label."""
+    e = config.eval
+    raw_gold = []
+    for x in samples:
+        if e.label_column:
+            if e.label_column not in x.extras:
+                raise DataError(f"{x.id}: no column '{e.label_column}' (label_column); row has: "
+                                f"{', '.join(map(str, x.extras)) or 'no extra columns'}")
+            raw_gold.append(str(x.extras[e.label_column]))
+        else:
+            raw_gold.append(x.answer)
+    shared: list[str] | None = None
+    if not e.choices_column:
+        if e.labels:
+            shared = parse_label_set(e.labels)
+        else:
+            found = [_label_in(a) for a in [*raw_gold, *extra_answers] if a is not None]
+            if not found:
+                raise ConfigError("classification needs candidate labels: set labels or choices_column, "
+                                  "or evaluate rows that have reference answers")
+            by_key: dict[str, str] = {}
+            for label in sorted(found):
+                if normalize(label):
+                    by_key.setdefault(normalize(label), label)
+            shared = parse_label_set(list(by_key.values()))
+    canonical: dict[str, str] = {}  # normalised -> first spelling, so rows agree on one name per label
+    candidates, gold = [], []
+    for x, raw in zip(samples, raw_gold):
+        if shared is None:
+            if e.choices_column not in x.extras:
+                raise DataError(f"{x.id}: no column '{e.choices_column}' (choices_column); row has: "
+                                f"{', '.join(map(str, x.extras)) or 'no extra columns'}")
+            try:
+                row_labels = parse_label_set(x.extras[e.choices_column])
+            except DataError as err:
+                raise DataError(f"{x.id}: column '{e.choices_column}': {err}") from None
+        else:
+            row_labels = shared
+        row_labels = [canonical.setdefault(normalize(label), label) for label in row_labels]
+        keys = {normalize(label): label for label in row_labels}
+        if raw is None:
+            gold.append(None)
+        elif normalize(raw) in keys:
+            gold.append(keys[normalize(raw)])
+        else:
+            raise DataError(f"{x.id}: reference label {raw!r} is not among the candidates {row_labels}")
+        candidates.append(row_labels)
+    template = e.label_template or _infer_template(samples, gold)
+    return LabelPlan(candidates, gold, list(dict.fromkeys(canonical.values())), template)
+
+
+def _infer_template(samples: list[Sample], gold: list[str | None]) -> str:
+    """The most common answer shape around the gold label (e.g. '\\boxed{{label}}'), else '{label}'."""
+    shapes = Counter(x.answer.replace(g, "{label}") for x, g in zip(samples, gold)
+                     if g is not None and x.answer is not None and x.answer.count(g) == 1)
+    return shapes.most_common(1)[0][0] if shapes else "{label}"
+
+
+def predict_classification(generator, samples: list[Sample], plan: LabelPlan, s: Settings,
+                           progress: bool) -> tuple[list[dict], dict]:
+    rows = [{"id": x.id, "prompt": x.prompt[-1]["content"], "reference": g, "candidates": c}
+            for x, g, c in zip(samples, plan.gold, plan.candidates)]
+    info: dict[str, Any] = {"labels": plan.labels, "label_template": plan.template}
+    if s.mode == "score":
+        from instill.infer.score import batch_calibrate, score_labels
+
+        results = score_labels(generator, [x.prompt for x in samples], plan.candidates, plan.template,
+                               s.batch_size, max_prompt_tokens=s.max_prompt_tokens, tools=[x.tools for x in samples],
+                               progress=progress)
+        if s.calibration == "batch":
+            results, prior = batch_calibrate(results)
+            info["label_prior"] = {k: round(v, 6) for k, v in prior.items()}
+        cut = sum(r.truncated for r in results)
+        for row, r in zip(rows, results):
+            row.update(prediction=plan.template.replace("{label}", r.label), label=r.label,
+                       confidence=round(r.confidence, 6), scores={k: round(v, 4) for k, v in r.scores.items()})
+            if r.calibrated is not None:
+                row["calibrated_scores"] = {k: round(v, 4) for k, v in r.calibrated.items()}
+    else:
+        outputs, cut = _generate(generator, samples, s, progress)
+        for row, out in zip(rows, outputs):
+            row.update(prediction=out, label=match_label(out, row["candidates"]))
+    for row in rows:
+        row["correct"] = None if row["reference"] is None else row["label"] == row["reference"]
+    return rows, {**info, "prompts_truncated": cut}
+
+
+def classification_scores(rows: list[dict], info: dict) -> dict:
+    return classification_metrics([r["reference"] for r in rows], [r["label"] for r in rows], info["labels"])
+
+
+# ---------------------------------------------------------------- ner and generation
+
+
+def ner_references(samples: list[Sample], config: RunConfig, extra_answers: list[str] = ()) -> list:
+    """Each sample's gold entities, parsed before any model loads (None for rows without an answer)."""
+    references = []
+    for x in samples:
+        entities = None if x.answer is None else parse_entities(x.answer)
+        if x.answer is not None and entities is None:
+            raise DataError(f"{x.id}: the reference answer is not NER output (JSON lines of "
+                            f"{{\"entity_text\", \"entity_label\"}} or 没有找到任何实体): {x.answer[:60]!r}")
+        references.append(entities)
+    return references
+
+
+def predict_ner(generator, samples: list[Sample], references: list, s: Settings,
+                progress: bool) -> tuple[list[dict], dict]:
+    outputs, cut = _generate(generator, samples, s, progress)
+    rows = []
+    for x, ref, out in zip(samples, references, outputs):
+        entities = parse_entities(out)
+        correct = None if ref is None else entities is not None and Counter(map(tuple, ref)) == Counter(entities)
+        rows.append({"id": x.id, "prompt": x.prompt[-1]["content"], "reference": x.answer, "prediction": out,
+                     "reference_entities": ref, "entities": entities, "correct": correct})
+    return rows, {"prompts_truncated": cut}
+
+
+def ner_scores(rows: list[dict], info: dict) -> dict:
+    return ner_metrics([r["reference_entities"] for r in rows], [r["entities"] for r in rows])
+
+
+def predict_generation(generator, samples: list[Sample], plan: None, s: Settings,
+                       progress: bool) -> tuple[list[dict], dict]:
+    outputs, cut = _generate(generator, samples, s, progress)
+    rows = [{"id": x.id, "prompt": x.prompt[-1]["content"], "reference": x.answer, "prediction": out,
+             "correct": None if x.answer is None else out.strip() == x.answer.strip()}
+            for x, out in zip(samples, outputs)]
+    return rows, {"prompts_truncated": cut}
+
+
+def generation_scores(rows: list[dict], info: dict) -> dict:
+    return generation_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows])
+
+
+@dataclass
+class Task:
+    """prepare checks the data (before any model loads); predict makes rows; score turns rows into metrics."""
+
+    prepare: Callable[..., Any]  # (samples, config, extra_answers) -> plan
+    predict: Callable[..., tuple[list[dict], dict]]  # (generator, samples, plan, settings, progress) -> rows, info
+    score: Callable[[list[dict], dict], dict]
+    headline: tuple[str, ...]  # metrics for the summary line and the comparison table
+    per_key: str | None = None  # per-class / per-type table in the metrics, shown as F1 rows
+
+
+TASKS: dict[str, Task] = {
+    "classification": Task(plan_labels, predict_classification, classification_scores,
+                           ("accuracy", "macro_f1", "invalid_rate", "weighted_f1"), "per_class"),
+    "ner": Task(ner_references, predict_ner, ner_scores,
+                ("f1", "precision", "recall", "macro_f1", "exact_match", "unparseable_rate"), "per_type"),
+    "generation": Task(lambda samples, config, extra=(): None, predict_generation, generation_scores,
+                       ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match")),
+}
