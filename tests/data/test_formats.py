@@ -11,8 +11,9 @@ from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example
 from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.errors import DataError
+from tests.conftest import SHARED_DATA
 
-SHARED = Path("/work/shared/data")
+SHARED = SHARED_DATA
 ALPACA_ZH = SHARED / "llamafactory_alpaca_zh_demo/alpaca_zh_demo.json"
 ALPACA_EN = SHARED / "llamafactory_alpaca_en_demo/alpaca_en_demo.json"
 IDENTITY = SHARED / "llamafactory_identity/identity.json"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from instill.data.formats import to_example
-from instill.data.registry import resolve, read_rows
+from instill.data.registry import read_rows, resolve
 from instill.data.templates import get_template
 from instill.errors import TemplateError
 

@@ -7,7 +7,7 @@ the model to train, with exactly the parameters to train left requiring grad.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
