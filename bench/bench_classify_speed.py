@@ -9,7 +9,8 @@ val file's own wording):
 - batched generate: ``instill eval`` with eval_mode generate (left-padded batches, greedy,
   stop at the end-of-turn token, max_new_tokens 64 by default for classification).
 - score: ``instill eval`` with eval_mode score (one forward of each prompt, candidate answers
-  ranked by log-likelihood on top of its KV cache).
+  ranked by log-likelihood on top of its KV cache); its accuracy is printed on the raw
+  likelihoods and with ``eval_calibration: batch`` (a re-ranking of the same scores).
 
 Accuracy of all three uses the same label matching (``match_label``); the seed loop's subset is
 also scored by score mode, so the two accuracies compare on the same rows.
@@ -98,16 +99,22 @@ def main() -> int:
         print(f"{name}: {n} samples{f' in {secs:.1f} s' if secs else ''}{rate}; accuracy {acc:.3f}, "
               f"invalid {invalid}; {note}", flush=True)
 
-    def run_mode(mode: str, rows_for) -> dict:
-        cfg = build_config({**raw, "eval_mode": mode})
+    def run_mode(mode: str, rows_for, **keys) -> dict:
+        cfg = build_config({**raw, "eval_mode": mode, **keys})
         rows, report = evaluate_samples(generator, rows_for, cfg, progress=True)
         return {"rows": rows, "report": report}
 
+    def raw_accuracy(rows: list[dict]) -> float:  # argmax of the uncalibrated log-likelihoods
+        return sum(max(r["scores"], key=r["scores"].get) == r["reference"] for r in rows) / len(rows)
+
     if "score" in modes:
-        score = run_mode("score", samples)
+        # One scoring pass; eval_calibration only re-ranks afterwards, so both accuracies come from it.
+        score = run_mode("score", samples, eval_calibration="batch")
         r = score["report"]
-        record("score (instill, batch %d)" % args.batch_size, r["samples"], r["seconds"], r["accuracy"],
-               r["invalid"], "")
+        record("score (instill, batch %d)" % args.batch_size, r["samples"], r["seconds"], raw_accuracy(score["rows"]),
+               0, "raw likelihoods")
+        record("score + batch calibration (same pass)", r["samples"], None, r["accuracy"], r["invalid"],
+               "prior " + ", ".join(f"{k} {v:.2f}" for k, v in r["label_prior"].items()))
     if "generate" in modes:
         r = run_mode("generate", samples)["report"]
         record(f"batched generate (instill, batch {args.batch_size})", r["samples"], r["seconds"],
@@ -127,9 +134,10 @@ def main() -> int:
         if "score" in modes:
             ids = {x.id for x in subset}
             sub_rows = [row for row in score["rows"] if row["id"] in ids]
-            record("score, on the seed loop's subset", len(sub_rows), None,
-                   sum(row["correct"] for row in sub_rows) / len(sub_rows),
-                   sum(row["label"] is None for row in sub_rows), "same rows as the seed loop")
+            record("score, on the seed loop's subset", len(sub_rows), None, raw_accuracy(sub_rows), 0,
+                   "same rows as the seed loop")
+            record("score + batch calibration, on that subset", len(sub_rows), None,
+                   sum(row["correct"] for row in sub_rows) / len(sub_rows), 0, "prior from all scored rows")
 
     print()
     print(f"{'mode':<52}{'samples':>8}{'seconds':>10}{'samples/s':>11}{'x seed':>8}{'accuracy':>10}{'invalid':>9}  note")

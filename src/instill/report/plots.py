@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend needed
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -33,7 +30,8 @@ def plot_loss(log_path: str | Path, out_dir: str | Path) -> Path | None:
     evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
     if not train and not evals:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig = Figure(figsize=(7, 4), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
     if train:
         steps, losses = zip(*train)
         ax.plot(steps, losses, color="#9ecae1", linewidth=1, label="train loss")
@@ -47,11 +45,7 @@ def plot_loss(log_path: str | Path, out_dir: str | Path) -> Path | None:
     ax.set_title("Training loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out = Path(out_dir) / "training_loss.png"
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, Path(out_dir) / "training_loss.png")
 
 
 # ---------------------------------------------------------------- report figures
@@ -89,8 +83,6 @@ def _save(fig, path: Path) -> Path:
 
 def plot_learning_rate(log_path: str | Path, out_dir: str | Path) -> Path | None:
     """learning_rate.png: the schedule as logged, with grad norm on a second axis when logged."""
-    from matplotlib.figure import Figure
-
     records = read_log(log_path)
     lr = [(r["step"], r["learning_rate"]) for r in records if "learning_rate" in r]
     grad = [(r["step"], r["grad_norm"]) for r in records if "grad_norm" in r]
@@ -117,8 +109,6 @@ def plot_learning_rate(log_path: str | Path, out_dir: str | Path) -> Path | None
 
 def plot_throughput(log_path: str | Path, out_dir: str | Path) -> Path | None:
     """throughput.png: tokens/s, process CPU % and memory (RSS, GPU) per logging step."""
-    from matplotlib.figure import Figure
-
     records = [r for r in read_log(log_path) if "loss" in r]
     tps = [(r["step"], r["tokens_per_s"]) for r in records if "tokens_per_s" in r]
     rss = [(r["step"], r["rss_mb"] / 1024) for r in records if "rss_mb" in r]
@@ -151,8 +141,6 @@ def plot_throughput(log_path: str | Path, out_dir: str | Path) -> Path | None:
 def plot_token_lengths(data_summary: dict, out_dir: str | Path) -> Path | None:
     """token_lengths.png: tokens per sample (prompt + answer, after truncation) per split, with cutoff_len."""
     from matplotlib import rc_context
-    from matplotlib.figure import Figure
-
     sets = {name: s for name, s in data_summary.get("sets", {}).items() if s.get("length_histogram")}
     if not sets:
         return None
@@ -177,8 +165,6 @@ def plot_token_lengths(data_summary: dict, out_dir: str | Path) -> Path | None:
 
 def plot_eval_metrics(path: str | Path, out_dir: str | Path) -> Path | None:
     """eval_metrics.png: task metrics measured during training (eval/task_metrics.jsonl) over steps."""
-    from matplotlib.figure import Figure
-
     records = read_log(path)
     keys = list(dict.fromkeys(k for r in records for k, v in r.items()
                               if k != "step" and isinstance(v, (int, float))))
