@@ -10,7 +10,7 @@ Runs, one after another (each printed before it runs):
 and prints one table: accuracy and macro-F1 of base and tuned, with and without batch calibration,
 and the wall time of each command. Data: the 320-row, 4-class Fudan-news subset in ../shared/data.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_fudan_tuned.py            # ~20 min on 2 idle vCPUs
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_fudan_tuned.py            # ~23 min on 2 idle vCPUs
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from instill.errors import InstillError
+from instill.errors import ConfigError, InstillError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -15,6 +15,8 @@ def _train(args: argparse.Namespace) -> int:
     from instill.train.sft import run_sft
 
     config = load_config(args.config, args.overrides)
+    if config.eval.do_predict and not (config.data.eval_dataset or (config.data.val_size and config.data.dataset)):
+        raise ConfigError(f"{args.config}: do_predict needs eval_dataset (or val_size with dataset) to predict on")
     if config.train.do_train:
         run_sft(config)
     if config.eval.do_predict:

@@ -175,6 +175,14 @@ def test_llama_factory_predict_yaml_runs_with_instill_train(tmp_path, tiny_qwen2
     assert metrics["n"] == 6 and {"bleu-4", "rouge-l"} <= set(metrics)
 
 
+def test_do_predict_without_eval_data_fails_before_training(tmp_path, tiny_qwen2, capsys):
+    config = write_config(tmp_path / "predict.yaml", model_name_or_path=str(tiny_qwen2), do_predict=True,
+                          output_dir=str(tmp_path / "out"))
+    assert run_cli("train", config) == 2
+    assert "do_predict needs eval_dataset" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_overrides_may_follow_options(fudan, capsys):
     config = write_config(fudan["dir"] / "eval.yaml", **fudan["keys"], label_column="label")
     assert run_cli("eval", config, "--output", fudan["dir"] / "o", "eval_mode=score", "eval_max_samples=3") == 0
