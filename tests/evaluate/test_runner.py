@@ -12,6 +12,7 @@ import yaml
 
 from instill.cli import main
 from instill.config import build_config
+from instill.evaluate.classify import plot_confusion_matrix
 from instill.evaluate.runner import choose_model, load_samples, task_metrics_callback
 from tests.evaluate.conftest import TOY_LABELS, fudan_rows, ner_seed003_rows, register, write_jsonl
 
@@ -44,7 +45,12 @@ def fudan(tmp_path, tiny_qwen2) -> dict:
 
 
 @pytest.mark.parametrize("mode", ["generate", "score"])
-def test_eval_fudan_news_writes_predictions_metrics_and_confusion_matrix(fudan, mode, capsys):
+def test_eval_fudan_news_writes_predictions_metrics_and_confusion_matrix(fudan, mode, capsys, monkeypatch):
+    import instill.evaluate.runner as runner
+
+    plotted = []
+    monkeypatch.setattr(runner, "plot_confusion_matrix",
+                        lambda cm, labels, path, **kw: plotted.append(cm) or plot_confusion_matrix(cm, labels, path, **kw))
     config = write_config(fudan["dir"] / "eval.yaml", **fudan["keys"], label_column="label", eval_mode=mode)
     assert run_cli("eval", config) == 0
     out = fudan["out"]
@@ -61,6 +67,8 @@ def test_eval_fudan_news_writes_predictions_metrics_and_confusion_matrix(fudan, 
     assert sum(map(sum, metrics["confusion_matrix"])) == 16
     assert metrics["prompts_truncated"] == 16  # news texts are far longer than cutoff_len 96
     assert (out / "confusion_matrix.png").read_bytes()[:8] == PNG_MAGIC
+    # the picture has an <invalid> column only when some answer matched no label
+    assert len(plotted[0][0]) == 4 + (metrics["invalid"] > 0)
     if mode == "score":
         assert "calibration" not in metrics and "calibrated_scores" not in rows[0]
         assert metrics["invalid"] == 0 and all(r["label"] in FUDAN_LABELS for r in rows)

@@ -122,7 +122,10 @@ def _write(out_dir: Path, rows: list[dict], report: dict | None) -> None:
     if report is not None:
         (out_dir / "metrics.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
         if "confusion_matrix" in report:
-            plot_confusion_matrix(report["confusion_matrix"], report["labels"], out_dir / "confusion_matrix.png",
+            matrix = report["confusion_matrix"]
+            if len(matrix[0]) > len(report["labels"]) and not any(row[-1] for row in matrix):
+                matrix = [row[:-1] for row in matrix]  # no invalid answers (always so in score mode): no empty column
+            plot_confusion_matrix(matrix, report["labels"], out_dir / "confusion_matrix.png",
                                   title=f"{report['task']} ({report['mode']}): accuracy {report['accuracy']:.3f}")
 
 
