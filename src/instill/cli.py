@@ -20,9 +20,10 @@ def _train(args: argparse.Namespace) -> int:
     if config.train.do_train:
         run_sft(config)
     if config.eval.do_predict:
-        from instill.evaluate.runner import run
+        from instill.evaluate.runner import run, write_llamafactory_predictions
 
         run(config)
+        write_llamafactory_predictions(config)
     elif not config.train.do_train:
         print("[instill] do_train and do_predict are false: nothing to do")
     return 0

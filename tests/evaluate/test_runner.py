@@ -181,6 +181,9 @@ def test_llama_factory_predict_yaml_runs_with_instill_train(tmp_path, tiny_qwen2
     metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert [p["reference"] for p in predictions] == [r["output"] for r in rows]
     assert metrics["n"] == 6 and {"bleu-4", "rouge-l"} <= set(metrics)
+    # and LLaMA-Factory's own output file, for scripts that read it
+    assert read_jsonl(out / "generated_predictions.jsonl") == [
+        {"prompt": r["instruction"], "predict": p["prediction"], "label": r["output"]} for r, p in zip(rows, predictions)]
 
 
 def test_do_predict_without_eval_data_fails_before_training(tmp_path, tiny_qwen2, capsys):

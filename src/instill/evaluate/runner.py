@@ -176,6 +176,20 @@ def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str
     return reports
 
 
+def write_llamafactory_predictions(config: RunConfig) -> Path:
+    """output_dir/generated_predictions.jsonl as LLaMA-Factory's do_predict writes it ({prompt, predict, label}),
+    from eval/predictions.jsonl, so scripts that read LLaMA-Factory's file keep working."""
+    out = Path(config.train.output_dir)
+    path = out / "generated_predictions.jsonl"
+    with (out / "eval" / "predictions.jsonl").open(encoding="utf-8") as src, path.open("w", encoding="utf-8") as dst:
+        for line in src:
+            row = json.loads(line)
+            dst.write(json.dumps({"prompt": row["prompt"], "predict": row["prediction"], "label": row["reference"]},
+                                 ensure_ascii=False) + "\n")
+    _say(f"LLaMA-Factory-style predictions: {path}")
+    return path
+
+
 def _display_width(text: str) -> int:
     """Terminal columns: CJK characters take two."""
     return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
