@@ -12,18 +12,18 @@ from instill.errors import ConfigError, InstillError
 
 def _train(args: argparse.Namespace) -> int:
     from instill.config import load_config
+    from instill.evaluate.samples import has_eval_source
     from instill.train.sft import run_sft
 
     config = load_config(args.config, args.overrides)
-    if config.eval.do_predict and not (config.data.eval_dataset or (config.data.val_size and config.data.dataset)):
+    if config.eval.do_predict and not has_eval_source(config.data):
         raise ConfigError(f"{args.config}: do_predict needs eval_dataset (or val_size with dataset) to predict on")
     if config.train.do_train:
         run_sft(config)
     if config.eval.do_predict:
-        from instill.evaluate.runner import run, write_llamafactory_predictions
+        from instill.evaluate.runner import run
 
-        run(config)
-        write_llamafactory_predictions(config)
+        run(config, llamafactory_predictions=True)
     elif not config.train.do_train:
         print("[instill] do_train and do_predict are false: nothing to do")
     return 0

@@ -384,6 +384,14 @@ def _needs_cjk(texts: Sequence[str]) -> bool:
     return any(ord(ch) > 0x2E7F for t in texts for ch in t)
 
 
+def plotted_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> list[list[int]]:
+    """The matrix to draw: without the <invalid> column when no answer was invalid (always so in score mode)."""
+    rows = [list(r) for r in matrix]
+    if rows and len(rows[0]) > len(labels) and not any(r[-1] for r in rows):
+        return [r[:-1] for r in rows]
+    return rows
+
+
 def plot_confusion_matrix(
     cm: Sequence[Sequence[int]],
     labels: Sequence[str],

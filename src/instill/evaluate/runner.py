@@ -18,7 +18,7 @@ from typing import Any
 from instill.config import ModelArgs, RunConfig
 from instill.data.dataset import load_examples
 from instill.errors import ConfigError, DataError
-from instill.evaluate.classify import plot_confusion_matrix
+from instill.evaluate.classify import plot_confusion_matrix, plotted_confusion
 from instill.evaluate.samples import Sample, load_samples
 from instill.evaluate.tasks import TASKS, settings_from
 
@@ -122,10 +122,8 @@ def _write(out_dir: Path, rows: list[dict], report: dict | None) -> None:
     if report is not None:
         (out_dir / "metrics.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
         if "confusion_matrix" in report:
-            matrix = report["confusion_matrix"]
-            if len(matrix[0]) > len(report["labels"]) and not any(row[-1] for row in matrix):
-                matrix = [row[:-1] for row in matrix]  # no invalid answers (always so in score mode): no empty column
-            plot_confusion_matrix(matrix, report["labels"], out_dir / "confusion_matrix.png",
+            plot_confusion_matrix(plotted_confusion(report["confusion_matrix"], report["labels"]), report["labels"],
+                                  out_dir / "confusion_matrix.png",
                                   title=f"{report['task']} ({report['mode']}): accuracy {report['accuracy']:.3f}")
 
 
@@ -141,8 +139,12 @@ def _training_answers(config: RunConfig) -> list[str]:
 
 
 def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str | Path | None = None,
-        which: str = "auto", compare_base: bool = False, with_metrics: bool = True) -> dict[str, dict]:
-    """Evaluate (or just predict) with the chosen model(s); returns {model name: report}."""
+        which: str = "auto", compare_base: bool = False, with_metrics: bool = True,
+        llamafactory_predictions: bool = False) -> dict[str, dict]:
+    """Evaluate (or just predict) with the chosen model(s); returns {model name: report}.
+
+    `llamafactory_predictions` (do_predict) also writes output_dir/generated_predictions.jsonl.
+    """
     samples = load_samples(config, input_path)
     plan = check_samples(samples, config, with_metrics, _training_answers(config))
     out = Path(output_dir) if output_dir else Path(config.train.output_dir) / "eval"
@@ -157,6 +159,8 @@ def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str
                            "adapters": choice.adapters}
         target = out / choice.name if compare_base else out
         _write(target, rows, report if with_metrics else None)
+        if llamafactory_predictions:
+            _write_llamafactory(Path(config.train.output_dir) / "generated_predictions.jsonl", rows)
         _say(summary(choice.name, report) + f"; written to {target}")
         reports[choice.name] = report
         del generator
@@ -176,18 +180,13 @@ def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str
     return reports
 
 
-def write_llamafactory_predictions(config: RunConfig) -> Path:
-    """output_dir/generated_predictions.jsonl as LLaMA-Factory's do_predict writes it ({prompt, predict, label}),
-    from eval/predictions.jsonl, so scripts that read LLaMA-Factory's file keep working."""
-    out = Path(config.train.output_dir)
-    path = out / "generated_predictions.jsonl"
-    with (out / "eval" / "predictions.jsonl").open(encoding="utf-8") as src, path.open("w", encoding="utf-8") as dst:
-        for line in src:
-            row = json.loads(line)
-            dst.write(json.dumps({"prompt": row["prompt"], "predict": row["prediction"], "label": row["reference"]},
-                                 ensure_ascii=False) + "\n")
+def _write_llamafactory(path: Path, rows: list[dict]) -> None:
+    """The rows as LLaMA-Factory's do_predict writes them ({prompt, predict, label}), for scripts that read that file."""
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps({"prompt": row["prompt"], "predict": row["prediction"], "label": row["reference"]},
+                                ensure_ascii=False) + "\n")
     _say(f"LLaMA-Factory-style predictions: {path}")
-    return path
 
 
 def _display_width(text: str) -> int:

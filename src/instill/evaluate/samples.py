@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instill.config import RunConfig
+from instill.config import DataArgs, RunConfig
 from instill.data.dataset import load_examples, split_examples
 from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example
@@ -36,17 +36,22 @@ def _sample(example: Example, answered: bool = True) -> Sample:
     return Sample(example.source, messages[:-1], None, example.tools, example.extras)
 
 
+def has_eval_source(data: DataArgs) -> bool:
+    """Whether the config names evaluation rows: eval_dataset, or a val_size split of dataset."""
+    return bool(data.eval_dataset or (data.val_size and data.dataset))
+
+
 def load_samples(config: RunConfig, input_path: str | Path | None = None) -> list[Sample]:
     """The evaluation samples the config (or an --input file) names, capped at eval_max_samples."""
     data, seed = config.data, config.train.seed
     if input_path is not None:
         samples = _input_samples(Path(input_path), config)
+    elif not has_eval_source(data):
+        raise ConfigError("nothing to evaluate: set eval_dataset (or val_size with dataset), or pass --input FILE")
     elif data.eval_dataset:
         samples = [_sample(e) for e in load_examples(data.eval_dataset, data, seed)]
-    elif data.val_size and data.dataset:
-        samples = [_sample(e) for e in split_examples(load_examples(data.dataset, data, seed), data.val_size, seed)[1]]
     else:
-        raise ConfigError("nothing to evaluate: set eval_dataset (or val_size with dataset), or pass --input FILE")
+        samples = [_sample(e) for e in split_examples(load_examples(data.dataset, data, seed), data.val_size, seed)[1]]
     return samples[: config.eval.eval_max_samples] if config.eval.eval_max_samples else samples
 
 

@@ -164,8 +164,9 @@ def score_labels(generator: Generator, conversations: list[list[dict]], candidat
 
 def _best(scores: dict[str, float]) -> tuple[str, float]:
     """The top candidate and its softmax probability over the candidates."""
-    label = max(scores, key=scores.__getitem__)
-    return label, 1.0 / sum(math.exp(v - scores[label]) for v in scores.values())
+    probs = _softmax(scores)
+    label = max(probs, key=probs.__getitem__)
+    return label, probs[label]
 
 
 def _softmax(scores: dict[str, float]) -> dict[str, float]:

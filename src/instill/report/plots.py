@@ -141,6 +141,7 @@ def plot_throughput(log_path: str | Path, out_dir: str | Path) -> Path | None:
 def plot_token_lengths(data_summary: dict, out_dir: str | Path) -> Path | None:
     """token_lengths.png: tokens per sample (prompt + answer, after truncation) per split, with cutoff_len."""
     from matplotlib import rc_context
+
     sets = {name: s for name, s in data_summary.get("sets", {}).items() if s.get("length_histogram")}
     if not sets:
         return None

@@ -57,10 +57,10 @@ class EvalRun:
         png = self.directory / "confusion_matrix.png"
         if not png.is_file() and self.metrics and "confusion_matrix" in self.metrics:
             try:
-                from instill.evaluate.classify import plot_confusion_matrix
+                from instill.evaluate.classify import plot_confusion_matrix, plotted_confusion
 
                 m = self.metrics
-                plot_confusion_matrix(m["confusion_matrix"], m["labels"], png,
+                plot_confusion_matrix(plotted_confusion(m["confusion_matrix"], m["labels"]), m["labels"], png,
                                       title=f"{self.name}: accuracy {m.get('accuracy', 0):.3f}")
             except Exception as err:  # noqa: BLE001
                 warnings.warn(f"confusion matrix plot failed: {err}", RuntimeWarning, stacklevel=2)
