@@ -17,8 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from tests.fixtures.qwen2 import (
     QWEN2_PATTERN,
     QWEN2_SPECIAL_TOKENS,
-    QWEN25_EXTRA_TOKENS,
     QWEN2_VOCAB_SIZE,
+    QWEN25_EXTRA_TOKENS,
     build_qwen2_tokenizer,
     build_tiny_qwen2,
     load_qwen_ranks,

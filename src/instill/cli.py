@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     export.set_defaults(func=_export)
     # Each family of commands registers its own subcommands (`register(subparsers)`).
-    from instill.data.build.cli import register as register_data
     from instill.evaluate.cli import register as register_eval
+    from instill.prep.cli import register as register_data
     from instill.report.cli import register as register_report
 
     register_eval(sub)

@@ -17,5 +17,9 @@ class ModelError(InstillError):
     """A model or tokenizer cannot be found or loaded."""
 
 
+class ReportError(InstillError):
+    """A run report cannot be written (no such run directory)."""
+
+
 class TemplateError(InstillError):
     """A chat template cannot render a conversation, or is not prefix-stable."""

@@ -1,21 +1,15 @@
-import warnings
 from math import isclose
 
 import pytest
 
 from instill.errors import DataError, InstillError
-from instill.evaluate import classify
 from instill.evaluate.classify import (
     INVALID,
     classification_metrics,
     match_label,
     normalize,
     parse_label_set,
-    plot_confusion_matrix,
 )
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
 
 # --------------------------------------------------------------------------- parse_label_set
 
@@ -230,57 +224,3 @@ def test_error_messages_fit_one_line():
     with pytest.raises(DataError) as e:
         classification_metrics(["x"], ["A"], ["A", "B"])
     assert "\n" not in str(e.value)
-
-
-# --------------------------------------------------------------------------- plot
-
-
-def _is_png(path):
-    data = path.read_bytes()
-    return len(data) > 100 and data.startswith(PNG_MAGIC)
-
-
-def test_plot_confusion_matrix_png(tmp_path):
-    m = classification_metrics(REFS, PREDS, ["A", "B", "C"])
-    out = plot_confusion_matrix(m["confusion_matrix"], m["labels"], tmp_path / "sub" / "cm.png", "3 classes")
-    assert out == tmp_path / "sub" / "cm.png"
-    assert _is_png(out)
-
-
-def test_plot_confusion_matrix_chinese_labels(tmp_path):
-    labels = ["体育", "财经", "科技"]
-    m = classification_metrics(["体育", "财经", "科技", "科技"], ["体育", "科技", None, "科技"], labels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no CJK font on this machine is a warning, not a failure
-        out = plot_confusion_matrix(m["confusion_matrix"], labels, tmp_path / "cm_zh.png", "混淆矩阵")
-    assert _is_png(out)
-
-
-def test_plot_square_matrix(tmp_path):
-    assert _is_png(plot_confusion_matrix([[3, 1], [0, 0]], ["yes", "no"], tmp_path / "sq.png"))
-
-
-def test_plot_rejects_wrong_shape(tmp_path):
-    with pytest.raises(DataError):
-        plot_confusion_matrix([[1, 2, 3, 4, 5]], ["a"], tmp_path / "bad.png")
-
-
-def test_missing_cjk_font_warns_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(classify, "find_cjk_font", lambda: None)
-    monkeypatch.setattr(classify, "_warned_no_cjk_font", False)
-    with pytest.warns(UserWarning, match="no CJK font"):
-        plot_confusion_matrix([[1]], ["体育"], tmp_path / "a.png")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        plot_confusion_matrix([[1]], ["体育"], tmp_path / "b.png")  # second time: silent
-    assert _is_png(tmp_path / "b.png")
-
-
-def test_cjk_font_used_when_found(tmp_path, monkeypatch):
-    font = classify.find_cjk_font()
-    if font is None:
-        pytest.skip("no CJK font installed")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no missing-glyph or no-font warnings
-        plot_confusion_matrix([[1, 0], [0, 1]], ["体育", "财经"], tmp_path / "zh.png", "混淆矩阵")
-    assert _is_png(tmp_path / "zh.png")

@@ -12,8 +12,8 @@ import yaml
 
 from instill.cli import main
 from instill.config import build_config
-from instill.evaluate.classify import plot_confusion_matrix
 from instill.evaluate.runner import choose_model, load_samples, task_metrics_callback
+from instill.report.plots import plot_confusion_matrix
 from tests.evaluate.conftest import TOY_LABELS, fudan_rows, ner_seed003_rows, register, write_jsonl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -176,9 +176,11 @@ def test_pick_samples_shows_right_and_wrong():
     assert pick_samples(unscored, 20) == unscored
 
 
-def test_plots_find_a_cjk_font_or_warn(tmp_path):
-    from instill.evaluate.classify import find_cjk_font
-    from instill.report.plots import _font_rc, plot_token_lengths
+def test_plots_find_a_cjk_font_or_warn(tmp_path, monkeypatch):
+    from instill.report import plots
+    from instill.report.plots import find_cjk_font, font_rc, plot_token_lengths
+
+    monkeypatch.setattr(plots, "_warned_no_cjk", False)  # the warning comes once per process
 
     summary = {"cutoff_len": 16, "sets": {"训练集": {"kept": 3, "length_histogram": {"edges": [0, 4, 8, 12],
                                                                                    "counts": [1, 1, 1]}}}}
@@ -191,5 +193,5 @@ def test_plots_find_a_cjk_font_or_warn(tmp_path):
     if font is None:
         assert any("no CJK font" in str(w.message) for w in caught)
     else:
-        assert _font_rc(["训练集"])["font.sans-serif"][0] == font
+        assert font_rc(["训练集"])["font.sans-serif"][0] == font
         assert not glyph_warnings, [str(w.message) for w in glyph_warnings]

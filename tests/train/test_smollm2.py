@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from instill.infer.engine import Generator
 from instill.data.templates import get_template
+from instill.infer.engine import Generator
 from instill.train.sft import run_sft
 from tests.train.test_sft import FACTS, config
 

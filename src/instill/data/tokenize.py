@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from instill.console import percentile_line
 from instill.data.example import Example
 from instill.data.templates import ChatTemplate
 from instill.errors import TemplateError
@@ -179,17 +180,11 @@ class EncodeSummary:
         return sum(self.prompt_lengths) + sum(self.response_lengths)
 
     def lines(self, name: str) -> list[str]:
-        def pct(values: list[int]) -> str:
-            if not values:
-                return "-"
-            p = np.percentile(values, [50, 90, 99, 100]).astype(int)
-            return f"p50 {p[0]} · p90 {p[1]} · p99 {p[2]} · max {p[3]}"
-
         dropped = sum(self.dropped.values())
         why = ", ".join(f"{n} {reason}" for reason, n in self.dropped.items())
         return [
             f"{name}: {self.kept} samples kept, {dropped} dropped{f' ({why})' if why else ''}; {self.tokens:,} tokens",
-            f"  prompt tokens   {pct(self.prompt_lengths)}",
-            f"  response tokens {pct(self.response_lengths)}",
+            f"  prompt tokens   {percentile_line(self.prompt_lengths)}",
+            f"  response tokens {percentile_line(self.response_lengths)}",
             f"  truncated to cutoff_len: {self.truncated} (answer shortened in {self.response_cut})",
         ]

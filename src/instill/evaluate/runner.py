@@ -16,16 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from instill.config import ModelArgs, RunConfig
+from instill.console import say
 from instill.data.dataset import load_examples
 from instill.errors import ConfigError, DataError
-from instill.evaluate.classify import plot_confusion_matrix, plotted_confusion
 from instill.evaluate.samples import Sample, load_samples
 from instill.evaluate.tasks import TASKS, settings_from
-
-
-def _say(message: str) -> None:
-    print(f"[instill] {message}", flush=True)
-
+from instill.report.plots import plot_confusion_matrix, plotted_confusion
 
 # ---------------------------------------------------------------- models
 
@@ -152,7 +148,7 @@ def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str
         [choose_model(config, which)]
     reports: dict[str, dict] = {}
     for choice in choices:
-        _say(f"{'evaluating' if with_metrics else 'predicting with'} {choice.name} model: {choice.describe()}")
+        say(f"{'evaluating' if with_metrics else 'predicting with'} {choice.name} model: {choice.describe()}")
         generator = _load(config, choice)
         rows, report = evaluate_samples(generator, samples, config, with_metrics, plan=plan)
         report["model"] = {"name": choice.name, "model_name_or_path": choice.model_args.model_name_or_path,
@@ -161,7 +157,7 @@ def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str
         _write(target, rows, report if with_metrics else None)
         if llamafactory_predictions:
             _write_llamafactory(Path(config.train.output_dir) / "generated_predictions.jsonl", rows)
-        _say(summary(choice.name, report) + f"; written to {target}")
+        say(summary(choice.name, report) + f"; written to {target}")
         reports[choice.name] = report
         del generator
     if compare_base:
@@ -171,12 +167,12 @@ def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str
     if with_metrics and output_dir is None and Path(config.train.output_dir).is_dir():
         # Refresh the run's trackers and report.html with these results (both never raise).
         from instill.report.html import write_report
-        from instill.train.tracking import log_eval_results
+        from instill.tracking.trackers import log_eval_results
 
         log_eval_results(config, out)
         report_path = write_report(config.train.output_dir)
         if report_path:
-            _say(f"report: {report_path}")
+            say(f"report: {report_path}")
     return reports
 
 
@@ -186,7 +182,7 @@ def _write_llamafactory(path: Path, rows: list[dict]) -> None:
         for row in rows:
             fh.write(json.dumps({"prompt": row["prompt"], "predict": row["prediction"], "label": row["reference"]},
                                 ensure_ascii=False) + "\n")
-    _say(f"LLaMA-Factory-style predictions: {path}")
+    say(f"LLaMA-Factory-style predictions: {path}")
 
 
 def _display_width(text: str) -> int:
@@ -243,6 +239,6 @@ def task_metrics_callback(config: RunConfig, tokenizer: Any, template: Any) -> A
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": state.global_step, **values}) + "\n")
-            _say(summary(f"step {state.global_step}", report))
+            say(summary(f"step {state.global_step}", report))
 
     return TaskMetrics()

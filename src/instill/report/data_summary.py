@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from instill.console import percentiles
+
 PERCENTILES = (50, 90, 99, 100)
 
 
@@ -20,7 +22,7 @@ def _stats(values: list[int]) -> dict[str, float] | None:
     if not values:
         return None
     arr = np.asarray(values)
-    out = {f"p{p}": int(v) for p, v in zip(PERCENTILES, np.percentile(arr, PERCENTILES))}
+    out: dict[str, float] = percentiles(values, PERCENTILES)
     out["mean"] = round(float(arr.mean()), 1)
     out["min"] = int(arr.min())
     return out

@@ -28,9 +28,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from instill.errors import ReportError
 from instill.report import plots
 from instill.report.redact import redact_yaml
-from instill.report.run_files import ReportError, Run
+from instill.report.run_files import Run
 from instill.report.samples import pick_samples
 
 SECTIONS = ("summary", "config", "environment", "data", "training", "evaluation", "samples", "performance")

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend needed
+
+from instill.errors import DataError
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -50,30 +56,7 @@ def plot_loss(log_path: str | Path, out_dir: str | Path) -> Path | None:
 
 # ---------------------------------------------------------------- report figures
 # Each returns the PNG written, or None when the log has nothing to draw. Chinese text (dataset
-# or label names) needs a CJK font: found with instill.evaluate.classify.find_cjk_font, with one
-# warning per process when there is none (the plot is drawn anyway; CJK glyphs become boxes).
-
-_warned_no_cjk = False
-
-
-def _font_rc(texts: list[str]) -> dict:
-    """matplotlib rc settings that make `texts` readable (a CJK font when they hold CJK)."""
-    global _warned_no_cjk
-    if not any(ord(ch) > 0x2E7F for text in texts for ch in str(text)):
-        return {}
-    from instill.evaluate.classify import find_cjk_font
-
-    font = find_cjk_font()
-    if font is not None:
-        return {"font.family": "sans-serif", "font.sans-serif": [font, "DejaVu Sans"]}
-    if not _warned_no_cjk:
-        _warned_no_cjk = True
-        import warnings
-
-        warnings.warn("no CJK font found (install e.g. fonts-noto-cjk or fonts-wqy-microhei); "
-                      "Chinese text in plots will render as boxes", stacklevel=3)
-    return {}
-
+# or label names) gets a CJK font through `font_rc`.
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +128,7 @@ def plot_token_lengths(data_summary: dict, out_dir: str | Path) -> Path | None:
     sets = {name: s for name, s in data_summary.get("sets", {}).items() if s.get("length_histogram")}
     if not sets:
         return None
-    with rc_context(_font_rc(list(sets))):
+    with rc_context(font_rc(list(sets))):
         fig = Figure(figsize=(7, 3.5), dpi=120, layout="constrained")
         ax = fig.add_subplot()
         colors = ["#3182bd", "#e6550d", "#31a354", "#756bb1"]
@@ -181,3 +164,154 @@ def plot_eval_metrics(path: str | Path, out_dir: str | Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     return _save(fig, Path(out_dir) / "eval_metrics.png")
+
+
+# ---------------------------------------------------------------- fonts and the confusion matrix
+# The column `classification_metrics` adds for answers that matched no label.
+INVALID_COLUMN = "<invalid>"
+_warned_no_cjk = False
+_CJK_FONT_NAMES = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Noto Sans CJK TC",
+    "Noto Sans CJK KR",
+    "Noto Sans SC",
+    "Noto Serif CJK SC",
+    "Source Han Sans SC",
+    "Source Han Sans CN",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Hiragino Sans GB",
+    "Heiti SC",
+    "STHeiti",
+    "Arial Unicode MS",
+    "AR PL UMing CN",
+    "AR PL UKai CN",
+)
+_CJK_FAMILY_HINT = re.compile(
+    r"CJK|Han Sans|Han Serif|WenQuanYi|YaHei|Heiti|Songti|KaiTi|FangSong|MingLiU|\b(?:Hei|Song|Ming|Kai)\b",
+    re.IGNORECASE,
+)
+_CJK_FILE_HINT = re.compile(
+    r"cjk|wqy|wenquanyi|sourcehan|simhei|simsun|msyh|yahei|pingfang|hiragino|droidsansfallback|uming|ukai|heiti",
+    re.IGNORECASE,
+)
+_scanned_system_fonts = False
+
+
+def find_cjk_font() -> str | None:
+    """Family name of an installed font that covers Chinese, or ``None``.
+
+    Known families first (Noto Sans CJK, Source Han Sans, WenQuanYi, SimHei, ...), then any
+    family whose name says CJK/Han/Hei/... . matplotlib caches its font list, so a font
+    installed after the cache was built is invisible to it: if nothing is found, system
+    font files whose names look CJK are registered with ``fontManager.addfont`` and the
+    search is repeated (once per process).
+    """
+    global _scanned_system_fonts
+    from matplotlib import font_manager
+
+    name = _known_cjk_family(font_manager)
+    if name is None and not _scanned_system_fonts:
+        _scanned_system_fonts = True
+        for path in font_manager.findSystemFonts():
+            if _CJK_FILE_HINT.search(Path(path).name):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except Exception:  # unreadable font file: skip it
+                    continue
+        name = _known_cjk_family(font_manager)
+    return name
+
+
+def _known_cjk_family(font_manager: Any) -> str | None:
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    for name in _CJK_FONT_NAMES:
+        if name in installed:
+            return name
+    for name in sorted(installed):
+        if _CJK_FAMILY_HINT.search(name):
+            return name
+    return None
+
+
+def font_rc(texts: Sequence[str]) -> dict:
+    """matplotlib rc settings that make `texts` readable: a CJK font when they hold CJK.
+
+    With none installed, one warning per process; the plot is drawn anyway (glyphs become boxes).
+    """
+    global _warned_no_cjk
+    if not any(ord(ch) > 0x2E7F for text in texts for ch in str(text)):
+        return {}
+    font = find_cjk_font()
+    if font is not None:
+        return {"font.family": "sans-serif", "font.sans-serif": [font, "DejaVu Sans"]}
+    if not _warned_no_cjk:
+        _warned_no_cjk = True
+        warnings.warn("no CJK font found (install e.g. fonts-noto-cjk or fonts-wqy-microhei); "
+                      "Chinese text in plots will render as boxes", stacklevel=3)
+    return {}
+
+
+def plotted_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> list[list[int]]:
+    """The matrix to draw: without the <invalid> column when no answer was invalid (always so in score mode)."""
+    rows = [list(r) for r in matrix]
+    if rows and len(rows[0]) > len(labels) and not any(r[-1] for r in rows):
+        return [r[:-1] for r in rows]
+    return rows
+
+
+def plot_confusion_matrix(
+    cm: Sequence[Sequence[int]],
+    labels: Sequence[str],
+    path: str | Path,
+    title: str = "Confusion matrix",
+) -> Path:
+    """Write the confusion matrix as a PNG (or any format matplotlib infers from ``path``).
+
+    ``cm`` rows are reference labels (``labels`` order); columns are the same labels,
+    optionally followed by one ``"<invalid>"`` column, as ``classification_metrics`` returns.
+    Cells show counts; colour is the row share (each row divided by its total), so rare
+    classes are as readable as common ones. Uses the Agg canvas without touching pyplot's
+    global state. Chinese labels get a CJK font through ``font_rc``. Returns the path written.
+    """
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    rows = [list(r) for r in cm]
+    labels = [str(x) for x in labels]
+    k = len(labels)
+    if len(rows) != k or any(len(r) not in (k, k + 1) for r in rows):
+        raise DataError(f"confusion matrix of shape {len(rows)}x{len(rows[0]) if rows else 0} does not fit {k} labels")
+    ncols = len(rows[0]) if rows else k
+    columns = labels + [INVALID_COLUMN] if ncols == k + 1 else labels
+    shares = [[c / sum(r) if sum(r) else 0.0 for c in r] for r in rows]
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = max(4.0, 0.6 * ncols + 2.5)
+    with rc_context(font_rc([*labels, title])), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph .* missing from")
+        fig = Figure(figsize=(size + 1.0, size), dpi=120, layout="constrained")
+        ax = fig.add_subplot()
+        image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(ncols), labels=columns, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(k), labels=labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("reference")
+        ax.set_title(title)
+        for i, row in enumerate(rows):
+            for j, count in enumerate(row):
+                ax.text(
+                    j, i, str(count), ha="center", va="center", fontsize=9,
+                    color="white" if shares[i][j] > 0.5 else "black",
+                )
+        if ncols == k + 1:
+            ax.axvline(k - 0.5, color="0.4", linewidth=1.0, linestyle="--")  # set off the invalid column
+        fig.colorbar(image, ax=ax, label="share of reference row")
+        fig.savefig(path)
+    return path

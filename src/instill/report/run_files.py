@@ -14,12 +14,7 @@ from typing import Any
 
 import yaml
 
-from instill.errors import InstillError
-
-
-class ReportError(InstillError):
-    """The report cannot be written (no such run directory)."""
-
+from instill.report.plots import plot_confusion_matrix, plotted_confusion
 
 # ---------------------------------------------------------------- reading the run
 
@@ -57,14 +52,25 @@ class EvalRun:
         png = self.directory / "confusion_matrix.png"
         if not png.is_file() and self.metrics and "confusion_matrix" in self.metrics:
             try:
-                from instill.evaluate.classify import plot_confusion_matrix, plotted_confusion
-
                 m = self.metrics
                 plot_confusion_matrix(plotted_confusion(m["confusion_matrix"], m["labels"]), m["labels"], png,
                                       title=f"{self.name}: accuracy {m.get('accuracy', 0):.3f}")
             except Exception as err:  # noqa: BLE001
                 warnings.warn(f"confusion matrix plot failed: {err}", RuntimeWarning, stacklevel=2)
         return png if png.is_file() else None
+
+
+def read_evals(eval_dir: Path) -> list[EvalRun]:
+    """What `instill eval` wrote: eval_dir/metrics.json, or eval_dir/tuned|base/ after --compare base."""
+    evals: list[EvalRun] = []
+    for name, directory in (("tuned", eval_dir / "tuned"), ("base", eval_dir / "base"), ("evaluated", eval_dir)):
+        if directory == eval_dir and evals:
+            break  # a top-level metrics.json beside a comparison is an older run's
+        metrics, preds = _json(directory / "metrics.json"), _jsonl(directory / "predictions.jsonl")
+        if metrics is not None or preds:
+            model = (metrics or {}).get("model", {}).get("name")
+            evals.append(EvalRun(model or name, directory, metrics, preds))
+    return evals
 
 
 @dataclass
@@ -88,15 +94,8 @@ class Run:
             config = yaml.safe_load(config_text) if config_text else {}
         except yaml.YAMLError:
             config = {}
-        evals: list[EvalRun] = []
         eval_dir = out / "eval"
-        for name, directory in (("tuned", eval_dir / "tuned"), ("base", eval_dir / "base"), ("evaluated", eval_dir)):
-            if directory == eval_dir and evals:
-                break  # a top-level metrics.json beside a comparison is an older run's
-            metrics, preds = _json(directory / "metrics.json"), _jsonl(directory / "predictions.jsonl")
-            if metrics is not None or preds:
-                model = (metrics or {}).get("model", {}).get("name")
-                evals.append(EvalRun(model or name, directory, metrics, preds))
+        evals = read_evals(eval_dir)
         task_metrics = eval_dir / "task_metrics.jsonl"
         return cls(out, config_text, config if isinstance(config, dict) else {}, _json(out / "run_info.json") or {},
                    _json(out / "data_summary.json"), _jsonl(out / "trainer_log.jsonl"),

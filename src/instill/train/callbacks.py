@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from instill.train import hardware
+from instill.tracking import hardware
 
 
 class JsonlLogCallback(TrainerCallback):

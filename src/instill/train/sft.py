@@ -16,21 +16,17 @@ from typing import Any
 import torch
 
 from instill.config import RunConfig, TrainArgs, save_config
+from instill.console import say
 from instill.data.dataset import prepare_datasets
 from instill.data.templates import get_template, template_text
 from instill.errors import ConfigError
 from instill.hub import resolve_model
 from instill.model.adapters import apply_method, describe_parameters
 from instill.model.load import Precision, check_precision, device_type, load_model, load_tokenizer
-from instill.report.plots import plot_loss
 from instill.report.data_summary import write_data_summary
+from instill.report.plots import plot_loss
+from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback
-from instill.train.tracking import check_trackers, finish_run, tracker_callbacks
-
-
-
-def _say(message: str) -> None:
-    print(f"[instill] {message}", flush=True)
 
 
 def resolve_resume(args: TrainArgs) -> str | None:
@@ -118,7 +114,7 @@ def training_arguments(args: TrainArgs, has_eval: bool) -> Any:
         prediction_loss_only=True,  # eval loss only: full-vocab logits of every eval batch would fill memory
         seed=args.seed,
         data_seed=args.seed,
-        report_to="none",  # trackers are ours (train/tracking.py): transformers' swanlab one fails with swanlab 0.10
+        report_to="none",  # trackers are ours (tracking/trackers.py): transformers' swanlab one fails with swanlab 0.10
         run_name=args.run_name,
         ddp_timeout=args.ddp_timeout,
         dataloader_num_workers=args.dataloader_num_workers,
@@ -156,7 +152,7 @@ def run_sft(config: RunConfig) -> SftResult:
         torch.set_num_threads(config.model.torch_num_threads)
     set_seed(t.seed)
     for note in config.notes:
-        _say(note)
+        say(note)
 
     model_dir = resolve_model(config.model.model_name_or_path, config.model.cache_dir,
                               config.model.model_revision, config.model.hf_hub_token)
@@ -167,12 +163,12 @@ def run_sft(config: RunConfig) -> SftResult:
     for part in (train_set, eval_set):
         if part is not None:
             for line in part.summary.lines(part.name):
-                _say(line)
+                say(line)
 
     model = load_model(config.model, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing)
     total_steps = total_optimizer_steps(len(train_set.rows), t)
     model = apply_method(model, config.method, config.model.adapter_name_or_path, total_steps)
-    _say(f"{config.method.finetuning_type}: {describe_parameters(model)}")
+    say(f"{config.method.finetuning_type}: {describe_parameters(model)}")
 
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,14 +214,14 @@ def run_sft(config: RunConfig) -> SftResult:
     if t.plot_loss:
         plot = plot_loss(log_path, out)
         if plot:
-            _say(f"loss plot: {plot}")
+            say(f"loss plot: {plot}")
 
     seconds = time.perf_counter() - started
     finish_run(trainer, out, seconds)  # trackers finished, run_info.json, report.html
     tokens = trainer.state.num_input_tokens_seen
     tps = tokens / metrics["train_runtime"] if metrics.get("train_runtime") else 0.0
     what = "adapter" if config.method.finetuning_type in ("lora", "adalora") else "weights"
-    _say(
+    say(
         f"done: {trainer.state.global_step} steps, {tokens:,} tokens, train {metrics.get('train_runtime', 0):.0f} s "
         f"({tps:.0f} tokens/s), mean train loss {metrics.get('train_loss', float('nan')):.4f}, "
         f"total {seconds:.0f} s; {what} in {t.output_dir}"

@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from instill.data.build.clean import load_text_tokenizer, normalize, token_counts
-from instill.data.build.io import atomic_write_text, get_field, prompt_text, read_dataset, response_text, text_of
-from instill.data.build.summary import progress, say
+from instill.console import percentiles, say
 from instill.data.formats import to_example
 from instill.errors import DataError
+from instill.prep.clean import load_text_tokenizer, normalize, token_counts
+from instill.prep.io import atomic_write_text, get_field, prompt_text, read_dataset, response_text, text_of
+from instill.prep.summary import progress
+from instill.report.plots import font_rc
 
 PERCENTILES = (50, 90, 99)
 
@@ -29,9 +31,7 @@ PERCENTILES = (50, 90, 99)
 def _summary(values: list[int]) -> dict[str, float]:
     if not values:
         return {}
-    p = np.percentile(values, PERCENTILES)
-    return {"mean": round(float(np.mean(values)), 1), **{f"p{q}": float(v) for q, v in zip(PERCENTILES, p)},
-            "max": int(max(values))}
+    return {"mean": round(float(np.mean(values)), 1), **percentiles(values, PERCENTILES), "max": int(max(values))}
 
 
 def dataset_stats(path: str, tokenizer: Any = None, label_field: str | None = None) -> dict[str, Any]:
@@ -84,13 +84,9 @@ def plot(stats: dict[str, Any], path: str | Path) -> Path:
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
-    from instill.evaluate.classify import find_cjk_font
-
     unit = "tokens" if "tokens" in stats else "chars"
     panels = 3 if stats.get("labels") else 2
-    font = find_cjk_font() if stats.get("labels") else None
-    rc = {"font.family": "sans-serif", "font.sans-serif": [font, "DejaVu Sans"]} if font else {}
-    with rc_context(rc), warnings.catch_warnings():
+    with rc_context(font_rc(list(stats.get("labels") or []))), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from")
         fig = Figure(figsize=(5 * panels, 4), dpi=110, layout="constrained")
         axes = fig.subplots(1, panels)

@@ -11,7 +11,7 @@ from instill.data.formats import to_example
 from instill.data.registry import read_rows, resolve
 from instill.evaluate.classify import match_label
 from instill.evaluate.ner import NONE_MARKER, parse_entities
-from tests.data.build.conftest import (
+from tests.prep.conftest import (
     ALPACA_EN,
     ALPACA_ZH,
     CCFBDCI,

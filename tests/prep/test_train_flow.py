@@ -8,7 +8,7 @@ import pandas as pd
 import yaml
 
 from instill.cli import main as instill_main
-from tests.data.build.conftest import CCFBDCI, FIREFLY, run
+from tests.prep.conftest import CCFBDCI, FIREFLY, run
 
 
 def test_built_datasets_pass_check_and_train(tmp_path, fudan_raw, tiny_qwen2, capsys):

@@ -23,8 +23,11 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
-from instill.data.build.io import read_dataset
-from instill.data.build.presets import (
+from instill.console import say
+from instill.errors import DataError
+from instill.evaluate.ner import parse_entities
+from instill.prep.io import read_dataset
+from instill.prep.presets import (
     CLS_INPUT,
     CLS_INSTRUCTION,
     classification_input,
@@ -32,10 +35,8 @@ from instill.data.build.presets import (
     ner_example,
     ner_instruction,
 )
-from instill.data.build.register import add_output_args, save
-from instill.data.build.summary import Tally, progress, say
-from instill.errors import DataError
-from instill.evaluate.ner import parse_entities
+from instill.prep.register import add_output_args, save
+from instill.prep.summary import Tally, progress
 
 VARIANTS: dict[str, dict[str, list[str]]] = {
     "classification": {

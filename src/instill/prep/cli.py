@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-# name -> (module under instill.data.build, one-line help)
+# name -> (module under instill.prep, one-line help)
 COMMANDS = {
     "convert": ("convert", "raw table (JSON/JSONL/CSV/Excel/parquet) -> instruction dataset, by preset or template"),
     "augment": ("augment", "more rows per row: instruction variants, shuffled classification choices"),
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="build, clean and inspect instruction datasets")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="subcommand")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(f"instill.data.build.{module_name}")
+        module = importlib.import_module(f"instill.prep.{module_name}")
         parser = sub.add_parser(name, help=help_text, description=help_text)
         getattr(module, f"configure_{name}", getattr(module, "configure", None))(parser)
         parser.set_defaults(func=getattr(module, f"main_{name}", getattr(module, "main", None)))

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instill.data.build.io import Rows, atomic_write_text, prompt_text, read_dataset, response_text
-from instill.data.build.register import add_output_args, save
-from instill.data.build.summary import Tally, progress, say
+from instill.console import say
 from instill.data.formats import to_example
 from instill.data.registry import DatasetSpec
 from instill.errors import DataError
+from instill.prep.io import Rows, atomic_write_text, prompt_text, read_dataset, response_text
+from instill.prep.register import add_output_args, save
+from instill.prep.summary import Tally, progress
 
 VIEWS = ("all", "prompt", "response")
 

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from instill.data.build.mix_split import parse_source, plan_counts
 from instill.errors import DataError
-from tests.data.build.conftest import ALPACA_ZH, FIREFLY, read_jsonl, run
+from instill.prep.mix_split import parse_source, plan_counts
+from tests.prep.conftest import ALPACA_ZH, FIREFLY, read_jsonl, run
 
 
 def _imbalanced(tmp_path):

@@ -23,15 +23,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from instill.data.build.summary import progress, say
+from instill.console import percentile_line, say
 from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example
 from instill.data.registry import DATA_EXTENSIONS, DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate
 from instill.data.tokenize import IGNORE_INDEX, encode
 from instill.errors import DataError, TemplateError
+from instill.prep.summary import progress
 
 
 @dataclass
@@ -46,8 +45,7 @@ class DatasetReport:
 
     def line(self, cutoff_len: int) -> str:
         if self.lengths:
-            p50, p90, p99 = np.percentile(self.lengths, (50, 90, 99)).astype(int)
-            lengths = f"tokens p50 {p50} · p90 {p90} · p99 {p99} · max {max(self.lengths)}"
+            lengths = f"tokens {percentile_line(self.lengths)}"
         else:
             lengths = "no loadable rows"
         return (f"{self.name}: {self.rows} rows, {len(self.errors)} bad; {lengths}; {self.truncated} truncated at "

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from tests.data.build.conftest import ALPACA_ZH, read_jsonl, run
+from tests.prep.conftest import ALPACA_ZH, read_jsonl, run
 
 
 def test_stats_counts_lengths_labels_and_duplicates(tmp_path, fudan_raw, capsys):

@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from instill.data.build.chat import OpenAIBackend, Sampling
-from instill.data.build.self_instruct import parse_tasks
 from instill.errors import InstillError
-from tests.data.build.conftest import read_jsonl, run
+from instill.prep.llm_client import OpenAIBackend, Sampling
+from instill.prep.self_instruct import parse_tasks
+from tests.prep.conftest import read_jsonl, run
 
 SEEDS = [
     {"instruction": "把下面的句子翻译成英文。", "input": "今天天气很好。", "output": "The weather is nice today."},
@@ -219,7 +219,7 @@ def test_generate_with_a_tiny_local_model(tmp_path, seed_file, tiny_qwen2, capsy
     assert "1 rounds, 2 replies (2 without a parseable task)" in out
     assert not (tmp_path / "gen.jsonl").exists()
     # The local backend samples reproducibly: same seed, same replies.
-    from instill.data.build.chat import LocalBackend
+    from instill.prep.llm_client import LocalBackend
 
     conversations = [[{"role": "user", "content": "写一首诗。"}], [{"role": "user", "content": "翻译：你好"}]]
     first = LocalBackend(str(tiny_qwen2), Sampling(0.9, 0.95, 6), batch_size=2, seed=3).chat(conversations)

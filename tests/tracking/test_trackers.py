@@ -17,13 +17,13 @@ import pytest
 
 from instill.config import build_config
 from instill.errors import ConfigError
-from instill.train import hardware
-from instill.train.sft import run_sft
-from instill.train.tracking import (
+from instill.tracking import hardware
+from instill.tracking.trackers import (
     TrackingCallback,
     resolve_swanlab_mode,
     tracker_callbacks,
 )
+from instill.train.sft import run_sft
 from tests.conftest import write_dataset
 from tests.report.chromium import CHROMIUM, dump_dom, screenshot
 from tests.train.test_sft import FACTS, config
@@ -229,7 +229,7 @@ def test_hardware_sample_is_shared_within_a_step():
 
 
 def test_tracking_callback_swallows_tracker_errors():
-    from instill.train.tracking import Tracker
+    from instill.tracking.trackers import Tracker
 
     class Exploding(Tracker):
         name = "exploding"
@@ -239,6 +239,9 @@ def test_tracking_callback_swallows_tracker_errors():
 
         def log(self, metrics, step):
             raise OSError("disk full")
+
+        def log_texts(self, key, items, step):
+            pass
 
         def finish(self):
             pass

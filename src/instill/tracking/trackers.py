@@ -11,7 +11,7 @@ What is logged, at every logging step, under the same names in every tracker:
 - ``train/loss``, ``train/learning_rate``, ``train/grad_norm``, ``train/epoch``,
   ``train/tokens_per_s`` (non-padding input tokens per second since the previous log);
 - ``hardware/cpu_percent``, ``hardware/rss_mb``, ``hardware/peak_rss_mb`` and, with CUDA,
-  ``hardware/gpu_mem_mb``, ``hardware/gpu_peak_mem_mb``, ``hardware/gpu_util`` (`train.hardware`);
+  ``hardware/gpu_mem_mb``, ``hardware/gpu_peak_mem_mb``, ``hardware/gpu_util`` (`tracking.hardware`);
 - at every evaluation: ``eval/<metric>`` for each numeric eval metric (``eval/loss``, and the
   task metrics such as ``eval/accuracy`` when a task-metrics callback runs before this one);
 - once, the resolved config (secrets redacted), and after an `instill eval`, a text panel of
@@ -35,6 +35,7 @@ import os
 import socket
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,35 +45,33 @@ from typing import Any
 from transformers import TrainerCallback
 
 from instill.config import RunConfig, TrainArgs
+from instill.console import say
 from instill.errors import ConfigError
 from instill.report.redact import redact
-from instill.train import hardware
-
-
-def _say(message: str) -> None:
-    print(f"[instill] {message}", flush=True)
-
+from instill.report.run_files import read_evals
+from instill.report.samples import pick_samples
+from instill.tracking import hardware
 
 # ---------------------------------------------------------------- the interface
 
 
-class Tracker:
+class Tracker(ABC):
     """One experiment tracker. Subclasses implement these four; errors are the callback's business."""
 
     name = "tracker"
 
-    def start(self, config: dict[str, Any]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def start(self, config: dict[str, Any]) -> None: ...
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
 
+    @abstractmethod
     def log_texts(self, key: str, items: list[tuple[str, str]], step: int) -> None:
         """A panel of texts: (text, caption) pairs."""
-        raise NotImplementedError
 
-    def finish(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def finish(self) -> None: ...
 
     def where(self) -> str:
         """One line telling the user how to look at this run."""
@@ -132,7 +131,7 @@ def resolve_swanlab_mode(mode: str) -> str:
         elif swanlab_api_key_configured():
             mode = "cloud"
         elif importlib.util.find_spec("swanboard") is None:
-            _say("swanlab_mode auto: no API key and no dashboard package, so logging offline "
+            say("swanlab_mode auto: no API key and no dashboard package, so logging offline "
                  "(pip install 'swanlab[dashboard]' to watch runs locally with `swanlab watch`)")
             mode = "offline"
         else:
@@ -259,7 +258,7 @@ class TrackingCallback(TrainerCallback):
         self._each("start", lambda t: t.start(self.config))
         for tracker in self.trackers:
             if tracker.where():
-                _say(f"tracking: {tracker.where()}")
+                say(f"tracking: {tracker.where()}")
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if metrics and self.started and not self.closed:
@@ -331,8 +330,6 @@ def close_trackers(trainer: Any) -> None:
 
 def prediction_texts(rows: list[dict], n: int = 20) -> list[tuple[str, str]]:
     """(text, caption) for up to n sample predictions, right and wrong ones both shown."""
-    from instill.report.samples import pick_samples
-
     items = []
     for row in pick_samples(rows, n):
         prompt = str(row.get("prompt", ""))
@@ -346,27 +343,6 @@ def prediction_texts(rows: list[dict], n: int = 20) -> list[tuple[str, str]]:
     return items
 
 
-def read_eval_dir(eval_dir: str | Path) -> tuple[dict[str, dict], dict[str, list[dict]]]:
-    """{model name: metrics} and {model name: prediction rows} from what `instill eval` wrote
-    (eval_dir/metrics.json, or eval_dir/base|tuned/ after --compare base)."""
-    import json
-
-    eval_dir = Path(eval_dir)
-    reports: dict[str, dict] = {}
-    rows: dict[str, list[dict]] = {}
-    for directory in (eval_dir / "base", eval_dir / "tuned", eval_dir):
-        metrics = directory / "metrics.json"
-        if not metrics.is_file() or (directory == eval_dir and reports):
-            continue  # a top-level metrics.json beside a comparison is an older run's
-        report = json.loads(metrics.read_text(encoding="utf-8"))
-        name = report.get("model", {}).get("name") or directory.name
-        reports[name] = report
-        preds = directory / "predictions.jsonl"
-        if preds.is_file():
-            rows[name] = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return reports, rows
-
-
 def log_eval_results(config: RunConfig, eval_dir: str | Path, trainer: Any = None, step: int | None = None) -> None:
     """Send `instill eval` results (metrics per model, up to 20 sample predictions) to `report_to`.
 
@@ -374,7 +350,9 @@ def log_eval_results(config: RunConfig, eval_dir: str | Path, trainer: Any = Non
     new tracker run named '<run name>-eval' is started and finished here. Never raises.
     """
     try:
-        reports, rows = read_eval_dir(eval_dir)
+        evals = read_evals(Path(eval_dir))
+        reports = {e.name: e.metrics for e in evals if e.metrics is not None}
+        rows = {e.name: e.predictions for e in evals}
         if not reports:
             return
         callback = None
@@ -435,7 +413,7 @@ def finish_run(trainer: Any, output_dir: str | Path, wall_seconds: float | None 
         from instill.report.html import write_report
 
         report = write_report(out)
-        _say(f"report: {report}")
+        say(f"report: {report}")
         return report
     except Exception as err:  # noqa: BLE001 - the model is saved; a report failure must not fail the run
         warnings.warn(f"could not write the run report ({type(err).__name__}: {err}); "

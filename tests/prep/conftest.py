@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from instill.cli import main as instill_main
+from tests.conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 FUDAN = SHARED_DATA / "cls_fudan_derived_msswiftlearn" / "fudan_news_4class__val.jsonl"
 CCFBDCI = SHARED_DATA / "ner_ccfbdci" / "ccfbdci.jsonl"
 ALPACA_ZH = SHARED_DATA / "llamafactory_alpaca_zh_demo" / "alpaca_zh_demo.json"

@@ -21,12 +21,13 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from instill.data.build.io import FORMATS, Rows, get_field, read_dataset, render, text_of
-from instill.data.build.register import add_output_args, save
-from instill.data.build.summary import Tally, progress, say
+from instill.console import say
 from instill.data.formats import to_example
 from instill.data.registry import DatasetSpec
 from instill.errors import DataError
+from instill.prep.io import FORMATS, Rows, get_field, read_dataset, render, text_of
+from instill.prep.register import add_output_args, save
+from instill.prep.summary import Tally, progress
 
 # ---------------------------------------------------------------- mix
 

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from instill.data.build.io import Rows, fill_template, get_field, text_of
 from instill.errors import DataError
 from instill.evaluate.classify import parse_label_set
 from instill.evaluate.ner import NONE_MARKER
+from instill.prep.io import Rows, fill_template, get_field, text_of
 
 Record = dict[str, Any]
 

@@ -11,10 +11,6 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 
-def say(message: str) -> None:
-    print(f"[instill] {message}", flush=True)
-
-
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "row") -> Iterator[T]:
     """A tqdm bar on stderr that disappears when done (the summary line stays)."""
     return iter(tqdm(items, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True))

@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from instill.data.build.augment import VARIANTS, fill_templates, rule_variants
 from instill.errors import DataError
 from instill.evaluate.ner import parse_entities
-from tests.data.build.conftest import CCFBDCI, read_jsonl, run
+from instill.prep.augment import VARIANTS, fill_templates, rule_variants
+from tests.prep.conftest import CCFBDCI, read_jsonl, run
 
 
 @pytest.fixture()

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instill.data.build.augment import fill_templates
-from instill.data.build.chat import ChatBackend, LocalBackend, OpenAIBackend, Sampling
-from instill.data.build.io import read_dataset
-from instill.data.build.register import add_output_args, save
-from instill.data.build.summary import Tally, bar, progress, say
+from instill.console import say
 from instill.errors import DataError, InstillError
+from instill.prep.augment import fill_templates
+from instill.prep.io import read_dataset
+from instill.prep.llm_client import ChatBackend, LocalBackend, OpenAIBackend, Sampling
+from instill.prep.register import add_output_args, save
+from instill.prep.summary import Tally, bar, progress
 
 DEFAULT_BLACKLIST = (r"(?i)\b(images?|pictures?|photos?|graphs?|draw|plot|diagram|flowchart|video|audio|music)\b"
                      r"|图片|图像|照片|画一|绘制|视频|音频|流程图")
@@ -170,7 +171,7 @@ def self_instruct(seeds: list[tuple[str, dict]], backend: ChatBackend,
     If the model fails after some rows were kept, generation stops there and
     ``counts["error"]`` says why; with nothing kept the error is raised.
     """
-    from instill.data.build.presets import is_chinese
+    from instill.prep.presets import is_chinese
 
     if not seeds:
         raise DataError("self-instruct needs at least one seed task")

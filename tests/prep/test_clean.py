@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 
-from tests.data.build.conftest import ALPACA_EN, ALPACA_ZH, CCFBDCI, read_jsonl, run
+from tests.prep.conftest import ALPACA_EN, ALPACA_ZH, CCFBDCI, read_jsonl, run
 
 
 def _write(path, rows):

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from tests.data.build.conftest import run
+from tests.prep.conftest import run
 
 GOOD = {"instruction": "把句子翻译成英文。", "input": "今天天气很好。", "output": "The weather is nice today."}
 LONG = {"instruction": "总结下面的新闻。", "input": "这是一段很长的新闻正文。" * 40, "output": "新闻很长。" * 50}

@@ -8,17 +8,17 @@ import os
 import pandas as pd
 import pytest
 
-from instill.data.build.io import (
+from instill.data.formats import to_example
+from instill.data.registry import load_registry, read_rows, resolve
+from instill.errors import DataError
+from instill.prep.io import (
     fill_template,
     get_field,
     read_table,
     render,
     write_rows,
 )
-from instill.data.build.register import register
-from instill.data.formats import to_example
-from instill.data.registry import load_registry, read_rows, resolve
-from instill.errors import DataError
+from instill.prep.register import register
 
 
 def test_tables_of_every_kind_give_the_same_rows_with_sources(tmp_path):

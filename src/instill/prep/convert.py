@@ -7,11 +7,12 @@ import json
 import re
 from pathlib import Path
 
-from instill.data.build.io import FORMATS, Rows, get_field, read_table, render
-from instill.data.build.presets import PRESETS, ConvertOptions, Record, Skip
-from instill.data.build.register import add_output_args, save
-from instill.data.build.summary import Tally, progress, say
+from instill.console import say
 from instill.errors import DataError
+from instill.prep.io import FORMATS, Rows, get_field, read_table, render
+from instill.prep.presets import PRESETS, ConvertOptions, Record, Skip
+from instill.prep.register import add_output_args, save
+from instill.prep.summary import Tally, progress
 
 
 def convert_rows(rows: Rows, opts: ConvertOptions) -> tuple[list[Record], Tally, str]:

@@ -1,0 +1,1 @@
+"""Experiment trackers (SwanLab, TensorBoard) and hardware sampling, shared by training and evaluation."""
