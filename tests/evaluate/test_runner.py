@@ -12,7 +12,8 @@ import yaml
 
 from instill.cli import main
 from instill.config import build_config
-from instill.evaluate.runner import choose_model, load_samples, task_metrics_callback
+from instill.evaluate.runner import load_samples, task_metrics_callback
+from instill.model.choice import choose_model
 from instill.report.plots import plot_confusion_matrix
 from tests.evaluate.conftest import TOY_LABELS, fudan_rows, ner_seed003_rows, register, write_jsonl
 

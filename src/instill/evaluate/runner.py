@@ -11,47 +11,19 @@ from __future__ import annotations
 import json
 import time
 import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from instill.config import ModelArgs, RunConfig
+from instill.config import RunConfig
 from instill.console import say
 from instill.data.dataset import load_examples
-from instill.errors import ConfigError, DataError
+from instill.errors import DataError
 from instill.evaluate.samples import Sample, load_samples
 from instill.evaluate.tasks import TASKS, settings_from
+from instill.model.choice import ModelChoice, choose_model
 from instill.report.plots import plot_confusion_matrix, plotted_confusion
 
 # ---------------------------------------------------------------- models
-
-
-@dataclass
-class ModelChoice:
-    name: str  # "base" or "tuned"
-    model_args: ModelArgs
-    adapters: list[str]
-
-    def describe(self) -> str:
-        return self.model_args.model_name_or_path + "".join(f" + {a}" for a in self.adapters)
-
-
-def choose_model(config: RunConfig, which: str = "auto") -> ModelChoice:
-    """`base`, `tuned` (an error if there is none) or `auto` (tuned if there is one, else base)."""
-    base = ModelChoice("base", config.model.model_copy(update={"adapter_name_or_path": None}), [])
-    if which == "base":
-        return base
-    out = Path(config.train.output_dir)
-    if config.model.adapter_name_or_path:
-        return ModelChoice("tuned", base.model_args, list(config.model.adapter_name_or_path))
-    if (out / "adapter_config.json").is_file():
-        return ModelChoice("tuned", base.model_args, [str(out)])
-    if (out / "config.json").is_file():
-        return ModelChoice("tuned", base.model_args.model_copy(update={"model_name_or_path": str(out)}), [])
-    if which == "tuned":
-        raise ConfigError(f"no tuned model: adapter_name_or_path is not set and output_dir {out} holds neither an "
-                          "adapter nor a model (train first, or set adapter_name_or_path)")
-    return base
 
 
 def _load(config: RunConfig, choice: ModelChoice):
