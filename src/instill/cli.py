@@ -13,13 +13,13 @@ from instill.errors import ConfigError, InstillError
 def _train(args: argparse.Namespace) -> int:
     from instill.config import load_config
     from instill.evaluate.samples import has_eval_source
-    from instill.train.sft import run_sft
+    from instill.train.run import run_training
 
     config = load_config(args.config, args.overrides)
     if config.eval.do_predict and not has_eval_source(config.data):
         raise ConfigError(f"{args.config}: do_predict needs eval_dataset (or val_size with dataset) to predict on")
     if config.train.do_train:
-        run_sft(config)
+        run_training(config)
     if config.eval.do_predict:
         from instill.evaluate.runner import run
 

@@ -57,14 +57,20 @@ class DataArgs(_Section):
     max_samples: int | None = Field(default=None, ge=1)
     # A fraction in (0, 1) or an absolute count >= 1 of held-out samples.
     val_size: float = Field(default=0.0, ge=0)
+    # Tokenized data is cached by fingerprint (data/dataset.py); true rebuilds it.
     overwrite_cache: bool = False
+    # Where the tokenized data is saved and loaded (LLaMA-Factory's key); default: the instill cache.
+    tokenized_path: str | None = None
+    # Read and tokenize lazily as training consumes rows (data larger than memory); needs max_steps.
+    streaming: bool = False
     preprocessing_num_workers: int | None = Field(default=None, ge=1)
     train_on_prompt: bool = False
     mask_history: bool = False
     # Values for `{{name}}` placeholders in datasets (LLaMA-Factory's identity.json uses name/author).
     dataset_placeholders: dict[str, str] = Field(default_factory=dict)
-    mix_strategy: Literal["concat"] = "concat"
-    ignore_pad_token_for_loss: bool = True
+    # Text in a message that spells a special token (`<|im_end|>`) is tokenized as text; true makes it the
+    # control token, as older tools did.
+    allow_special_tokens_in_data: bool = False
 
     _split = field_validator("dataset", "eval_dataset", mode="before")(_comma_list)
 
@@ -80,7 +86,7 @@ FINETUNING_TYPES = ("lora", "full", "freeze")
 
 
 class MethodArgs(_Section):
-    stage: Literal["sft"] = "sft"
+    stage: Literal["sft", "pt"] = "sft"  # train/stages.py: STAGES
     finetuning_type: Literal["lora", "adalora", "full", "freeze"] = "lora"
     lora_target: list[str] = Field(default_factory=lambda: ["all"])
     lora_rank: int = Field(default=8, ge=1)
@@ -196,9 +202,8 @@ class EvalArgs(_Section):
     do_eval: bool = False
     # `instill train` with do_predict: after training (or alone, when do_train is not set), run the
     # eval task on eval_dataset, as `instill eval` would. LLaMA-Factory's predict YAMLs set both keys;
-    # predictions are always generated (or scored), so predict_with_generate changes nothing here.
+    # predictions are always generated (or scored), so predict_with_generate is accepted and ignored.
     do_predict: bool = False
-    predict_with_generate: bool = False
     eval_task: Literal["classification", "ner", "generation"] = "generation"
     # generate: decode greedily and read a label from the text; score: rank candidate labels by log-likelihood.
     eval_mode: Literal["generate", "score"] = "generate"
@@ -274,10 +279,11 @@ _ACCEPTED_AND_IGNORED = {
     "logging_dir": "TensorBoard events go to output_dir/runs",
     "disable_tqdm": "progress bars are always shown",
     "ddp_find_unused_parameters": "single-process training only",
-    "streaming": None,  # refused below when true
     "packing": None,
     "neat_packing": None,
-    "tokenized_path": None,
+    "predict_with_generate": None,  # predictions are always generated (or scored)
+    "ignore_pad_token_for_loss": None,  # padding never carries a label
+    "mix_strategy": None,  # refused below unless concat
 }
 _REFUSED = {
     "deepspeed": "DeepSpeed is not supported; remove 'deepspeed' (instill trains on one device)",
@@ -287,7 +293,6 @@ _REFUSED = {
     "pref_loss": "preference stages (dpo/kto) are not built yet",
 }
 _FALSE_ONLY = {
-    "streaming": "streaming datasets are not supported; set streaming: false",
     "packing": "sequence packing is not built yet; set packing: false",
     "neat_packing": "sequence packing is not built yet; set neat_packing: false",
 }
@@ -321,6 +326,10 @@ class RunConfig(BaseModel):
             raise ValueError("quantization_bit (QLoRA) needs finetuning_type lora or adalora: quantized weights cannot be trained")
         if self.model.quantization_bit and self.method.pissa_init:
             raise ValueError("pissa_init needs full-precision base weights; remove quantization_bit")
+        if d.streaming and t.max_steps < 0:
+            raise ValueError("streaming: true needs max_steps (a stream has no length to count epochs by)")
+        if d.streaming and d.val_size:
+            raise ValueError("streaming: true cannot hold out val_size; give eval_dataset instead")
         if self.data.mask_history and self.data.train_on_prompt:
             raise ValueError("mask_history and train_on_prompt cannot both be true")
         return self
@@ -389,6 +398,8 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
             raise ConfigError(f"{source}: '{key}': {_REFUSED[key]}")
         if key in _FALSE_ONLY and value:
             raise ConfigError(f"{source}: '{key}': {_FALSE_ONLY[key]}")
+        if key == "mix_strategy" and value not in (None, "concat"):
+            raise ConfigError(f"{source}: 'mix_strategy': only concat is built; mix by ratios with `instill data mix`")
         if key in _ACCEPTED_AND_IGNORED:
             if _ACCEPTED_AND_IGNORED[key]:
                 notes.append(f"'{key}' ignored: {_ACCEPTED_AND_IGNORED[key]}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 
 from instill.data.formats import to_example
 from instill.data.registry import read_rows, resolve
-from instill.data.templates import get_template
+from instill.data.templates import NAMED, get_template
 from instill.errors import TemplateError
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "天气",
@@ -89,3 +90,26 @@ def test_template_errors(qwen2_tokenizer):
         bare.chat_template = None
         with pytest.raises(TemplateError, match="has no chat template"):
             get_template("auto", bare)
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_named_template_is_its_jinja(qwen2_tokenizer, name):
+    """A named template renders exactly what its jinja renders through transformers, the way a saved
+    tokenizer (tokenizer_config.json's chat_template) will render it after training or export."""
+    template = get_template(name, qwen2_tokenizer)
+    saved = copy.deepcopy(qwen2_tokenizer)
+    saved.chat_template = template.jinja
+    for conv in CONVERSATIONS[:2] + CONVERSATIONS[3:]:
+        for gen in (False, True):
+            msgs = conv[:-1] if gen else conv
+            assert template.render(msgs, add_generation_prompt=gen) == saved.apply_chat_template(
+                msgs, tokenize=False, add_generation_prompt=gen)
+
+
+def test_chatml_without_system_writes_none_and_qwen_writes_its_default(qwen2_tokenizer):
+    conv = CONVERSATIONS[0]
+    assert get_template("chatml", qwen2_tokenizer).render(conv).startswith("<|im_start|>user\n你好")
+    assert get_template("qwen", qwen2_tokenizer).render(conv).startswith(
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n")
+    with pytest.raises(TemplateError, match="role 'narrator' is not supported"):
+        get_template("chatml", qwen2_tokenizer).render([{"role": "narrator", "content": "x"}])

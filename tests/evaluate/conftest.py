@@ -98,14 +98,14 @@ def trained_toy(tmp_path_factory, tiny_qwen2) -> dict:
     seconds. Returns the paths and a config dict for evaluating it (output_dir = the trained model).
     """
     from instill.config import build_config
-    from instill.train.sft import run_sft
+    from instill.train.run import run_training
 
     root = tmp_path_factory.mktemp("toy")
     data = write_toy_datasets(root / "data", n_train=64, n_test=24)
     out = root / "run"
     base = {"model_name_or_path": str(tiny_qwen2), "template": "empty", "dataset_dir": str(data), "cutoff_len": 64,
             "output_dir": str(out)}
-    run_sft(build_config({
+    run_training(build_config({
         **base, "dataset": "toy_train", "finetuning_type": "full", "overwrite_output_dir": True,
         "learning_rate": 1e-2, "lr_scheduler_type": "constant", "max_steps": 40, "per_device_train_batch_size": 16,
         "logging_steps": 10, "save_strategy": "no", "seed": 0,

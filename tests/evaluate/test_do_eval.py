@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 from instill.config import build_config
-from instill.train.sft import run_sft
+from instill.train.run import run_training
 from tests.evaluate.conftest import write_toy_datasets
 
 
 def test_task_metrics_during_training(tiny_qwen2, tmp_path):
     data = write_toy_datasets(tmp_path / "data", n_train=32, n_test=8)
     out = tmp_path / "run"
-    result = run_sft(build_config({
+    result = run_training(build_config({
         "model_name_or_path": str(tiny_qwen2), "template": "empty", "dataset_dir": str(data), "cutoff_len": 64,
         "output_dir": str(out), "dataset": "toy_train", "eval_dataset": "toy_test", "finetuning_type": "full",
         "learning_rate": 1e-2, "max_steps": 8, "per_device_train_batch_size": 8, "eval_strategy": "steps",

@@ -247,7 +247,6 @@ def test_predict_input_without_answers(trained_toy, tmp_path, capsys):
 def test_task_metrics_during_training(trained_toy, tmp_path):
     from transformers import TrainerControl, TrainerState
 
-    from instill.model.load import load_tokenizer
 
     config = build_config({**trained_toy["config"], "model_name_or_path": str(trained_toy["model"]),
                            "output_dir": str(tmp_path), "eval_mode": "score"})
@@ -255,7 +254,7 @@ def test_task_metrics_during_training(trained_toy, tmp_path):
     from instill.infer.engine import load_generator
 
     generator = load_generator(config.model, "empty")
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = generator.tokenizer
     callback = task_metrics_callback(config, tokenizer, get_template("empty", tokenizer))
     state, metrics = TrainerState(global_step=7), {"eval_loss": 0.5}
     generator.model.train()

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from instill.config import build_config
 from instill.errors import ConfigError
 from instill.model.export import export_model
-from instill.train.sft import run_sft, total_optimizer_steps
+from instill.train.run import run_training, total_optimizer_steps
 from tests.train.test_sft import FACTS, config, losses
 
 PROMPT = "<|im_start|>user\nName the river.<|im_end|>\n<|im_start|>assistant\nThe"
@@ -40,7 +40,7 @@ def _export(tiny, adapter, out, **extra):
 @pytest.mark.parametrize("options, tol", [({}, 1e-5), ({"use_dora": True}, 1e-4), ({"use_rslora": True}, 1e-5)])
 def test_lora_variants_train_reload_export(tiny_qwen2, qwen2_tokenizer, memo_dir, tmp_path, options, tol):
     out = tmp_path / "run"
-    result = run_sft(config(tiny_qwen2, memo_dir, out, learning_rate=3e-2, **options))
+    result = run_training(config(tiny_qwen2, memo_dir, out, learning_rate=3e-2, **options))
     train_losses, _ = losses(out)
     assert train_losses[-1] < train_losses[0] - 0.2, train_losses
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
@@ -58,7 +58,7 @@ def test_lora_variants_train_reload_export(tiny_qwen2, qwen2_tokenizer, memo_dir
 
 def test_pissa_adapter_applies_to_the_original_base(tiny_qwen2, qwen2_tokenizer, memo_dir, tmp_path):
     out = tmp_path / "pissa"
-    result = run_sft(config(tiny_qwen2, memo_dir, out, pissa_init=True, pissa_iter=4, learning_rate=1e-2, max_steps=8))
+    result = run_training(config(tiny_qwen2, memo_dir, out, pissa_init=True, pissa_iter=4, learning_rate=1e-2, max_steps=8))
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 2 * 16  # converted: rank doubles
     trained = _logits(result.trainer.model, qwen2_tokenizer)
     reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_qwen2), out)
@@ -67,7 +67,7 @@ def test_pissa_adapter_applies_to_the_original_base(tiny_qwen2, qwen2_tokenizer,
 
 def test_adalora_reallocates_ranks(tiny_qwen2, qwen2_tokenizer, memo_dir, tmp_path):
     out = tmp_path / "adalora"
-    result = run_sft(config(tiny_qwen2, memo_dir, out, finetuning_type="adalora", adalora_init_r=8, adalora_target_r=2,
+    result = run_training(config(tiny_qwen2, memo_dir, out, finetuning_type="adalora", adalora_init_r=8, adalora_target_r=2,
                             adalora_tinit=2, adalora_tfinal=2, adalora_delta_t=1, max_steps=12, learning_rate=3e-2))
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
     assert adapter_cfg["peft_type"] == "ADALORA" and adapter_cfg["total_step"] == 12
@@ -88,7 +88,7 @@ def test_qlora_4bit_trains_and_merges_into_full_precision(tiny_qwen2, qwen2_toke
     import bitsandbytes as bnb
 
     out = tmp_path / "qlora"
-    result = run_sft(config(tiny_qwen2, memo_dir, out, quantization_bit=4, bf16=True, learning_rate=3e-2))
+    result = run_training(config(tiny_qwen2, memo_dir, out, quantization_bit=4, bf16=True, learning_rate=3e-2))
     base = result.trainer.model.base_model.model
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in base.modules())
     assert base.model.layers[0].mlp.down_proj.base_layer.weight.quant_type == "nf4"
@@ -126,7 +126,7 @@ def test_qlora_8bit_trains(tiny_qwen2, memo_dir, tmp_path):
     import bitsandbytes as bnb
 
     out = tmp_path / "q8"
-    result = run_sft(config(tiny_qwen2, memo_dir, out, quantization_bit=8, learning_rate=3e-2, max_steps=12))
+    result = run_training(config(tiny_qwen2, memo_dir, out, quantization_bit=8, learning_rate=3e-2, max_steps=12))
     assert sum(isinstance(m, bnb.nn.Linear8bitLt) for m in result.trainer.model.modules()) == 14  # 7 per layer
     train_losses, _ = losses(out)
     assert train_losses[-1] < train_losses[0] - 0.2, train_losses

@@ -23,7 +23,7 @@ from instill.tracking.trackers import (
     resolve_swanlab_mode,
     tracker_callbacks,
 )
-from instill.train.sft import run_sft
+from instill.train.run import run_training
 from tests.conftest import write_dataset
 from tests.report.chromium import CHROMIUM, dump_dom, screenshot
 from tests.train.test_sft import FACTS, config
@@ -48,7 +48,7 @@ def tiny_run(model_dir, data_dir, out, **overrides):
     kwargs = {"max_steps": 4, "logging_steps": 1, "val_size": 2, "eval_strategy": "steps", "eval_steps": 2,
               "learning_rate": 3e-2}
     kwargs.update(overrides)
-    return run_sft(config(model_dir, data_dir, out, **kwargs))
+    return run_training(config(model_dir, data_dir, out, **kwargs))
 
 
 def log_rows(out: Path) -> list[dict]:
@@ -113,7 +113,7 @@ def test_swanlab_local_dashboard_serves_the_run(tiny_qwen2, memo_dir, tmp_path, 
     cfg = config(tiny_qwen2, memo_dir, out, max_steps=4, logging_steps=1, val_size=2, eval_strategy="steps",
                  eval_steps=2, learning_rate=3e-2, report_to="swanlab", swanlab_project="instill-tests",
                  swanlab_run_name="tiny-memo", eval_task="generation", max_new_tokens=4)
-    run_sft(cfg)
+    run_training(cfg)
     logdir = out / "swanlog"
     assert logdir.is_dir()
     train = [r for r in log_rows(out) if "loss" in r]

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from instill.config import build_config, load_config
 from instill.model.adapters import apply_method, linear_module_names
-from instill.train.sft import run_sft
+from instill.train.run import run_training
 from tests.conftest import write_dataset
 
 FACTS = [
@@ -50,7 +50,7 @@ def losses(out_dir):
 
 def test_lora_learns_saves_reloads(tiny_qwen2, memo_dir, tmp_path):
     out = tmp_path / "lora"
-    result = run_sft(config(tiny_qwen2, memo_dir, out, learning_rate=3e-2, plot_loss=True, val_size=2,
+    result = run_training(config(tiny_qwen2, memo_dir, out, learning_rate=3e-2, plot_loss=True, val_size=2,
                             eval_strategy="steps", eval_steps=12))
     train_losses, log = losses(out)
     # A random-init model with a frozen tied head moves slowly under LoRA; the SmolLM2 test checks real learning.
@@ -81,7 +81,7 @@ def test_lora_learns_saves_reloads(tiny_qwen2, memo_dir, tmp_path):
 
 def test_full_finetune_learns(tiny_qwen2, memo_dir, tmp_path):
     out = tmp_path / "full"
-    run_sft(config(tiny_qwen2, memo_dir, out, finetuning_type="full", learning_rate=1e-2))
+    run_training(config(tiny_qwen2, memo_dir, out, finetuning_type="full", learning_rate=1e-2))
     train_losses, _ = losses(out)
     assert train_losses[-1] < 0.4 * train_losses[0], train_losses
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
@@ -89,7 +89,7 @@ def test_full_finetune_learns(tiny_qwen2, memo_dir, tmp_path):
 
 def test_freeze_trains_only_last_layers(tiny_qwen2, memo_dir, tmp_path):
     out = tmp_path / "freeze"
-    run_sft(config(tiny_qwen2, memo_dir, out, finetuning_type="freeze", freeze_trainable_layers=1,
+    run_training(config(tiny_qwen2, memo_dir, out, finetuning_type="freeze", freeze_trainable_layers=1,
                    learning_rate=5e-3, max_steps=8))
     before, after = load_file(tiny_qwen2 / "model.safetensors"), load_file(out / "model.safetensors")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -100,14 +100,14 @@ def test_freeze_trains_only_last_layers(tiny_qwen2, memo_dir, tmp_path):
 def test_resume_continues_from_the_right_step(tiny_qwen2, memo_dir, tmp_path):
     out = tmp_path / "resume"
     kwargs = dict(max_steps=8, save_strategy="steps", save_steps=4, logging_steps=1, lora_dropout=0.0)
-    run_sft(config(tiny_qwen2, memo_dir, out, **kwargs))
+    run_training(config(tiny_qwen2, memo_dir, out, **kwargs))
     straight = load_file(out / "adapter_model.safetensors")
     assert (out / "checkpoint-4").is_dir() and (out / "checkpoint-8").is_dir()
 
     # Pretend the run died after step 4, then resume it.
     shutil.rmtree(out / "checkpoint-8")
     (out / "adapter_model.safetensors").unlink()
-    result = run_sft(config(tiny_qwen2, memo_dir, out, resume_from_checkpoint=True, **kwargs))
+    result = run_training(config(tiny_qwen2, memo_dir, out, resume_from_checkpoint=True, **kwargs))
     assert result.trainer.state.global_step == 8
     _, log = losses(out)
     steps = [r["step"] for r in log if "loss" in r]
@@ -124,9 +124,9 @@ def test_output_dir_guard_and_missing_checkpoint(tiny_qwen2, memo_dir, tmp_path)
     out.mkdir()
     (out / "keep.txt").write_text("x")
     with pytest.raises(ConfigError, match="is not empty"):
-        run_sft(config(tiny_qwen2, memo_dir, out))
+        run_training(config(tiny_qwen2, memo_dir, out))
     with pytest.raises(ConfigError, match="has no checkpoint"):
-        run_sft(config(tiny_qwen2, memo_dir, out, resume_from_checkpoint=True))
+        run_training(config(tiny_qwen2, memo_dir, out, resume_from_checkpoint=True))
 
 
 def test_lora_all_targets_gpt2_conv1d():
@@ -162,7 +162,7 @@ def test_seed_yaml_runs_with_only_model_and_dataset_changed(tiny_qwen2, tmp_path
     (tmp_path / "data/dataset_info.json").write_text(json.dumps({"identity": LLAMAFACTORY_ENTRIES["identity"]}))
     raw = seed_yaml()
     raw.update(model_name_or_path=str(tiny_qwen2), dataset="identity")
-    result = run_sft(build_config(raw))
+    result = run_training(build_config(raw))
     out = tmp_path / "saves/llama3-8b/lora/sft"
     assert (out / "adapter_model.safetensors").is_file() and (out / "training_loss.png").is_file()
     # 91 rows - 10% validation = 82 samples; ceil(82 / (batch 1 x accumulation 8)) = 11 steps x 3 epochs
@@ -172,7 +172,7 @@ def test_seed_yaml_runs_with_only_model_and_dataset_changed(tiny_qwen2, tmp_path
 
 def test_gradient_checkpointing_bf16(tiny_qwen2, memo_dir, tmp_path):
     out = tmp_path / "gc"
-    result = run_sft(config(tiny_qwen2, memo_dir, out, gradient_checkpointing=True, bf16=True, max_steps=4,
+    result = run_training(config(tiny_qwen2, memo_dir, out, gradient_checkpointing=True, bf16=True, max_steps=4,
                             learning_rate=3e-2))
     base = result.trainer.model.base_model.model
     flag = "is_activation_checkpointing" if hasattr(base, "is_activation_checkpointing") else "is_gradient_checkpointing"

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from instill.data.templates import get_template
 from instill.infer.engine import Generator
-from instill.train.sft import run_sft
+from instill.train.run import run_training
 from tests.train.test_sft import FACTS, config
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def test_lora_memorises_facts(smollm2_dir, tmp_path):
     out = tmp_path / "smol-lora"
     cfg = config(smollm2_dir, data, out, template="auto", learning_rate=2e-3, max_steps=20, bf16=True,
                  lora_rank=16, cutoff_len=96)
-    result = run_sft(cfg)
+    result = run_training(cfg)
     log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
     assert losses[-1] < 0.25 * losses[0], losses

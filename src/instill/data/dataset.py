@@ -1,48 +1,85 @@
-"""Registry entries -> Examples -> tokenized train / eval sets, with a summary of what was kept.
+"""Registry entries -> Examples -> tokenized `datasets.Dataset`s, cached on disk by fingerprint.
 
 max_samples applies per dataset (first N rows, as LLaMA-Factory does); the concatenation is
-shuffled with `seed`; `val_size` holds out a fraction or a count after shuffling. Tokenized data
-is not cached (tokenizing runs at ~300 multi-turn samples/s per process), so `overwrite_cache`
-has nothing to overwrite.
+shuffled with `seed`; `val_size` holds out a fraction or a count after shuffling.
+
+Tokenizing runs as `Dataset.map(..., num_proc=preprocessing_num_workers)` and the result is
+saved with `save_to_disk` under `<cache>/tokenized/<fingerprint>`, the fingerprint covering
+the data files (path, size, mtime), the tokenizer, the template, every option that changes
+the ids or labels, and this package's source. A second run with the same inputs loads it
+instead of tokenizing (`overwrite_cache: true` rebuilds). `Dataset.map`'s own cache does not
+help here: a dataset built in memory has no cache files for it to key on.
+
+In a multi-process run (torchrun / accelerate) the local main process of each node tokenizes
+first and the other ranks wait, then load what it saved, so the data is tokenized once per node.
+
+Two kinds of data: conversations (SFT: labels on what the assistant says, `tokenize.encode`) and
+plain text (`stage: pt`: every token trained, documents joined with eos and cut into blocks of
+`cutoff_len`, as LLaMA-Factory and `run_clm` pack pretraining text).
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import hashlib
+import itertools
+import json
 import os
 import random
+import shutil
+import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
-
-from tqdm.auto import tqdm
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 from instill.config import DataArgs
+from instill.console import say
 from instill.data.example import Example
-from instill.data.formats import fill_placeholders, to_example
-from instill.data.registry import read_rows, resolve
+from instill.data.formats import fill_placeholders, to_example, to_text
+from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate
-from instill.data.tokenize import IGNORE_INDEX, Encoded, EncodeSummary, encode
+from instill.data.tokenize import EncodeSummary, encode_batch
 from instill.errors import DataError
+from instill.hub import cache_root
+
+Kind = Literal["conversation", "text"]
+_MIN_PARALLEL = 1000  # below this, starting processes costs more than it saves
+_BATCH = 256
+
+
+# ---------------------------------------------------------------- rows -> examples
 
 
 def load_examples(names: list[str], args: DataArgs, seed: int) -> list[Example]:
     """Every row of the named datasets as Examples (max_samples each, placeholders filled)."""
-    examples: list[Example] = []
+    return [example for example in _iter_examples(names, args, seed)]
+
+
+def _iter_examples(names: list[str], args: DataArgs, seed: int) -> Iterator[Example]:
     for spec in resolve(names, args.dataset_dir):
-        taken = 0
-        for source, row in read_rows(spec, args.dataset_dir, seed=seed):
-            if args.max_samples is not None and taken >= args.max_samples:
-                break
+        for _, (source, row) in zip(_limit(args.max_samples), read_rows(spec, args.dataset_dir, seed=seed)):
             example = to_example(row, spec, source)
             if args.dataset_placeholders:
                 example = fill_placeholders(example, args.dataset_placeholders)
-            examples.append(example)
-            taken += 1
-    return examples
+            yield example
 
 
-def split_examples(examples: list[Example], val_size: float, seed: int) -> tuple[list[Example], list[Example]]:
+def load_texts(names: list[str], args: DataArgs, seed: int) -> list[tuple[str, str]]:
+    """(source, text) of every row of the named pretraining datasets (max_samples each)."""
+    return list(_iter_texts(names, args, seed))
+
+
+def _iter_texts(names: list[str], args: DataArgs, seed: int) -> Iterator[tuple[str, str]]:
+    for spec in resolve(names, args.dataset_dir):
+        for _, (source, row) in zip(_limit(args.max_samples), read_rows(spec, args.dataset_dir, seed=seed)):
+            yield source, to_text(row, spec, source)
+
+
+def _limit(n: int | None) -> Iterator[int]:
+    return iter(range(n)) if n is not None else itertools.count()
+
+
+def split_examples(examples: list, val_size: float, seed: int) -> tuple[list, list]:
     """Shuffle with `seed`, then hold out `val_size` (fraction < 1, or a count)."""
     examples = list(examples)
     random.Random(seed).shuffle(examples)
@@ -54,57 +91,263 @@ def split_examples(examples: list[Example], val_size: float, seed: int) -> tuple
     return examples[n_val:], examples[:n_val]
 
 
+# ---------------------------------------------------------------- examples -> tokenized Dataset
+
+
 @dataclass
 class TokenizedSet:
+    """A split's tokenized rows (`input_ids`, `labels`) and what tokenizing kept, cut and dropped."""
+
     name: str
-    rows: list[dict[str, list[int]]] = field(default_factory=list)
+    rows: Any  # datasets.Dataset
     summary: EncodeSummary = field(default_factory=EncodeSummary)
 
-
-# Set in the parent right before forking workers: templates hold closures and cannot be pickled,
-# but forked workers inherit them.
-_WORKER_ARGS: tuple = ()
-_MIN_PARALLEL = 1000  # below this, starting processes costs more than it saves
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
-def _encode_in_worker(example: Example) -> Encoded:
-    return encode(example, *_WORKER_ARGS)
+@dataclass(frozen=True)
+class _Options:
+    cutoff_len: int
+    train_on_prompt: bool
+    mask_history: bool
+    allow_special_tokens: bool
 
 
-def _encoded(examples: list[Example], args: DataArgs, template: ChatTemplate, tokenizer: Any) -> Iterator[Encoded]:
-    global _WORKER_ARGS
-    encode_args = (template, tokenizer, args.cutoff_len, args.train_on_prompt, args.mask_history)
+def _encode_conversations(batch: dict, template: ChatTemplate, options: _Options) -> dict:
+    examples = [Example(json.loads(m), json.loads(t) if t else None, s)
+                for m, t, s in zip(batch["messages"], batch["tools"], batch["source"])]
+    encoded = encode_batch(examples, template, template.tokenizer, options.cutoff_len, options.train_on_prompt,
+                           options.mask_history, options.allow_special_tokens)
+    return {
+        "input_ids": [e.input_ids for e in encoded],
+        "labels": [e.labels for e in encoded],
+        "prompt_tokens": [e.prompt_tokens for e in encoded],
+        "response_tokens": [e.response_tokens for e in encoded],
+        "truncated": [e.truncated for e in encoded],
+        "response_cut": [e.response_cut for e in encoded],
+    }
+
+
+def _encode_texts(batch: dict, tokenizer: Any, options: _Options) -> dict:
+    """Documents + eos, joined and cut into blocks of cutoff_len; the last block of a batch may be shorter."""
+    ids = tokenizer(batch["text"], add_special_tokens=False,
+                    split_special_tokens=not options.allow_special_tokens)["input_ids"]
+    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream = [tok for doc in ids for tok in doc + end]
+    size = options.cutoff_len
+    blocks = [stream[i:i + size] for i in range(0, len(stream), size)]
+    n = len(blocks)
+    return {"input_ids": blocks, "labels": [list(b) for b in blocks], "prompt_tokens": [0] * n,
+            "response_tokens": [len(b) for b in blocks], "truncated": [False] * n, "response_cut": [False] * n}
+
+
+def _to_dataset(kind: Kind, items: list) -> Any:
+    from datasets import Dataset
+
+    if kind == "text":
+        return Dataset.from_dict({"source": [s for s, _ in items], "text": [t for _, t in items]})
+    return Dataset.from_dict({
+        "messages": [json.dumps(e.messages, ensure_ascii=False) for e in items],
+        "tools": [json.dumps(e.tools, ensure_ascii=False) if e.tools else "" for e in items],
+        "source": [e.source for e in items],
+    })
+
+
+def tokenize_examples(name: str, items: list, args: DataArgs, template: ChatTemplate, tokenizer: Any,
+                      kind: Kind = "conversation") -> TokenizedSet:
+    """Encode every item (Examples, or (source, text) pairs for kind="text") into a Dataset, counting drops."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar
+
+    options = _Options(args.cutoff_len, args.train_on_prompt, args.mask_history, args.allow_special_tokens_in_data)
+    raw = _to_dataset(kind, items)
     workers = min(args.preprocessing_num_workers or 1, os.cpu_count() or 1)
-    if workers > 1 and len(examples) >= _MIN_PARALLEL and "fork" in multiprocessing.get_all_start_methods():
-        _WORKER_ARGS = encode_args
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            yield from pool.imap(_encode_in_worker, examples, chunksize=64)
-        return
-    for example in examples:
-        yield encode(example, *encode_args)
-
-
-def tokenize_examples(name: str, examples: list[Example], args: DataArgs, template: ChatTemplate, tokenizer: Any) -> TokenizedSet:
-    """Encode every example (in `preprocessing_num_workers` processes for large sets), counting drops."""
-    out = TokenizedSet(name)
-    items = _encoded(examples, args, template, tokenizer)
-    for item in tqdm(items, total=len(examples), desc=f"Tokenizing {name}", unit="sample", leave=False):
-        if not any(label != IGNORE_INDEX for label in item.labels):
-            out.summary.drop("with no answer token left within cutoff_len")
-            continue
-        out.rows.append({"input_ids": item.input_ids, "labels": item.labels})
-        out.summary.add(item)
-    if not out.rows:
-        why = ", ".join(f"{n} {r}" for r, n in out.summary.dropped.items())
+    num_proc = workers if workers > 1 and len(items) >= _MIN_PARALLEL else None
+    fn, kwargs = ((_encode_texts, {"tokenizer": tokenizer, "options": options}) if kind == "text"
+                  else (_encode_conversations, {"template": template, "options": options}))
+    disable_progress_bar()  # datasets' own bars: ours is the summary line
+    try:
+        # new_fingerprint: our own cache key covers the inputs; datasets would otherwise hash the tokenizer
+        # through dill for its own (unused) cache, ~13 s for Qwen2's.
+        encoded = raw.map(fn, fn_kwargs=kwargs, batched=True, batch_size=_BATCH, num_proc=num_proc,
+                          remove_columns=raw.column_names, keep_in_memory=True, desc=f"Tokenizing {name}",
+                          new_fingerprint=f"instill-{name}-{len(items)}")
+    finally:
+        enable_progress_bar()
+    summary = _summarize(encoded)
+    keep = [i for i, n in enumerate(encoded["response_tokens"]) if n > 0]
+    if len(keep) < len(encoded):
+        encoded = encoded.select(keep)
+    encoded = encoded.select_columns(["input_ids", "labels"])
+    if not len(encoded):
+        why = ", ".join(f"{n} {r}" for r, n in summary.dropped.items())
         raise DataError(f"{name}: no valid samples left ({why}); raise cutoff_len or check the data")
-    return out
+    return TokenizedSet(name, encoded, summary)
 
 
-def prepare_datasets(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int) -> tuple[TokenizedSet, TokenizedSet | None]:
-    """The tokenized training set and, when asked for, the evaluation set."""
-    train_examples, eval_examples = split_examples(load_examples(args.dataset or [], args, seed), args.val_size, seed)
+def _summarize(encoded: Any) -> EncodeSummary:
+    summary = EncodeSummary()
+    for p, r, t, c in zip(encoded["prompt_tokens"], encoded["response_tokens"], encoded["truncated"],
+                          encoded["response_cut"]):
+        if r == 0:
+            summary.drop("with no answer token left within cutoff_len")
+            continue
+        summary.kept += 1
+        summary.truncated += t
+        summary.response_cut += c
+        summary.prompt_lengths.append(p)
+        summary.response_lengths.append(r)
+    return summary
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def _file_identity(spec: DatasetSpec, dataset_dir: str) -> list:
+    """What identifies an entry's data: each local file's path, size and mtime; hub entries by url/revision."""
+    if not spec.file_name:
+        return [spec.hf_hub_url, spec.ms_hub_url, spec.script_url, spec.subset, spec.split, spec.revision]
+    path = Path(dataset_dir) / spec.file_name
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
+
+
+def _source_digest() -> str:
+    """This package's code: a change to how data is read, rendered or tokenized invalidates the cache."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _tokenizer_digest(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    extra = [tokenizer.eos_token, tokenizer.pad_token, sorted(tokenizer.all_special_tokens)]
+    return hashlib.sha256((text + json.dumps(extra)).encode()).hexdigest()
+
+
+def fingerprint(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, kind: Kind) -> str:
+    """A key for everything that decides the tokenized data."""
+    names = list(args.dataset or []) + list(args.eval_dataset or [])
+    specs = resolve(names, args.dataset_dir) if names else []
+    key = {
+        "kind": kind,
+        "datasets": [[asdict(s), _file_identity(s, args.dataset_dir)] for s in specs],
+        "dataset": args.dataset, "eval_dataset": args.eval_dataset,
+        "options": {k: getattr(args, k) for k in ("cutoff_len", "max_samples", "val_size", "train_on_prompt",
+                                                  "mask_history", "dataset_placeholders",
+                                                  "allow_special_tokens_in_data")},
+        "seed": seed,
+        "template": [template.name, template.jinja, template.end_of_turn],
+        "tokenizer": _tokenizer_digest(tokenizer),
+        "code": _source_digest(),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def cache_dir_for(args: DataArgs, key: str) -> Path:
+    """`tokenized_path` when set (LLaMA-Factory's key), else $INSTILL_TOKENIZED_CACHE or
+    <INSTILL_CACHE>/tokenized, then /<fingerprint>."""
+    if args.tokenized_path:
+        return Path(args.tokenized_path)
+    root = os.environ.get("INSTILL_TOKENIZED_CACHE")
+    return (Path(root) if root else cache_root() / "tokenized") / key
+
+
+def _save(path: Path, sets: dict[str, TokenizedSet | None], key: str) -> None:
+    """Write to a temporary sibling and rename, so a reader never sees half a cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    meta = {"fingerprint": key, "splits": {}}
+    for name, part in sets.items():
+        if part is None:
+            continue
+        part.rows.save_to_disk(str(tmp / name))
+        meta["splits"][name] = asdict(part.summary)
+    (tmp / "instill_cache.json").write_text(json.dumps(meta), encoding="utf-8")
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    try:
+        tmp.rename(path)
+    except OSError:  # another process renamed its copy first: theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(path: Path, key: str) -> dict[str, TokenizedSet] | None:
+    from datasets import load_from_disk
+
+    meta_path = path / "instill_cache.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("fingerprint") != key:
+            return None
+        return {name: TokenizedSet(name, load_from_disk(str(path / name)), EncodeSummary(**summary))
+                for name, summary in meta["splits"].items()}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # unreadable: rebuilt
+
+
+def _build(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, kind: Kind
+           ) -> dict[str, TokenizedSet | None]:
+    load = load_texts if kind == "text" else load_examples
+    train_items, eval_items = split_examples(load(args.dataset or [], args, seed), args.val_size, seed)
     if args.eval_dataset:
-        eval_examples = load_examples(args.eval_dataset, args, seed)
-    train = tokenize_examples("train", train_examples, args, template, tokenizer)
-    evaluation = tokenize_examples("eval", eval_examples, args, template, tokenizer) if eval_examples else None
-    return train, evaluation
+        eval_items = load(args.eval_dataset, args, seed)
+    return {"train": tokenize_examples("train", train_items, args, template, tokenizer, kind),
+            "eval": tokenize_examples("eval", eval_items, args, template, tokenizer, kind) if eval_items else None}
+
+
+def prepare_datasets(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int,
+                     kind: Kind = "conversation") -> tuple[TokenizedSet, TokenizedSet | None]:
+    """The tokenized training set and, when asked for, the evaluation set (from the cache when it holds them)."""
+    import torch
+    from accelerate import PartialState
+
+    key = fingerprint(args, template, tokenizer, seed, kind)
+    path = cache_dir_for(args, key)
+    # cpu=True where there is no GPU: accelerate sets up gloo for a multi-process CPU run only when asked.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with state.local_main_process_first():
+        cached = None if (args.overwrite_cache and state.is_local_main_process) else _load(path, key)
+        if cached is not None:
+            say(f"tokenized data loaded from the cache: {path}")
+            return cached["train"], cached.get("eval")
+        sets = _build(args, template, tokenizer, seed, kind)
+        if state.is_local_main_process:
+            _save(path, sets, key)
+            say(f"tokenized data cached in {path} (overwrite_cache: true rebuilds it)")
+    return sets["train"], sets["eval"]
+
+
+def iterable_dataset(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int,
+                     kind: Kind = "conversation") -> Any:
+    """`streaming: true`: rows read, rendered and tokenized lazily as training consumes them.
+
+    For data larger than memory; nothing is cached, there is no length to count epochs by (so
+    `max_steps` is required) and the shuffle is a seeded buffer of 10,000 rows. Samples left with no
+    trained token are skipped.
+    """
+    from datasets import IterableDataset
+
+    options = _Options(args.cutoff_len, args.train_on_prompt, args.mask_history, args.allow_special_tokens_in_data)
+    names = list(args.dataset or [])
+
+    def rows() -> Iterator[dict]:
+        if kind == "text":
+            for source, text in _iter_texts(names, args, seed):
+                yield {"source": source, "text": text}
+        else:
+            for e in _iter_examples(names, args, seed):
+                yield {"messages": json.dumps(e.messages, ensure_ascii=False),
+                       "tools": json.dumps(e.tools, ensure_ascii=False) if e.tools else "", "source": e.source}
+
+    fn, kwargs = ((_encode_texts, {"tokenizer": tokenizer, "options": options}) if kind == "text"
+                  else (_encode_conversations, {"template": template, "options": options}))
+    stream = IterableDataset.from_generator(rows).shuffle(seed=seed, buffer_size=10_000)
+    stream = stream.map(fn, fn_kwargs=kwargs, batched=True, batch_size=_BATCH,
+                        remove_columns=["source", "text"] if kind == "text" else ["messages", "tools", "source"])
+    stream = stream.filter(lambda row: row["response_tokens"] > 0)
+    return stream.select_columns(["input_ids", "labels"])

@@ -69,6 +69,25 @@ def fill_placeholders(example: Example, mapping: dict[str, str]) -> Example:
     return replace(example, messages=messages, extras=dict(example.extras))
 
 
+def to_text(row: dict, spec: DatasetSpec, source: str) -> str:
+    """A pretraining row's text (`stage: pt`): the alpaca `prompt` column, plus `query` when the entry maps one.
+
+    LLaMA-Factory's pretraining entries (c4_demo, wiki_demo) map `prompt` to a `text` column.
+    """
+    if spec.formatting != "alpaca":
+        raise DataError(f"dataset '{spec.name}': pretraining (stage: pt) reads plain text rows; use formatting: "
+                        "alpaca with columns: {{prompt: text}} (as LLaMA-Factory's c4_demo does)")
+    try:
+        prompt = _text(row, spec.columns["prompt"], required=True)
+        query = _text(row, spec.columns.get("query"), required=False)
+    except RowError as err:
+        raise DataError(f"{source}: {err}") from None
+    text = "\n".join(part for part in (prompt, query) if part)
+    if not text.strip():
+        raise DataError(f"{source}: empty text in column '{spec.columns['prompt']}'")
+    return text
+
+
 # ---------------------------------------------------------------- alpaca
 
 

@@ -32,7 +32,6 @@ arrays, parquet files and hub datasets (``url[split]:#INDEX``).
 
 from __future__ import annotations
 
-import csv
 import difflib
 import json
 import os
@@ -42,11 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instill.data.readers import DATA_EXTENSIONS, file_rows
 from instill.errors import DataError
 
 INFO_FILE = "dataset_info.json"
 FORMATTINGS = ("alpaca", "sharegpt", "openai")
-DATA_EXTENSIONS = (".json", ".jsonl", ".csv", ".parquet")
 
 SOURCE_KEYS = ("file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url")
 ENTRY_KEYS = SOURCE_KEYS + (
@@ -273,85 +272,7 @@ def _local_rows(spec: DatasetSpec, path: Path) -> Iterator[tuple[str, dict]]:
     else:
         raise DataError(f"dataset '{spec.name}': file_name {str(path)!r} does not exist")
     for file in files:
-        yield from _file_rows(file)
-
-
-def _file_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    """Rows of one local file, chosen by extension."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return _jsonl_rows(path, path.read_text(encoding="utf-8-sig"))
-    if suffix == ".json":
-        return _json_rows(path)
-    if suffix == ".csv":
-        return _csv_rows(path)
-    if suffix == ".parquet":
-        return _parquet_rows(path)
-    raise DataError(f"{path}: unsupported file type '{suffix}' (supported: {', '.join(DATA_EXTENSIONS)})")
-
-
-def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    """A JSON array of objects; a .json file that is really JSON Lines is read as such."""
-    text = path.read_text(encoding="utf-8-sig")
-    if not text.lstrip().startswith("["):
-        return _jsonl_rows(path, text)
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
-    return ((f"{path}:#{i}", _as_row(rec, f"{path}:#{i}")) for i, rec in enumerate(records))
-
-
-def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[str, dict]]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        source = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{source}: invalid JSON: {err.msg} (column {err.colno})") from None
-        yield source, _as_row(record, source)
-
-
-def _csv_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    csv.field_size_limit(2**31 - 1)  # long responses exceed the 128 KiB default
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{path}: empty CSV file (no header row)")
-        start = reader.line_num + 1
-        try:
-            for values in reader:
-                source, start = f"{path}:{start}", reader.line_num + 1
-                if not values:
-                    continue
-                if len(values) != len(header):
-                    raise DataError(f"{source}: {len(values)} fields but the header has {len(header)}")
-                yield source, dict(zip(header, values))
-        except csv.Error as err:
-            raise DataError(f"{path}:{reader.line_num}: invalid CSV: {err}") from None
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    import pyarrow.parquet as pq
-
-    try:
-        batches = pq.ParquetFile(path).iter_batches()
-        index = 0
-        for batch in batches:
-            for record in batch.to_pylist():
-                yield f"{path}:#{index}", record
-                index += 1
-    except (OSError, ValueError) as err:  # pyarrow.ArrowInvalid subclasses ValueError
-        raise DataError(f"{path}: cannot read parquet: {err}") from None
-
-
-def _as_row(record: Any, source: str) -> dict:
-    if not isinstance(record, dict):
-        raise DataError(f"{source}: expected a JSON object (one row), got {type(record).__name__}")
-    return record
+        yield from file_rows(file)
 
 
 # ---------------------------------------------------------------- hubs

@@ -1,149 +1,152 @@
 """Chat templates: the tokenizer's own jinja first (`template: auto`), named ones as a fallback.
 
-Every template turns (messages, tools) into text; label masks are derived later by
-rendering the conversation prefix by prefix (see `tokenize.py`), so a template only
-has to render — it never needs to know which tokens are trained.
+Every template is a jinja string rendered by the tokenizer's own `apply_chat_template`, so what
+training renders is exactly what is saved with the trained tokenizer (and what transformers,
+vLLM or our server render later): one source per template. Label masks are derived later by
+rendering the conversation prefix by prefix (see `tokenize.py`), so a template only has to
+render — it never needs to know which tokens are trained.
 
-Named templates are small Python renderers, one function each, registered in
-`NAMED`. `qwen` is checked token for token against Qwen2.5-Instruct's real jinja in
-the tests; write new ones the same way.
+Named templates live in `NAMED_JINJA`. `qwen` is checked token for token against
+Qwen2.5-Instruct's real template in the tests; write new ones the same way.
 """
 
 from __future__ import annotations
 
-import json
+import difflib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from instill.errors import TemplateError
 
 Messages = list[dict[str, Any]]
-Renderer = Callable[[Messages, "list[dict] | None", bool, Any], str]
-
-
-def _tojson(obj: Any) -> str:
-    # Same as transformers' jinja `tojson` filter: json.dumps without ASCII escaping.
-    return json.dumps(obj, ensure_ascii=False)
 
 
 @dataclass
 class ChatTemplate:
-    """Renders conversations to text; `end_of_turn` is the text that closes an assistant turn."""
+    """A jinja chat template and the tokenizer that renders it; `end_of_turn` closes an assistant turn."""
 
     name: str
-    render_fn: Callable[..., str]
+    jinja: str
+    tokenizer: Any
     end_of_turn: str | None = None
 
-    def render(self, messages: Messages, tools: list[dict] | None = None, add_generation_prompt: bool = False) -> str:
+    def render(self, messages: Messages, tools: list[dict] | None = None, add_generation_prompt: bool = False,
+               **template_kwargs: Any) -> str:
         try:
-            return self.render_fn(messages, tools, add_generation_prompt)
-        except TemplateError:
-            raise
-        except Exception as err:  # jinja errors from user templates: report, don't crash with a traceback
-            raise TemplateError(f"template '{self.name}' failed to render: {type(err).__name__}: {err}") from None
+            compiled = self._compiled()
+            if compiled is None:
+                return self.tokenizer.apply_chat_template(
+                    messages, tools=tools, chat_template=self.jinja, tokenize=False,
+                    add_generation_prompt=add_generation_prompt, **template_kwargs,
+                )
+            # What apply_chat_template renders (same compiled template, same variables), without its
+            # per-call checks and deep copies: rendering is half of tokenizing time.
+            return compiled.render(messages=messages, tools=tools, documents=None,
+                                   add_generation_prompt=add_generation_prompt,
+                                   **{**self._special_tokens, **template_kwargs})
+        except Exception as err:  # jinja errors (raise_exception included): report, don't crash with a traceback
+            raise TemplateError(f"template '{self.name}' failed to render: {err}") from None
+
+    def _compiled(self) -> Any:
+        if "_template" not in self.__dict__:
+            try:  # transformers' own compiler: its jinja environment, filters and globals
+                from transformers.utils.chat_template_utils import _compile_jinja_template
+            except ImportError:  # another transformers: the public (slower) path
+                _compile_jinja_template = None
+            self._template = _compile_jinja_template(self.jinja) if _compile_jinja_template else None
+            self._special_tokens = dict(self.tokenizer.special_tokens_map)
+        return self._template
+
+    def __getstate__(self) -> dict:  # for worker processes: the compiled template is rebuilt there
+        return {k: v for k, v in self.__dict__.items() if k not in ("_template", "_special_tokens")}
 
 
-# ---------------------------------------------------------------------------- named renderers
+# ---------------------------------------------------------------------------- named templates
 
 _QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-_HERMES_TOOLS_HEAD = (
-    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
-)
-_HERMES_TOOLS_TAIL = (
-    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
-    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
-    "</tool_call><|im_end|>\n"
-)
 
 
-def _chatml(messages: Messages, tools: list[dict] | None, gen: bool, default_system: str | None) -> str:
-    """ChatML with Hermes-style tool calls, exactly as Qwen2.5-Instruct's template renders it."""
-    has_system = bool(messages) and messages[0]["role"] == "system"
-    system = messages[0]["content"] if has_system else default_system
-    out: list[str] = []
-    if tools:
-        body = "".join("\n" + _tojson(tool) for tool in tools)
-        out.append("<|im_start|>system\n" + (system or "") + _HERMES_TOOLS_HEAD + body + _HERMES_TOOLS_TAIL)
-    elif system is not None:
-        out.append(f"<|im_start|>system\n{system}<|im_end|>\n")
-    for i, msg in enumerate(messages):
-        role = msg["role"]
-        if i == 0 and has_system:
-            continue
-        if role in ("user", "system") or (role == "assistant" and not msg.get("tool_calls")):
-            out.append(f"<|im_start|>{role}\n{msg['content']}<|im_end|>\n")
-        elif role == "assistant":
-            text = "<|im_start|>assistant"
-            if msg.get("content"):
-                text += "\n" + msg["content"]
-            for call in msg["tool_calls"]:
-                fn = call.get("function", call)
-                text += '\n<tool_call>\n{"name": "' + fn["name"] + '", "arguments": ' + _tojson(fn["arguments"])
-                text += "}\n</tool_call>"
-            out.append(text + "<|im_end|>\n")
-        elif role == "tool":
-            first = i == 0 or messages[i - 1]["role"] != "tool"
-            last = i == len(messages) - 1 or messages[i + 1]["role"] != "tool"
-            out.append(("<|im_start|>user" if first else "") + "\n<tool_response>\n" + msg["content"] + "\n</tool_response>")
-            if last:
-                out.append("<|im_end|>\n")
-        else:
-            raise TemplateError(f"role '{role}' is not supported by the ChatML template")
-    if gen:
-        out.append("<|im_start|>assistant\n")
-    return "".join(out)
+def _chatml_jinja(default_system: str | None) -> str:
+    """ChatML with Hermes-style tool calls (as Qwen2.5-Instruct writes them); `default_system` when none is given."""
+    fallback = "'" + default_system + "'" if default_system is not None else "none"
+    return (
+        "{%- set has_system = messages and messages[0]['role'] == 'system' -%}"
+        "{%- set system = messages[0]['content'] if has_system else " + fallback + " -%}"
+        "{%- if tools -%}"
+        "{{- '<|im_start|>system\\n' + (system or '') + '\\n\\n# Tools\\n\\nYou may call one or more functions to "
+        "assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML "
+        "tags:\\n<tools>' -}}"
+        "{%- for tool in tools -%}{{- '\\n' + (tool | tojson) -}}{%- endfor -%}"
+        "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments "
+        "within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": "
+        "<args-json-object>}\\n</tool_call><|im_end|>\\n' -}}"
+        "{%- elif system is not none -%}{{- '<|im_start|>system\\n' + system + '<|im_end|>\\n' -}}"
+        "{%- endif -%}"
+        "{%- for message in messages -%}"
+        "{%- set role = message['role'] -%}"
+        "{%- if loop.first and has_system -%}"
+        "{%- elif role == 'user' or role == 'system' or (role == 'assistant' and not message.get('tool_calls')) -%}"
+        "{{- '<|im_start|>' + role + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
+        "{%- elif role == 'assistant' -%}"
+        "{{- '<|im_start|>assistant' + ('\\n' + message['content'] if message['content'] else '') -}}"
+        "{%- for call in message['tool_calls'] -%}"
+        "{%- set fn = call['function'] if call['function'] is defined else call -%}"
+        "{{- '\\n<tool_call>\\n{\"name\": \"' + fn['name'] + '\", \"arguments\": ' + (fn['arguments'] | tojson)"
+        " + '}\\n</tool_call>' -}}"
+        "{%- endfor -%}"
+        "{{- '<|im_end|>\\n' -}}"
+        "{%- elif role == 'tool' -%}"
+        "{%- if loop.first or loop.previtem['role'] != 'tool' -%}{{- '<|im_start|>user' -}}{%- endif -%}"
+        "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' -}}"
+        "{%- if loop.last or loop.nextitem['role'] != 'tool' -%}{{- '<|im_end|>\\n' -}}{%- endif -%}"
+        "{%- else -%}{{- raise_exception(\"role '\" + role + \"' is not supported by the ChatML template\") -}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    )
 
 
-def _llama3(messages: Messages, tools: list[dict] | None, gen: bool) -> str:
-    if tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
-        raise TemplateError("template 'llama3' has no tool format here; use template: auto with a Llama 3.1 tokenizer")
-    out = ["<|begin_of_text|>"]
-    for msg in messages:
-        out.append(f"<|start_header_id|>{msg['role']}<|end_header_id|>\n\n{msg['content']}<|eot_id|>")
-    if gen:
-        out.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
-    return "".join(out)
+def _no_tools(name: str) -> str:
+    return (
+        "{%- if tools or messages | selectattr('role', 'equalto', 'tool') | list "
+        "or messages | selectattr('tool_calls', 'defined') | selectattr('tool_calls') | list -%}"
+        "{{- raise_exception(\"template '" + name + "' has no tool format; use template: qwen or auto\") -}}"
+        "{%- endif -%}"
+    )
 
 
-def _plain(messages: Messages, tools: list[dict] | None, gen: bool, eos: str, user: str, system: str) -> str:
-    """'default' and 'empty': plain-text turns; the assistant turn ends with the tokenizer's eos."""
-    if tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
-        raise TemplateError("plain-text templates have no tool format; use template: qwen or auto")
-    out = []
-    for msg in messages:
-        if msg["role"] == "system":
-            out.append(system.format(content=msg["content"]))
-        elif msg["role"] == "user":
-            out.append(user.format(content=msg["content"]))
-        else:
-            out.append(msg["content"] + eos + "\n")
-    return "".join(out)  # `gen` adds nothing: the user format already ends where the answer starts
+# name -> (jinja, end of turn; None = the tokenizer's eos token)
+NAMED_JINJA: dict[str, tuple[str, str | None]] = {
+    "qwen": (_chatml_jinja(_QWEN_SYSTEM), "<|im_end|>"),
+    "chatml": (_chatml_jinja(None), "<|im_end|>"),
+    "llama3": (
+        _no_tools("llama3")
+        + "{{- '<|begin_of_text|>' -}}{%- for message in messages -%}"
+        "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' -}}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}",
+        "<|eot_id|>",
+    ),
+    # Plain-text turns; the assistant's turn ends with the tokenizer's eos. The user format already ends
+    # where the answer starts, so the generation prompt adds nothing.
+    "default": (
+        _no_tools("default")
+        + "{%- for message in messages -%}"
+        "{%- if message['role'] == 'system' -%}{{- 'System: ' + message['content'] + '\\n' -}}"
+        "{%- elif message['role'] == 'user' -%}{{- 'Human: ' + message['content'] + '\\nAssistant: ' -}}"
+        "{%- else -%}{{- message['content'] + eos_token + '\\n' -}}{%- endif -%}{%- endfor -%}",
+        None,
+    ),
+    "empty": (
+        _no_tools("empty")
+        + "{%- for message in messages -%}"
+        "{%- if message['role'] == 'assistant' -%}{{- message['content'] + eos_token + '\\n' -}}"
+        "{%- else -%}{{- message['content'] -}}{%- endif -%}{%- endfor -%}",
+        None,
+    ),
+}
 
-
-def _named(tokenizer: Any) -> dict[str, ChatTemplate]:
-    eos = tokenizer.eos_token or ""
-    return {
-        "qwen": ChatTemplate("qwen", lambda m, t, g: _chatml(m, t, g, _QWEN_SYSTEM), "<|im_end|>"),
-        "chatml": ChatTemplate("chatml", lambda m, t, g: _chatml(m, t, g, None), "<|im_end|>"),
-        "llama3": ChatTemplate("llama3", _llama3, "<|eot_id|>"),
-        "default": ChatTemplate(
-            "default", lambda m, t, g: _plain(m, t, g, eos, "Human: {content}\nAssistant: ", "System: {content}\n"), eos
-        ),
-        "empty": ChatTemplate("empty", lambda m, t, g: _plain(m, t, g, eos, "{content}", "{content}"), eos),
-    }
-
-
-NAMED = ("qwen", "chatml", "llama3", "default", "empty")
-
-
-def _from_tokenizer(tokenizer: Any) -> ChatTemplate:
-    def render(messages: Messages, tools: list[dict] | None, gen: bool) -> str:
-        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=gen)
-
-    template = ChatTemplate("auto", render)
-    template.end_of_turn = _infer_end_of_turn(template, tokenizer)
-    return template
+NAMED = tuple(NAMED_JINJA)
 
 
 def _infer_end_of_turn(template: ChatTemplate, tokenizer: Any) -> str:
@@ -168,48 +171,14 @@ def get_template(name: str, tokenizer: Any) -> ChatTemplate:
                 "template: auto, but the tokenizer has no chat template; "
                 f"set template to one of: {', '.join(NAMED)}"
             )
-        return _from_tokenizer(tokenizer)
-    named = _named(tokenizer)
-    if name not in named:
-        import difflib
-
+        template = ChatTemplate("auto", tokenizer.chat_template, tokenizer)
+        template.end_of_turn = _infer_end_of_turn(template, tokenizer)
+        return template
+    if name not in NAMED_JINJA:
         close = difflib.get_close_matches(name, ["auto", *NAMED], n=1)
         hint = f" — did you mean '{close[0]}'?" if close else ""
         raise TemplateError(f"unknown template '{name}'{hint} (choose from auto, {', '.join(NAMED)})")
-    return named[name]
+    jinja, end_of_turn = NAMED_JINJA[name]
+    return ChatTemplate(name, jinja, tokenizer, end_of_turn or tokenizer.eos_token or "")
 
 
-def template_text(name: str) -> str | None:
-    """A jinja version of a named template, saved with the tokenizer so exported models chat the same way."""
-    return _JINJA.get(name)
-
-
-# Jinja equivalents saved beside trained models (tokenizer_config.json's chat_template), so
-# `transformers` users of an exported model render prompts exactly as training did.
-_JINJA = {
-    # Qwen2.5's own template also renders tools; this one covers plain chat (the tokenizer's own
-    # template, when it has one, is kept instead).
-    "qwen": (
-        "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\n" + _QWEN_SYSTEM + "<|im_end|>\\n' }}{% endif %}"
-        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n'}}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-    ),
-    "chatml": (
-        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n'}}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-    ),
-    "llama3": (
-        "{{ '<|begin_of_text|>' }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
-        "'<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
-    ),
-    "default": (
-        "{% for message in messages %}{% if message['role'] == 'system' %}{{ 'System: ' + message['content'] + '\\n' }}"
-        "{% elif message['role'] == 'user' %}{{ 'Human: ' + message['content'] + '\\nAssistant: ' }}"
-        "{% else %}{{ message['content'] + eos_token + '\\n' }}{% endif %}{% endfor %}"
-    ),
-    "empty": (
-        "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ message['content'] + eos_token + '\\n' }}"
-        "{% else %}{{ message['content'] }}{% endif %}{% endfor %}"
-    ),
-}

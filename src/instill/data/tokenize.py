@@ -18,6 +18,8 @@ off long news; here a sample left with no trained token is dropped and counted.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +28,7 @@ import numpy as np
 from instill.console import percentile_line
 from instill.data.example import Example
 from instill.data.templates import ChatTemplate
-from instill.errors import TemplateError
+from instill.errors import DataError, TemplateError
 
 IGNORE_INDEX = -100
 
@@ -43,23 +45,23 @@ class Encoded:
 
 
 def assistant_spans(example: Example, template: ChatTemplate) -> tuple[str, list[tuple[int, int]]]:
-    """The full text and the [start, end) character span of every assistant turn in it."""
+    """The full text and the [start, end) character span of every assistant turn in it.
+
+    A conversation that ends with an assistant turn is its own last prefix, so it is rendered once less.
+    """
     messages, tools = example.messages, example.tools
-    full = template.render(messages, tools)
-    spans = []
-    for i, msg in enumerate(messages):
-        if msg["role"] != "assistant":
-            continue
-        prompt = template.render(messages[:i], tools, add_generation_prompt=True)
-        upto = template.render(messages[: i + 1], tools)
+    pairs = [(i, template.render(messages[:i], tools, add_generation_prompt=True), template.render(messages[: i + 1], tools))
+             for i, msg in enumerate(messages) if msg["role"] == "assistant"]
+    ends_with_answer = bool(pairs) and pairs[-1][0] == len(messages) - 1
+    full = pairs[-1][2] if ends_with_answer else template.render(messages, tools)
+    for i, prompt, upto in pairs:
         if not upto.startswith(prompt) or not full.startswith(upto):
             raise TemplateError(
                 f"{example.source}: template '{template.name}' is not prefix-stable at message {i} "
                 "(rendering a shorter conversation is not a prefix of the longer one); "
                 "choose a named template that is (e.g. template: qwen)"
             )
-        spans.append((len(prompt), len(upto)))
-    return full, spans
+    return full, [(len(prompt), len(upto)) for _, prompt, upto in pairs]
 
 
 def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
@@ -76,7 +78,7 @@ def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int
     return new_source_len, new_target_len
 
 
-def _cut_middle(ids: list[int], keep: int) -> list[int]:
+def cut_middle(ids: list[int], keep: int) -> list[int]:
     if keep >= len(ids):
         return ids
     if keep <= 0:
@@ -103,6 +105,74 @@ def _turns(ids: list[int], trained: list[bool]) -> list[tuple[list[int], list[in
     return turns
 
 
+def _special_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """The tokenizer's control tokens (added tokens flagged special), longest first."""
+    found = {tok.content for tok in getattr(tokenizer, "added_tokens_decoder", {}).values() if tok.special}
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _pattern(specials: tuple[str, ...]) -> re.Pattern | None:
+    return re.compile("|".join(map(re.escape, specials))) if specials else None
+
+
+def _data_ranges(full: str, example: Example, pattern: re.Pattern) -> list[tuple[int, int]]:
+    """[start, end) of each message content in the rendered text that spells a special token."""
+    ranges, pos = [], 0
+    for i, msg in enumerate(example.messages):
+        content = msg.get("content")
+        if not isinstance(content, str) or not content:
+            continue
+        at = full.find(content, pos)
+        spells = pattern.search(content) is not None
+        if at < 0:
+            if spells:
+                raise DataError(f"{example.source}: message {i} contains the special token "
+                                f"'{pattern.search(content).group()}' and the template changes the message text, "
+                                "so it cannot be kept as plain text; remove it, or set allow_special_tokens_in_data: true")
+            continue
+        if spells:
+            ranges.append((at, at + len(content)))
+        pos = at + len(content)
+    return ranges
+
+
+def tokenize_rendered(full: str, example: Example, tokenizer: Any, allow_special_tokens: bool = False
+                      ) -> tuple[list[int], np.ndarray]:
+    """Token ids of a rendered conversation and each token's start character.
+
+    The template's own markup becomes control tokens; text inside a message that merely spells
+    one (a scraped page quoting `<|im_end|>`) is split into ordinary tokens, so data can never
+    end a turn or fake a role by accident. Whole-text tokenization is kept (identical ids when no
+    message spells a special token); only the offending tokens are re-tokenized as text.
+    """
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    return _escape_data_tokens(full, example, tokenizer, enc["input_ids"], enc["offset_mapping"],
+                               allow_special_tokens)
+
+
+def _escape_data_tokens(full: str, example: Example, tokenizer: Any, ids: list[int], offsets: list,
+                        allow_special_tokens: bool) -> tuple[list[int], np.ndarray]:
+    starts = [start for start, _ in offsets]
+    pattern = None if allow_special_tokens else _pattern(_special_tokens(tokenizer))
+    spelled = pattern is not None and any(isinstance(m.get("content"), str) and pattern.search(m["content"])
+                                          for m in example.messages)
+    ranges = _data_ranges(full, example, pattern) if spelled else []
+    if ranges:
+        out_ids, out_starts = [], []
+        for tok, (start, end) in zip(ids, offsets):
+            inside = any(lo <= start and end <= hi for lo, hi in ranges)
+            if inside and pattern.fullmatch(full[start:end]):
+                pieces = tokenizer(full[start:end], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                out_ids += pieces
+                out_starts += [start] * len(pieces)
+            else:
+                out_ids.append(tok)
+                out_starts.append(start)
+        ids, starts = out_ids, out_starts
+    return ids, np.asarray(starts, dtype=np.int64)
+
+
 def encode(
     example: Example,
     template: ChatTemplate,
@@ -110,17 +180,48 @@ def encode(
     cutoff_len: int,
     train_on_prompt: bool = False,
     mask_history: bool = False,
+    allow_special_tokens: bool = False,
 ) -> Encoded:
-    """Tokenize one conversation with its label mask, truncated to `cutoff_len` tokens."""
-    full, spans = assistant_spans(example, template)
-    if mask_history:
-        spans = spans[-1:]
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = enc["input_ids"]
-    starts = np.array([start for start, _ in enc["offset_mapping"]], dtype=np.int64)
+    """Tokenize one conversation with its label mask, truncated to `cutoff_len` tokens.
+
+    Text in a message that spells a special token (`<|im_end|>` typed by a user) stays text
+    unless `allow_special_tokens`; see `tokenize_rendered`.
+    """
+    return encode_batch([example], template, tokenizer, cutoff_len, train_on_prompt, mask_history,
+                        allow_special_tokens)[0]
+
+
+def encode_batch(
+    examples: list[Example],
+    template: ChatTemplate,
+    tokenizer: Any,
+    cutoff_len: int,
+    train_on_prompt: bool = False,
+    mask_history: bool = False,
+    allow_special_tokens: bool = False,
+) -> list[Encoded]:
+    """`encode` for many conversations: rendered one by one, tokenized in one call."""
+    rendered = [assistant_spans(example, template) for example in examples]
+    # The Rust tokenizer directly (what the fast tokenizer's __call__ runs, without converting every
+    # encoding to Python dicts first): tokenizing is most of the time spent here.
+    encodings = tokenizer.backend_tokenizer.encode_batch([full for full, _ in rendered], add_special_tokens=False)
+    out = []
+    for example, (full, spans), enc in zip(examples, rendered, encodings):
+        ids, starts = _escape_data_tokens(full, example, tokenizer, enc.ids, enc.offsets, allow_special_tokens)
+        out.append(_mask_and_truncate(ids, starts, spans[-1:] if mask_history else spans, cutoff_len,
+                                      train_on_prompt))
+    return out
+
+
+def _mask_and_truncate(ids: list[int], starts: np.ndarray, spans: list[tuple[int, int]], cutoff_len: int,
+                       train_on_prompt: bool) -> Encoded:
     trained = np.zeros(len(ids), dtype=bool)
     for begin, end in spans:
         trained |= (starts >= begin) & (starts < end)
+    if len(ids) <= cutoff_len:  # nothing to cut: the turn-by-turn walk below would keep everything
+        n_trained = int(trained.sum())
+        labels = list(ids) if train_on_prompt else np.where(trained, ids, IGNORE_INDEX).tolist()
+        return Encoded(list(ids), labels, len(ids) - n_trained, n_trained, len(ids), False, False)
 
     out_ids: list[int] = []
     out_labels: list[int] = []
@@ -137,7 +238,7 @@ def encode(
             truncated = True
         if keep_response < len(response):
             response_cut = True
-        prompt, response = _cut_middle(prompt, keep_prompt), response[:keep_response]
+        prompt, response = cut_middle(prompt, keep_prompt), response[:keep_response]
         out_ids += prompt + response
         out_labels += (prompt if train_on_prompt else [IGNORE_INDEX] * len(prompt)) + response
         total += len(prompt) + len(response)

@@ -20,17 +20,18 @@ from instill.data.dataset import load_examples
 from instill.errors import DataError
 from instill.evaluate.samples import Sample, load_samples
 from instill.evaluate.tasks import TASKS, settings_from
+from instill.infer.engine import Generator, load_generator
 from instill.model.choice import ModelChoice, choose_model
+from instill.model.load import Precision
+from instill.report.html import try_write_report
 from instill.report.plots import plot_confusion_matrix, plotted_confusion
+from instill.tracking.trackers import log_eval_results
 
 # ---------------------------------------------------------------- models
 
 
 def _load(config: RunConfig, choice: ModelChoice):
     import torch
-
-    from instill.infer.engine import load_generator
-    from instill.model.load import Precision
 
     if config.model.torch_num_threads:
         torch.set_num_threads(config.model.torch_num_threads)
@@ -138,11 +139,8 @@ def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str
         (out / "comparison.json").write_text(json.dumps(comparison, ensure_ascii=False, indent=2), encoding="utf-8")
     if with_metrics and output_dir is None and Path(config.train.output_dir).is_dir():
         # Refresh the run's trackers and report.html with these results (both never raise).
-        from instill.report.html import write_report
-        from instill.tracking.trackers import log_eval_results
-
         log_eval_results(config, out)
-        report_path = write_report(config.train.output_dir)
+        report_path = try_write_report(config.train.output_dir)
         if report_path:
             say(f"report: {report_path}")
     return reports
@@ -194,7 +192,6 @@ def task_metrics_callback(config: RunConfig, tokenizer: Any, template: Any) -> A
     """
     from transformers import TrainerCallback
 
-    from instill.infer.engine import Generator
 
     samples = load_samples(config)
     plan = check_samples(samples, config, True, _training_answers(config))

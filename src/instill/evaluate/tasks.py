@@ -25,6 +25,7 @@ from instill.evaluate.classify import (
 from instill.evaluate.ner import ner_metrics, parse_entities
 from instill.evaluate.samples import Sample
 from instill.evaluate.textgen import generation_metrics
+from instill.infer.score import batch_calibrate, score_labels
 
 
 @dataclass
@@ -140,7 +141,6 @@ def predict_classification(generator, samples: list[Sample], plan: LabelPlan, s:
             for x, g, c in zip(samples, plan.gold, plan.candidates)]
     info: dict[str, Any] = {"labels": plan.labels, "label_template": plan.template}
     if s.mode == "score":
-        from instill.infer.score import batch_calibrate, score_labels
 
         results = score_labels(generator, [x.prompt for x in samples], plan.candidates, plan.template,
                                s.batch_size, max_prompt_tokens=s.max_prompt_tokens, tools=[x.tools for x in samples],

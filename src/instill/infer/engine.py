@@ -19,8 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from instill.config import ModelArgs
+from instill.data.example import Example
 from instill.data.templates import ChatTemplate, get_template
-from instill.data.tokenize import _cut_middle
+from instill.data.tokenize import cut_middle, tokenize_rendered
 from instill.errors import ModelError
 from instill.hub import resolve_model
 from instill.model.load import Precision, load_model, load_tokenizer
@@ -65,9 +66,11 @@ class Generator:
         tools = tools or [None] * len(conversations)
         out, cut = [], 0
         for conversation, tool in zip(conversations, tools):
-            ids = self.encode(self.render(conversation, tool))
+            # As in training: text in a message that spells a control token stays text.
+            ids, _ = tokenize_rendered(self.render(conversation, tool), Example(conversation, tool), self.tokenizer)
+            ids = list(ids)
             if max_tokens is not None and len(ids) > max_tokens:
-                ids, cut = _cut_middle(ids, max_tokens), cut + 1
+                ids, cut = cut_middle(ids, max_tokens), cut + 1
             out.append(ids)
         return out, cut
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from instill.data.tokenize import _cut_middle
+from instill.data.tokenize import cut_middle
 from instill.errors import TemplateError
 from instill.infer.engine import Generator, pad_batch
 
@@ -152,7 +152,7 @@ def score_labels(generator: Generator, conversations: list[list[dict]], candidat
         answers.append([answer_ids(generator, conversation, label_template.replace("{label}", label), text, ids, tool)
                         for label in labels])
         cut.append(max_prompt_tokens is not None and len(ids) > max_prompt_tokens)
-        prompts.append(_cut_middle(ids, max_prompt_tokens) if cut[-1] else ids)
+        prompts.append(cut_middle(ids, max_prompt_tokens) if cut[-1] else ids)
     sums = continuation_logprobs(generator.model, prompts, answers, generator.pad_id, batch_size, padding_side,
                                  progress=progress)
     results = []

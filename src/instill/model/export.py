@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from instill.config import RunConfig
-from instill.data.templates import get_template, template_text
+from instill.data.templates import get_template
 from instill.errors import ConfigError
 from instill.hub import resolve_model
 from instill.model.load import load_tokenizer
@@ -48,7 +48,6 @@ def export_model(config: RunConfig) -> Path:
             model.generation_config.eos_token_id = eos + [eot]  # so plain `generate` stops at the end of a turn
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size=f"{args.export_size}GB")
-    if not getattr(tokenizer, "chat_template", None) and template_text(config.data.template):
-        tokenizer.chat_template = template_text(config.data.template)
+    tokenizer.chat_template = template.jinja  # the template training rendered with, named or the tokenizer's own
     tokenizer.save_pretrained(out)
     return out

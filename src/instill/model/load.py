@@ -19,7 +19,6 @@ import torch
 
 from instill.config import ModelArgs
 from instill.errors import ConfigError, ModelError
-from instill.hub import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +81,10 @@ def _quantization(args: ModelArgs, precision: Precision) -> dict[str, Any]:
     return {"quantization_config": config, "device_map": {"": 0} if torch.cuda.is_available() else "cpu"}
 
 
-def load_tokenizer(args: ModelArgs, model_dir: Path | None = None) -> Any:
+def load_tokenizer(args: ModelArgs, model_dir: Path) -> Any:
+    """The fast tokenizer in `model_dir` (resolved once per run by `hub.resolve_model`), with a pad token."""
     from transformers import AutoTokenizer
 
-    model_dir = model_dir or resolve_model(args.model_name_or_path, args.cache_dir, args.model_revision, args.hf_hub_token)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             model_dir, trust_remote_code=args.trust_remote_code, use_fast=args.use_fast_tokenizer
@@ -102,13 +101,12 @@ def load_tokenizer(args: ModelArgs, model_dir: Path | None = None) -> Any:
     return tokenizer
 
 
-def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, model_dir: Path | None = None,
+def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, model_dir: Path,
                gradient_checkpointing: bool = False) -> Any:
     """The base causal LM, ready for an adapter method to be applied."""
     from transformers import AutoModelForCausalLM
 
     check_precision(precision)
-    model_dir = model_dir or resolve_model(args.model_name_or_path, args.cache_dir, args.model_revision, args.hf_hub_token)
     dtype = torch.float32 if finetuning_type == "full" else precision.compute_dtype
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": args.trust_remote_code}
     if args.quantization_bit:

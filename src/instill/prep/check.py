@@ -23,13 +23,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from instill.config import load_config
 from instill.console import percentile_line, say
 from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example
-from instill.data.registry import DATA_EXTENSIONS, DatasetSpec, read_rows, resolve
-from instill.data.templates import ChatTemplate
+from instill.data.readers import DATA_EXTENSIONS
+from instill.data.registry import DatasetSpec, read_rows, resolve
+from instill.data.templates import ChatTemplate, get_template
 from instill.data.tokenize import IGNORE_INDEX, encode
-from instill.errors import DataError, TemplateError
+from instill.errors import ConfigError, DataError, TemplateError
+from instill.hub import resolve_model
+from instill.model.load import load_tokenizer
 from instill.prep.summary import progress
 
 
@@ -123,7 +127,7 @@ def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, tok
             if data_args.dataset_placeholders:
                 example = fill_placeholders(example, data_args.dataset_placeholders)
             encoded = encode(example, template, tokenizer, data_args.cutoff_len, data_args.train_on_prompt,
-                             data_args.mask_history)
+                             data_args.mask_history, data_args.allow_special_tokens_in_data)
         except (DataError, TemplateError) as err:
             message = str(err)
             report.errors.append(message if message.startswith(source) else f"{source}: {message}")
@@ -137,12 +141,6 @@ def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, tok
 
 def check_config(config_path: str, overrides: list[str]) -> tuple[list[DatasetReport], int]:
     """A report per dataset of the config, and its cutoff_len."""
-    from instill.config import load_config
-    from instill.data.templates import get_template
-    from instill.errors import ConfigError
-    from instill.hub import resolve_model
-    from instill.model.load import load_tokenizer
-
     config = load_config(config_path, overrides)
     data = config.data
     names = list(dict.fromkeys((data.dataset or []) + (data.eval_dataset or [])))

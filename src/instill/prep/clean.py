@@ -188,9 +188,10 @@ def load_text_tokenizer(path: str) -> Any:
 
         return AutoTokenizer.from_pretrained(directory)
     from instill.config import ModelArgs
+    from instill.hub import resolve_model
     from instill.model.load import load_tokenizer
 
-    return load_tokenizer(ModelArgs(model_name_or_path=path))
+    return load_tokenizer(ModelArgs(model_name_or_path=path), resolve_model(path))
 
 
 def token_counts(texts: list[str], tokenizer: Any, batch: int = 256) -> list[int]:

@@ -1,10 +1,9 @@
 """Reading raw tables and writing instruction datasets.
 
-Reading: JSON, JSON Lines and parquet go through ``instill.data.registry`` (same
-sources in messages: ``path:LINE`` for jsonl, ``path:#INDEX`` for JSON arrays and
-parquet); CSV/TSV are read here with the stdlib ``csv`` module so a header-less
-file works too (source ``path:LINE``); Excel (.xlsx/.xlsm) through pandas +
-openpyxl (source ``path:ROW``, the sheet's own row number, header = row 1).
+Reading: JSON, JSON Lines, CSV/TSV (with or without a header) and parquet through
+``instill.data.readers``, the reader training uses (sources ``path:LINE`` or
+``path:#INDEX``); Excel (.xlsx/.xlsm) through pandas + openpyxl (source ``path:ROW``,
+the sheet's own row number, header = row 1).
 
 Columns are named by header, by 0-based position ("0", "1", ... as in the seeds'
 ``pd.read_excel(...).values``), or by a dotted path into nested JSON
@@ -18,7 +17,6 @@ written atomically (temp file + ``os.replace``).
 
 from __future__ import annotations
 
-import csv
 import difflib
 import json
 import math
@@ -30,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from instill.data.example import Example
-from instill.data.registry import DatasetSpec, read_rows
+from instill.data.readers import file_rows
+from instill.data.registry import DatasetSpec
 from instill.errors import DataError
 
 FORMATS = ("alpaca", "sharegpt", "openai")
@@ -50,12 +49,10 @@ def read_table(path: str | os.PathLike, *, header: bool = True, sheet: str | int
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        rows = _delimited(path, "\t" if suffix == ".tsv" else ",", header)
-    elif suffix in (".xlsx", ".xlsm"):
+    if suffix in (".xlsx", ".xlsm"):
         rows = _excel(path, header, sheet)
-    elif suffix in (".json", ".jsonl", ".parquet"):
-        rows = read_rows(DatasetSpec(name=path.name, file_name=str(path)), ".")
+    elif suffix in (".json", ".jsonl", ".parquet", ".csv", ".tsv"):
+        rows = file_rows(path, header=header)
     else:
         raise DataError(f"{path}: unsupported file type '{suffix}' (supported: {', '.join(TABLE_EXTENSIONS)})")
     out: Rows = []
@@ -66,28 +63,6 @@ def read_table(path: str | os.PathLike, *, header: bool = True, sheet: str | int
     if not out:
         raise DataError(f"{path}: no rows")
     return out
-
-
-def _delimited(path: Path, delimiter: str, header: bool) -> Iterable[tuple[str, dict]]:
-    csv.field_size_limit(2**31 - 1)
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        names: list[str] | None = None
-        start = 1
-        try:
-            for values in reader:
-                source, start = f"{path}:{start}", reader.line_num + 1
-                if not values:
-                    continue
-                if header and names is None:
-                    names = values
-                    continue
-                keys = names or [str(i) for i in range(len(values))]
-                if names is not None and len(values) != len(names):
-                    raise DataError(f"{source}: {len(values)} fields but the header has {len(names)}")
-                yield source, dict(zip(keys, values))
-        except csv.Error as err:
-            raise DataError(f"{path}:{reader.line_num}: invalid CSV: {err}") from None
 
 
 def _excel(path: Path, header: bool, sheet: str | int | None) -> Iterable[tuple[str, dict]]:

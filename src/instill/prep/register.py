@@ -19,7 +19,7 @@ from typing import Any
 from instill.data.formats import to_example
 from instill.data.registry import INFO_FILE, DatasetSpec
 from instill.errors import DataError
-from instill.prep.io import atomic_write_text
+from instill.prep.io import atomic_write_text, write_rows
 
 OPENAI_AS_SHAREGPT_TAGS = {
     "role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
@@ -96,7 +96,6 @@ def save(rows: list[dict], out: str | os.PathLike, register_to: str | None = Non
 
     Returns the summary line's tail ("-> path; added 'name' in dataset_info.json").
     """
-    from instill.prep.io import write_rows
 
     if not rows:
         raise DataError(f"nothing to write to {out}: every row was dropped")

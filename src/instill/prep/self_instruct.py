@@ -35,6 +35,7 @@ from instill.errors import DataError, InstillError
 from instill.prep.augment import fill_templates
 from instill.prep.io import read_dataset
 from instill.prep.llm_client import ChatBackend, LocalBackend, OpenAIBackend, Sampling
+from instill.prep.presets import is_chinese
 from instill.prep.register import add_output_args, save
 from instill.prep.summary import Tally, bar, progress
 
@@ -171,7 +172,6 @@ def self_instruct(seeds: list[tuple[str, dict]], backend: ChatBackend,
     If the model fails after some rows were kept, generation stops there and
     ``counts["error"]`` says why; with nothing kept the error is raised.
     """
-    from instill.prep.presets import is_chinese
 
     if not seeds:
         raise DataError("self-instruct needs at least one seed task")

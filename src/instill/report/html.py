@@ -427,3 +427,13 @@ def write_report(output_dir: str | Path) -> Path:
     path = out / "report.html"
     path.write_text(render(Run.read(out)), encoding="utf-8")
     return path
+
+
+def try_write_report(output_dir: str | Path) -> Path | None:
+    """`write_report` for the end of a run: a failure warns (the model and results are saved) instead of raising."""
+    try:
+        return write_report(output_dir)
+    except Exception as err:  # noqa: BLE001 - a report failure must not fail a finished run
+        warnings.warn(f"could not write the run report ({type(err).__name__}: {err}); "
+                      f"try `instill report {output_dir}`", RuntimeWarning, stacklevel=2)
+        return None

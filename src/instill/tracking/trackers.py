@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import json
 import os
 import socket
 import time
@@ -392,30 +393,22 @@ def log_eval_results(config: RunConfig, eval_dir: str | Path, trainer: Any = Non
 # ---------------------------------------------------------------- end of a run
 
 
-def finish_run(trainer: Any, output_dir: str | Path, wall_seconds: float | None = None) -> Path | None:
-    """After training (and its final evaluate): finish the trackers, record run_info.json
-    (environment, wall time, peak memory) and write report.html. Never raises; returns the report."""
+def finish_run(trainer: Any, output_dir: str | Path, wall_seconds: float | None = None) -> bool:
+    """After training (and its final evaluate): finish the trackers and record run_info.json
+    (environment, wall time, peak memory). Never raises; true on the main process."""
     out = Path(output_dir)
     try:
         close_trackers(trainer)
     except Exception as err:  # noqa: BLE001
         warnings.warn(f"closing trackers failed: {err}", RuntimeWarning, stacklevel=2)
     if not getattr(trainer, "is_world_process_zero", lambda: True)():
-        return None
+        return False
     try:
-        import json
-
         info = {"finished": datetime.now().astimezone().isoformat(timespec="seconds"),
                 "wall_seconds": round(wall_seconds, 2) if wall_seconds is not None else None,
                 "peak": hardware.sampler().peak | {"peak_rss_mb": hardware.sample().get("peak_rss_mb")},
                 "environment": hardware.environment()}
         (out / "run_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
-        from instill.report.html import write_report
-
-        report = write_report(out)
-        say(f"report: {report}")
-        return report
-    except Exception as err:  # noqa: BLE001 - the model is saved; a report failure must not fail the run
-        warnings.warn(f"could not write the run report ({type(err).__name__}: {err}); "
-                      f"try `instill report {out}`", RuntimeWarning, stacklevel=2)
-        return None
+    except Exception as err:  # noqa: BLE001 - the model is saved; a bookkeeping failure must not fail the run
+        warnings.warn(f"could not write run_info.json ({type(err).__name__}: {err})", RuntimeWarning, stacklevel=2)
+    return True

@@ -1,229 +1,27 @@
-"""Supervised fine-tuning, top to bottom: config -> data -> model -> method -> Trainer -> outputs.
-
-output_dir receives: the adapter (or full weights) as safetensors, the tokenizer with its chat
-template, run_config.yaml (the fully resolved config), trainer_log.jsonl, all_results.json and,
-with plot_loss, training_loss.png.
-"""
+"""`stage: sft`, supervised fine-tuning: conversations, labels only on what the assistant says."""
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from instill.config import RunConfig, TrainArgs, save_config
-from instill.console import say
-from instill.data.dataset import prepare_datasets
-from instill.data.templates import get_template, template_text
-from instill.errors import ConfigError
-from instill.hub import resolve_model
-from instill.model.adapters import apply_method, describe_parameters
-from instill.model.load import Precision, check_precision, device_type, load_model, load_tokenizer
-from instill.report.data_summary import write_data_summary
-from instill.report.plots import plot_loss
-from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
-from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback
+from instill.data.collate import PadCollator
+from instill.model.load import device_type
+from instill.train.stage import Stage, StageInputs
 
 
-def resolve_resume(args: TrainArgs) -> str | None:
-    """The checkpoint to resume from: true = the latest in output_dir; a path = that one."""
-    from transformers.trainer_utils import get_last_checkpoint
+def build_trainer(inputs: StageInputs) -> Any:
+    """A transformers Trainer on padded batches (pad to the longest, to a multiple of 8 on CUDA)."""
+    from transformers import Trainer
 
-    value = args.resume_from_checkpoint
-    if value in (None, False):
-        return None
-    if value is True:
-        last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-        if last is None:
-            raise ConfigError(f"resume_from_checkpoint: true but {args.output_dir} has no checkpoint-* directory")
-        return last
-    if not Path(value).is_dir():
-        raise ConfigError(f"resume_from_checkpoint: {value} is not a directory")
-    return str(value)
-
-
-def check_output_dir(args: TrainArgs, resume: str | None) -> None:
-    out = Path(args.output_dir)
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir and resume is None:
-        raise ConfigError(
-            f"output_dir {out} is not empty; set overwrite_output_dir: true to write into it, "
-            "or resume_from_checkpoint: true to continue the run there"
-        )
-
-
-def total_optimizer_steps(n_samples: int, args: TrainArgs) -> int:
-    """Optimizer steps the Trainer will run (a last partial accumulation counts as a step)."""
-    if args.max_steps > 0:
-        return args.max_steps
-    batches = math.ceil(n_samples / args.per_device_train_batch_size)
-    per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
-    return math.ceil(per_epoch * args.num_train_epochs)
-
-
-def _save_pissa_init(model: Any, config: RunConfig, out: Path) -> Path | None:
-    """PiSSA's initial adapter, needed at the end to convert the trained one (see peft's PiSSA docs)."""
-    if not config.method.pissa_init or config.model.adapter_name_or_path:
-        return None
-    init_dir = out / "pissa_init"
-    model.peft_config["default"].init_lora_weights = True  # reloading it must not run the SVD again
-    model.save_pretrained(init_dir)
-    return init_dir
-
-
-def _task_metrics(config: RunConfig, tokenizer: Any, template: Any, has_eval: bool) -> list[Any]:
-    """With do_eval, every evaluation also runs the eval task (accuracy, entity F1, ...)."""
-    if not (config.eval.do_eval and has_eval and config.train.eval_strategy != "no"):
-        return []
-    from instill.evaluate.runner import task_metrics_callback
-
-    return [task_metrics_callback(config, tokenizer, template)]
-
-
-def training_arguments(args: TrainArgs, has_eval: bool) -> Any:
-    from transformers import TrainingArguments
-
-    on_cpu = device_type() == "cpu"
-    return TrainingArguments(
-        output_dir=args.output_dir,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        per_device_eval_batch_size=args.per_device_eval_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        learning_rate=args.learning_rate,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps,
-        lr_scheduler_type=args.lr_scheduler_type,
-        # transformers 5 folds warmup_ratio into warmup_steps: a float < 1 is a ratio of total steps.
-        warmup_steps=args.warmup_steps or args.warmup_ratio,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        optim=args.optim,
-        bf16=args.bf16,
-        fp16=args.fp16,
-        use_cpu=on_cpu,
-        logging_steps=args.logging_steps,
-        logging_first_step=args.logging_first_step,
-        save_strategy=args.save_strategy,
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        eval_strategy=args.eval_strategy if has_eval else "no",
-        eval_steps=args.eval_steps or (args.save_steps if args.eval_strategy == "steps" else None),
-        prediction_loss_only=True,  # eval loss only: full-vocab logits of every eval batch would fill memory
-        seed=args.seed,
-        data_seed=args.seed,
-        report_to="none",  # trackers are ours (tracking/trackers.py): transformers' swanlab one fails with swanlab 0.10
-        run_name=args.run_name,
-        ddp_timeout=args.ddp_timeout,
-        dataloader_num_workers=args.dataloader_num_workers,
-        include_num_input_tokens_seen="non_padding",
-        remove_unused_columns=False,
-        disable_tqdm=False,
+    return Trainer(
+        model=inputs.model,
+        args=inputs.training_args,
+        train_dataset=inputs.train_dataset,
+        eval_dataset=inputs.eval_dataset,
+        data_collator=PadCollator(inputs.tokenizer.pad_token_id, 8 if device_type() == "cuda" else None),
+        processing_class=inputs.tokenizer,
+        callbacks=inputs.callbacks,
     )
 
 
-def _save_tokenizer(tokenizer: Any, template_name: str, output_dir: str) -> None:
-    if not getattr(tokenizer, "chat_template", None) and template_text(template_name):
-        tokenizer.chat_template = template_text(template_name)
-    tokenizer.save_pretrained(output_dir)
-
-
-@dataclass
-class SftResult:
-    metrics: dict[str, Any]
-    trainer: Any  # the transformers Trainer, holding the trained model
-
-
-def run_sft(config: RunConfig) -> SftResult:
-    """Train as configured; return the final metrics (also in all_results.json) and the trainer."""
-    from transformers import DataCollatorForSeq2Seq, Trainer, set_seed
-
-    started = time.perf_counter()
-    t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
-    check_precision(precision)
-    if not config.data.dataset:
-        raise ConfigError("training needs 'dataset' (names from dataset_info.json in dataset_dir)")
-    check_trackers(t)
-    resume = resolve_resume(t)
-    check_output_dir(t, resume)
-    if config.model.torch_num_threads:
-        torch.set_num_threads(config.model.torch_num_threads)
-    set_seed(t.seed)
-    for note in config.notes:
-        say(note)
-
-    model_dir = resolve_model(config.model.model_name_or_path, config.model.cache_dir,
-                              config.model.model_revision, config.model.hf_hub_token)
-    tokenizer = load_tokenizer(config.model, model_dir)
-    tokenizer.padding_side = "right"
-    template = get_template(config.data.template, tokenizer)
-    train_set, eval_set = prepare_datasets(config.data, template, tokenizer, t.seed)
-    for part in (train_set, eval_set):
-        if part is not None:
-            for line in part.summary.lines(part.name):
-                say(line)
-
-    model = load_model(config.model, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing)
-    total_steps = total_optimizer_steps(len(train_set.rows), t)
-    model = apply_method(model, config.method, config.model.adapter_name_or_path, total_steps)
-    say(f"{config.method.finetuning_type}: {describe_parameters(model)}")
-
-    out = Path(t.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pissa_init_dir = _save_pissa_init(model, config, out)
-    save_config(config, out / "run_config.yaml")
-    write_data_summary(out / "data_summary.json",
-                       {"train": train_set.summary, "eval": eval_set.summary if eval_set else None},
-                       config.data.cutoff_len)
-    log_path = out / "trainer_log.jsonl"
-    if resume is None and log_path.exists():
-        log_path.unlink()
-    jsonl = JsonlLogCallback(log_path)
-
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(t, eval_set is not None),
-        train_dataset=train_set.rows,
-        eval_dataset=eval_set.rows if eval_set else None,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100,
-                                             pad_to_multiple_of=8 if device_type() == "cuda" else None),
-        processing_class=tokenizer,
-        callbacks=([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else [])
-        + _task_metrics(config, tokenizer, template, eval_set is not None)
-        + [jsonl, *tracker_callbacks(config, out)],
-    )
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(t.output_dir)
-    if pissa_init_dir is not None:
-        # Rewrite the adapter so it applies to the original base (PiSSA trains on a residual base).
-        model.save_pretrained(t.output_dir, path_initial_model_for_weight_conversion=str(pissa_init_dir))
-    trainer.save_state()
-    _save_tokenizer(tokenizer, template.name, t.output_dir)
-    metrics = dict(result.metrics)
-    metrics["num_input_tokens_seen"] = trainer.state.num_input_tokens_seen
-    trainer.save_metrics("train", metrics)
-    if eval_set is not None:
-        # Reuse the evaluation of the final step when the schedule already ran one (it is logged once).
-        step = trainer.state.global_step
-        last = {k: v for h in trainer.state.log_history if h.get("step") == step for k, v in h.items() if k.startswith("eval_")}
-        eval_metrics = last if "eval_loss" in last else trainer.evaluate()
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
-    if t.plot_loss:
-        plot = plot_loss(log_path, out)
-        if plot:
-            say(f"loss plot: {plot}")
-
-    seconds = time.perf_counter() - started
-    finish_run(trainer, out, seconds)  # trackers finished, run_info.json, report.html
-    tokens = trainer.state.num_input_tokens_seen
-    tps = tokens / metrics["train_runtime"] if metrics.get("train_runtime") else 0.0
-    what = "adapter" if config.method.finetuning_type in ("lora", "adalora") else "weights"
-    say(
-        f"done: {trainer.state.global_step} steps, {tokens:,} tokens, train {metrics.get('train_runtime', 0):.0f} s "
-        f"({tps:.0f} tokens/s), mean train loss {metrics.get('train_loss', float('nan')):.4f}, "
-        f"total {seconds:.0f} s; {what} in {t.output_dir}"
-    )
-    return SftResult(metrics, trainer)
+STAGE = Stage("sft", "supervised fine-tuning on conversations", "conversation", build_trainer, task_metrics=True)

@@ -1,0 +1,8 @@
+"""The training stages, keyed by the config's `stage:`. Adding a stage: one module, one entry here."""
+
+from __future__ import annotations
+
+from instill.train import pt, sft
+from instill.train.stage import Stage
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (sft.STAGE, pt.STAGE)}
