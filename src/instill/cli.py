@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     export.set_defaults(func=_export)
     # Each family of commands registers its own subcommands (`register(subparsers)`).
+    from instill.doctor.cli import register as register_doctor
     from instill.evaluate.cli import register as register_eval
     from instill.prep.cli import register as register_data
     from instill.report.cli import register as register_report
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_eval(sub)
     register_data(sub)
     register_report(sub)
+    register_doctor(sub)
     return parser
 
 
