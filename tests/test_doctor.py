@@ -138,7 +138,7 @@ def test_finished_run_with_edited_template_fails(finished_run, tmp_path):
     checks, _ = run(config, output_dir=str(edited))
     saved = row(checks, "saved template")
     assert saved.status == FAIL and "renders differently" in saved.detail and "You are Tern" in saved.detail
-    assert "restore the chat template" in saved.fix
+    assert "copy the base model's chat template" in saved.fix
     assert exit_code(checks) == 2
 
 
@@ -292,9 +292,10 @@ def test_cli_prints_table_and_exit_status(tiny_qwen2, data_dir, tmp_path, capsys
 
 @pytest.mark.slow
 def test_demo_config_on_smollm2_all_pass_and_stops(tmp_path):
-    """The demo config (bf16 off: not every CPU has it) is healthy, and SmolLM2 stops at <|im_end|>."""
+    """The demo config is healthy (bf16 off: not every CPU has it; one thread: not every machine has two),
+    and SmolLM2 stops at <|im_end|>."""
     run_ = subprocess.run(
-        [sys.executable, "-m", "instill.cli", "doctor", str(ROOT / "examples/demo_lora.yaml"), "bf16=false",
+        [sys.executable, "-m", "instill.cli", "doctor", str(ROOT / "examples/demo_lora.yaml"), "bf16=false", "torch_num_threads=1",
          f"output_dir={tmp_path / 'demo'}", f"dataset_dir={ROOT / 'examples/data'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
@@ -303,3 +304,51 @@ def test_demo_config_on_smollm2_all_pass_and_stops(tmp_path):
     stops = [line for line in run_.stdout.splitlines() if line.startswith("PASS  generation")]
     assert stops and "stopped at '<|im_end|>'" in stops[0]
     assert not any(line.startswith(("WARN", "FAIL")) for line in run_.stdout.splitlines())
+
+
+def test_exported_model_that_does_not_stop(finished_run, tmp_path):
+    config, out = finished_run
+    export_dir = tmp_path / "merged"
+    assert main(["export", str(config), f"adapter_name_or_path={out}", f"export_dir={export_dir}"]) == 0
+    checks, _ = run(config, overrides=[f"export_dir={export_dir}"])
+    assert row(checks, "exported template").status == PASS and row(checks, "export stop").status == PASS
+    generation = json.loads((export_dir / "generation_config.json").read_text())
+    generation["eos_token_id"] = 151643  # <|endoftext|> only: plain `generate` runs past <|im_end|>
+    (export_dir / "generation_config.json").write_text(json.dumps(generation))
+    checks, _ = run(config, overrides=[f"export_dir={export_dir}"])
+    stop = row(checks, "export stop")
+    assert stop.status == FAIL and "'<|im_end|>' (id 151645)" in stop.detail and "151645" in stop.fix
+
+
+def test_generation_that_never_stops_fails_for_a_tuned_model(finished_run):
+    config, out = finished_run
+    checks = diagnose(str(config), generate=True, out=io.StringIO())
+    stops = row(checks, "stops")
+    # A random-init model trained two steps does not produce <|im_end|>: the check must say so.
+    assert stops.status == FAIL and "the tuned model wrote 256 tokens" in stops.detail and "template" in stops.fix
+
+
+def test_environment_rows(tiny_qwen2, data_dir, tmp_path, monkeypatch):
+    real_version = environment.version
+    monkeypatch.setattr(environment, "version", lambda name: "4.40.0" if name == "transformers" else real_version(name))
+    assert environment.versions_check().status == FAIL
+    npu = Device("npu", "Ascend 910B", True, True, "Ascend NPU")
+    assert environment.device_check(npu).status == WARN and "CPU" in environment.device_check(npu).detail
+    assert precision_check(npu, bf16=False, fp16=True).status == FAIL  # the run goes to the CPU
+    config = write_config(tmp_path / "c.yaml", tiny_qwen2, data_dir, tmp_path / "out",
+                          torch_num_threads=environment.available_cores() + 2)
+    monkeypatch.setattr(resources.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    checks, _ = run(config)
+    assert row(checks, "threads").status == WARN and "torch_num_threads:" in row(checks, "threads").fix
+    assert row(checks, "disk").status == FAIL and "save_total_limit" in row(checks, "disk").fix
+
+
+def test_mask_view_in_colour(tiny_qwen2, qwen2_tokenizer):
+    from instill.config import build_config
+    from instill.data.templates import get_template
+    from instill.doctor.template import PROBE, mask_view
+
+    config = build_config({"model_name_or_path": str(tiny_qwen2)})
+    view = mask_view(PROBE, get_template("auto", qwen2_tokenizer), qwen2_tokenizer, config, colour=True)
+    assert "\x1b[1;32mI am a helpful assistant.<|im_end|>\n\x1b[0m" in view
+    assert "\x1b[2m<|im_start|>system" in view and "⟦" not in view

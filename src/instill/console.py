@@ -70,6 +70,9 @@ class ProgressLines(io.TextIOBase):
     def flush(self) -> None:
         self._stream.flush()
 
+    def __getattr__(self, name: str):  # buffer, errors, ...: those of the wrapped stream
+        return getattr(self._stream, name)
+
     def write(self, text: str) -> int:
         if "\r" not in text and "\x1b[" not in text:
             if self._after_bar and not text.strip("\n"):

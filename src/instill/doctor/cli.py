@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `instill doctor`."""
     doctor = subparsers.add_parser(
         "doctor", help="check a config, its data, template, model and this machine; PASS/WARN/FAIL with fixes",
-        description="Check a training config before a run (or a finished run): environment, memory, template and "
+        description="Check a training config before a run (or a finished run): environment, memory, template and\n"
                     "label mask, stop token, data, config smells. Exit status 0 all pass, 1 warnings, 2 failures.",
         epilog="examples:\n  instill doctor examples/demo_lora.yaml\n"
                "  instill doctor examples/demo_lora.yaml --output-dir saves/demo-lora   # also check a finished run",

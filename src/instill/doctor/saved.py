@@ -49,8 +49,11 @@ def _saved_template(directory: Path, trained: ChatTemplate, sample: Example | No
     from transformers import AutoTokenizer
 
     name = f"{what} template"
-    fix = (f"restore the chat template training used (template: {trained.name}) in {directory}, e.g. copy "
-           "chat_template.jinja from the training tokenizer, or export again")
+    if trained.name == "auto":
+        fix = f"copy the base model's chat template (chat_template.jinja or tokenizer_config.json) back into {directory}"
+    else:
+        fix = (f"serve with template: {trained.name} (instill predict / eval do), or save that template's jinja as "
+               f"{directory}/chat_template.jinja")
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
         saved = get_template("auto", tokenizer)
