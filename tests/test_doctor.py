@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -352,3 +353,17 @@ def test_mask_view_in_colour(tiny_qwen2, qwen2_tokenizer):
     view = mask_view(PROBE, get_template("auto", qwen2_tokenizer), qwen2_tokenizer, config, colour=True)
     assert "\x1b[1;32mI am a helpful assistant.<|im_end|>\n\x1b[0m" in view
     assert "\x1b[2m<|im_start|>system" in view and "⟦" not in view
+
+
+def test_template_that_is_not_prefix_stable(tiny_qwen2, data_dir, tmp_path, capsys):
+    # Marks only the *last* answer: rendering a shorter conversation is not a prefix of the longer one.
+    model = tmp_path / "model"
+    shutil.copytree(tiny_qwen2, model, ignore=shutil.ignore_patterns("*.safetensors"))
+    (model / "chat_template.jinja").write_text(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+        "{% if loop.last and m['role'] == 'assistant' %} [end]{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    config = write_config(tmp_path / "c.yaml", model, data_dir, tmp_path / "out")
+    assert main(["doctor", str(config), "--no-generate"]) == 2  # the table is printed, no traceback
+    out = capsys.readouterr().out
+    assert re.search(r"^FAIL\s+template\s+prefix-stable\s.*not prefix-stable", out, re.M), out

@@ -55,7 +55,10 @@ def generation_check(config: RunConfig, run_dir: Path, sample: Example | None, h
     except InstillError as err:
         return Check(FAIL, AREA, "stops", f"cannot load {choice.describe()}: {err}", "fix the model paths above")
     messages, tools, where = _prompt(sample)
-    new, reply = greedy_reply(generator, messages, tools, MAX_NEW_TOKENS)
+    try:
+        new, reply = greedy_reply(generator, messages, tools, MAX_NEW_TOKENS)
+    except InstillError as err:  # the template cannot render this prompt
+        return Check(FAIL, AREA, "stops", f"cannot render the prompt of {where}: {err}", "see the template rows")
     shown = reply if len(reply) <= 80 else reply[:77] + "..."
     if new and new[-1] in generator.stop_ids:
         stop = generator.tokenizer.decode(new[-1:])

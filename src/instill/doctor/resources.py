@@ -230,5 +230,10 @@ def resource_checks(model_dir: Path, config: RunConfig, device: Device, tokens: 
         shape = model_shape(model_dir, config, steps)
     except InstillError as err:  # e.g. lora_target names no layer of this model
         return [Check(FAIL, "config", "method", str(err), "fix the key named above")], None
+    except (ValueError, KeyError, AttributeError, NotImplementedError, RuntimeError, OSError) as err:
+        # An architecture transformers cannot build on the meta device: say so rather than guess.
+        return [Check(WARN, AREA, "memory", f"cannot estimate: building {model_dir.name} without weights failed "
+                      f"({type(err).__name__}: {str(err).splitlines()[0][:160]})",
+                      "check free memory by hand against the model's size")], None
     estimate = estimate_memory(shape, config, tokens, device)
     return [memory_check(estimate, device), disk_check(shape, config, steps, output_dir)], estimate

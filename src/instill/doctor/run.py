@@ -23,7 +23,7 @@ from instill.doctor.saved import saved_run_checks
 from instill.doctor.smells import smell_checks
 from instill.doctor.table import FAIL, PASS, SKIP, Check, exit_code, render, summary, use_colour
 from instill.doctor.template import choose_template, is_reasoning, mask_view, template_checks
-from instill.errors import ConfigError, InstillError
+from instill.errors import ConfigError, InstillError, TemplateError
 from instill.hub import resolve_model
 from instill.model.load import load_tokenizer
 
@@ -93,9 +93,14 @@ def diagnose(config_path: str, output_dir: str | None = None, overrides: list[st
         checks += template_checks(template, tokenizer, config, found.sample, model_dir,
                                   _vocab_size(model_dir, m.trust_remote_code))
         if found.sample is not None:
-            say(f"a training sample as the model sees it ({found.sample.source}); "
-                + ("dim: prompt, bright: trained" if use_colour(out) else "trained tokens between ⟦ ⟧"))
-            print(mask_view(found.sample, template, tokenizer, config, use_colour(out)), file=out, flush=True)
+            try:
+                view = mask_view(found.sample, template, tokenizer, config, use_colour(out))
+            except TemplateError:
+                view = None  # the prefix-stable row says why
+            if view is not None:
+                say(f"a training sample as the model sees it ({found.sample.source}); "
+                    + ("dim: prompt, bright: trained" if use_colour(out) else "trained tokens between ⟦ ⟧"))
+                print(view, file=out, flush=True)
 
     tokens = min(config.data.cutoff_len, found.longest or config.data.cutoff_len)
     resource_rows, estimate = resources.resource_checks(model_dir, config, device, tokens, found.n_train, run_dir)
