@@ -1,12 +1,18 @@
-"""`instill <command>`: one entry point. User mistakes print one line and exit 2, never a traceback."""
+"""`instill <command>`: one entry point. User mistakes print one line and exit 2, never a traceback.
+
+Quiet by default: known-harmless library warnings are dropped here, by exact message (`quiet.py`);
+`-v` / `--verbose` (anywhere on the line) or INSTILL_VERBOSITY=debug shows everything. When the
+progress bars' stream is not a terminal (CI, nohup, a pipe), bars become periodic lines.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
+from instill import __version__
 from instill.errors import ConfigError, InstillError
 
 
@@ -40,18 +46,45 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version_line() -> str:
+    parts = []
+    for name in ("torch", "transformers", "peft", "trl", "datasets"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return f"instill {__version__} ({', '.join(parts)})"
+
+
+def _examples(*lines: str) -> dict:
+    """add_parser kwargs for an `example:` epilog shown by --help."""
+    head = "example:" if len(lines) == 1 else "examples:"
+    return {"epilog": head + "".join(f"\n  {line}" for line in lines),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="instill", description="Raw data to an instruction-tuned LLM.")
+    parser = argparse.ArgumentParser(
+        prog="instill", description="Raw data to an instruction-tuned LLM.",
+        **_examples("instill doctor examples/demo_lora.yaml", "instill train examples/demo_lora.yaml",
+                    "instill eval examples/demo_lora.yaml --compare base"))
+    parser.add_argument("--version", action="version", version=_version_line())
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show every library warning and instill's debug log (also INSTILL_VERBOSITY=debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    train = sub.add_parser("train", help="fine-tune a model as a YAML config says")
+    train = sub.add_parser("train", help="fine-tune a model as a YAML config says",
+                           **_examples("instill train examples/demo_lora.yaml",
+                                       "instill train my.yaml learning_rate=5e-5 max_samples=200"))
     train.add_argument("config", help="YAML file with LLaMA-Factory style keys")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     train.set_defaults(func=_train)
-    export = sub.add_parser("export", help="merge adapters into the base model and save it")
+    export = sub.add_parser("export", help="merge adapters into the base model and save it",
+                            **_examples("instill export examples/export_demo.yaml"))
     export.add_argument("config", help="YAML with model_name_or_path, adapter_name_or_path, export_dir")
     export.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     export.set_defaults(func=_export)
     # Each family of commands registers its own subcommands (`register(subparsers)`).
+    from instill.doctor.cli import register as register_doctor
     from instill.evaluate.cli import register as register_eval
     from instill.prep.cli import register as register_data
     from instill.report.cli import register as register_report
@@ -59,14 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     register_eval(sub)
     register_data(sub)
     register_report(sub)
+    register_doctor(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # bitsandbytes warns on import that an optional CPU kernel package is missing; its own fallback
-    # works (STACK.md), so the line only confuses users.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line as a Namespace; argparse errors exit with status 2 as usual."""
+    argv = [a for a in argv if a not in ("-v", "--verbose")]  # accepted before or after the command
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may also come after options (`instill eval c.yaml --compare base eval_mode=score`).
@@ -75,14 +107,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from instill.console import ProgressLines
+    from instill.quiet import quiet, verbose_requested
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    verbose = verbose_requested(argv)
+    args = parse_args(argv)
+    stderr = sys.stderr
+    if not stderr.isatty():
+        sys.stderr = ProgressLines(stderr)
     try:
-        return args.func(args)
+        with quiet(verbose):
+            return args.func(args)
     except InstillError as err:
         print(f"instill: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("instill: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stderr = stderr
 
 
 if __name__ == "__main__":

@@ -44,11 +44,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `instill predict` and `instill eval`."""
-    predict = subparsers.add_parser("predict", help="write predictions.jsonl for eval_dataset (or --input)")
+    predict = subparsers.add_parser(
+        "predict", help="write predictions.jsonl for eval_dataset (or --input)",
+        epilog="examples:\n  instill predict examples/demo_lora.yaml eval_dataset=demo_headlines_test val_size=0\n"
+               "  instill predict my.yaml --input rows.jsonl --output out/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(predict)
     predict.set_defaults(func=_predict)
 
-    evaluate = subparsers.add_parser("eval", help="predictions + task metrics (metrics.json, confusion matrix)")
+    evaluate = subparsers.add_parser(
+        "eval", help="predictions + task metrics (metrics.json, confusion matrix)",
+        epilog="examples:\n  instill eval examples/demo_lora.yaml --compare base val_size=0 eval_dataset=demo_headlines_test "
+               "eval_task=classification eval_mode=score labels=sports,business,science,politics\n"
+               "  instill eval my.yaml --model base eval_max_samples=100",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(evaluate)
     evaluate.add_argument("--compare", choices=("base",),
                           help="also run the base model and print base vs tuned side by side (comparison.json)")

@@ -19,12 +19,31 @@ COMMANDS = {
 }
 
 
+# name -> the example line `instill data <name> --help` shows
+EXAMPLES = {
+    "convert": "instill data convert --input news.jsonl --preset classification --text-field text --label-field output "
+               "--choices-field category --out data/news_cls.jsonl --register data/dataset_info.json",
+    "augment": "instill data augment data/news_cls.jsonl --preset classification --per-row 2 --out data/news_cls_aug.jsonl",
+    "generate": "instill data generate --seed-file seeds.jsonl --num 200 --api-base http://127.0.0.1:8000/v1 "
+                "--model qwen2.5-7b-instruct --out data/gen.jsonl",
+    "dedup": "instill data dedup data/news_cls.jsonl --threshold 0.8 --out data/news_cls_dedup.jsonl",
+    "filter": "instill data filter data/alpaca_zh.json --lang zh --max-chars 2000 --out data/alpaca_zh_clean.json",
+    "mix": "instill data mix data/news_cls.jsonl:0.7 data/alpaca_zh_clean.json:0.3 --total 1000 --out data/mix.jsonl",
+    "split": "instill data split data/news_cls.jsonl --ratios 0.8,0.1,0.1 --out-dir data --register data/dataset_info.json",
+    "stats": "instill data stats data/news_cls.jsonl --plot news_cls_stats.png",
+    "check": "instill data check examples/demo_lora.yaml",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `instill data` and its subcommands."""
-    data = subparsers.add_parser("data", help="build, clean and inspect instruction datasets")
+    data = subparsers.add_parser("data", help="build, clean and inspect instruction datasets",
+                                 epilog="examples:\n  " + "\n  ".join(EXAMPLES[name] for name in ("convert", "check")),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = data.add_subparsers(dest="data_command", required=True, metavar="subcommand")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(f"instill.prep.{module_name}")
-        parser = sub.add_parser(name, help=help_text, description=help_text)
+        parser = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
         getattr(module, f"configure_{name}", getattr(module, "configure", None))(parser)
         parser.set_defaults(func=getattr(module, f"main_{name}", getattr(module, "main", None)))

@@ -18,6 +18,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `instill report`."""
-    report = subparsers.add_parser("report", help="write one self-contained report.html for a run directory")
+    report = subparsers.add_parser("report", help="write one self-contained report.html for a run directory",
+                                   epilog="example:\n  instill report saves/demo-lora",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("output_dir", help="the run's output_dir (where instill train / instill eval wrote)")
     report.set_defaults(func=_report)
