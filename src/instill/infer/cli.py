@@ -56,10 +56,10 @@ def _serve(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "max_queue" else 1):
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'max_queue' else 1}")
-    _port_free(args.host, args.port)
     warning = exposure_warning(args.host, api_key)
     if warning:
         say(f"warning: {warning}")
+    _port_free(args.host, args.port)
     served = load_served(config, args.model, args.max_model_len)
     e = config.eval
     limits = Limits(max_tokens=args.max_tokens or e.max_new_tokens or 512,

@@ -346,6 +346,7 @@ def run_server(served: ServedModels, host: str = "127.0.0.1", port: int = 8000, 
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    from instill.console import say
     from instill.infer.rows import generate_rows
 
     batcher = Batcher(lambda rows: generate_rows(served.model, rows, served.pad_id, served.multi_adapter),
@@ -356,5 +357,10 @@ def run_server(served: ServedModels, host: str = "127.0.0.1", port: int = 8000, 
                                                                   "propagate": False}}}
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
+    except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises it again for the caller
+        pass
     finally:
         batcher.close()
+    stats = batcher.stats
+    say(f"server stopped: {stats.requests} requests in {stats.batches} batches (largest {max(stats.batch_sizes, default=0)}),"
+        f" {stats.tokens:,} tokens generated, {stats.rejected} refused (queue full)")
