@@ -175,6 +175,8 @@ def test_bad_requests_get_openai_errors(serve_app):
 
     status, body, _ = http(f"{app.url}/v1/chat/completions", b"{not json")
     assert status == 400 and body["error"]["message"] == "the request body is not valid JSON"
+    status, body, _ = http(f"{app.url}/v1/chat/completions", method="POST")
+    assert status == 400 and body["error"]["message"] == "a JSON request body is required"
     status, body, _ = http(f"{app.url}/v1/nothing-here")
     assert status == 404 and body["error"]["code"] == "not_found"
 

@@ -105,6 +105,8 @@ class Batcher:
             for row in self._pending:
                 row.fail("server shutting down")
             self._pending.clear()
+            for row in self._running:
+                row.cancel()
             self._lock.notify_all()
         self._thread.join(timeout=30)
 

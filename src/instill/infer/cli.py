@@ -93,9 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the base under its directory's name.")
     _common(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
     serve.add_argument("--api-key", metavar="KEY",
-                       help="require 'Authorization: Bearer KEY' (default: the INSTILL_API_KEY environment variable)")
+                       help="require 'Authorization: Bearer KEY' (default: the INSTILL_API_KEY environment variable, "
+                            "which, unlike this option, other users cannot read in `ps`)")
     serve.add_argument("--max-concurrency", type=int, default=8, metavar="N",
                        help="requests generated together in one batch (default 8)")
     serve.add_argument("--max-queue", type=int, default=64, metavar="N",

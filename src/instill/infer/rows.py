@@ -41,15 +41,16 @@ class IncrementalDecoder:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer, self.ids = tokenizer, []
         self.prefix, self.read = 0, 0
+        self._before = ""  # the text of ids[prefix:read]
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        decode = self.tokenizer.decode
-        before = decode(self.ids[self.prefix:self.read], skip_special_tokens=True)
-        after = decode(self.ids[self.prefix:], skip_special_tokens=True)
-        if len(after) > len(before) and not after.endswith("\ufffd"):
+        after = self.tokenizer.decode(self.ids[self.prefix:], skip_special_tokens=True)
+        if len(after) > len(self._before) and not after.endswith("\ufffd"):
+            delta = after[len(self._before):]
             self.prefix, self.read = self.read, len(self.ids)
-            return after[len(before):]
+            self._before = self.tokenizer.decode(self.ids[self.prefix:self.read], skip_special_tokens=True)
+            return delta
         return ""
 
 
@@ -158,7 +159,8 @@ class RowSampler(LogitsProcessor):
                 probs = sorted_logits.softmax(-1)
                 drop = probs.cumsum(-1) - probs >= row.top_p  # keeps the smallest set reaching top_p (>= 1 token)
                 logits[order[drop]] = -float("inf")
-            token = torch.multinomial(logits.softmax(-1), 1, generator=row.rng)
+            # drawn on the CPU with the row's CPU generator: the same token for a seed on any device
+            token = int(torch.multinomial(logits.softmax(-1).cpu(), 1, generator=row.rng))
             scores[i] = -float("inf")
             scores[i, token] = 0.0
         return scores

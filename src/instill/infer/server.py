@@ -100,7 +100,7 @@ def build_app(served: ServedModels, batcher: Batcher, api_key: str | None = None
         elif first.get("type") == "extra_forbidden":
             msg = f"unknown field '{param}'"
         elif first.get("type") == "missing":
-            msg = f"'{param}' is required"
+            msg = f"'{param}' is required" if param else "a JSON request body is required"
         else:
             msg = f"{param}: {msg}" if param else msg
         return _error_response(APIError(400, msg, code="invalid_value", param=param))
@@ -356,7 +356,8 @@ def run_server(served: ServedModels, host: str = "127.0.0.1", port: int = 8000, 
                                                 "instill.serve": {"handlers": ["default"], "level": "INFO",
                                                                   "propagate": False}}}
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
+        # open streams get a few seconds to finish on Ctrl-C; then they are cut
+        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config, timeout_graceful_shutdown=5)
     except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises it again for the caller
         pass
     finally:
