@@ -86,10 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Each family of commands registers its own subcommands (`register(subparsers)`).
     from instill.doctor.cli import register as register_doctor
     from instill.evaluate.cli import register as register_eval
+    from instill.infer.cli import register as register_infer
     from instill.prep.cli import register as register_data
     from instill.report.cli import register as register_report
 
     register_eval(sub)
+    register_infer(sub)
     register_data(sub)
     register_report(sub)
     register_doctor(sub)

@@ -109,19 +109,32 @@ class Generator:
         return replies
 
 
+def tokenizer_dir(model_dir: str | Path, adapters: Sequence[str | Path] = ()) -> Path:
+    """Where the tokenizer and its chat template come from: the last adapter directory holding one, else the model.
+
+    Training saves the tokenizer beside the adapter, with the chat template it trained with written into it,
+    so prompts at inference time render exactly as in training even when the base has another template.
+    """
+    for path in reversed(list(adapters)):
+        if (Path(path) / "tokenizer_config.json").is_file():
+            return Path(path)
+    return Path(model_dir)
+
+
 def load_generator(model_args: ModelArgs, template_name: str = "auto",
                    adapter: str | Path | Sequence[str | Path] | None = None,
                    precision: Precision | None = None) -> Generator:
     """Base model (plus optional LoRA adapters) ready to generate.
 
     Several adapters are applied in order; all but the last are merged into the weights.
-    A merged (full) model directory is just `model_args.model_name_or_path`.
+    A merged (full) model directory is just `model_args.model_name_or_path`. The tokenizer (and so the
+    chat template) is the one saved with the last adapter when there is one (`tokenizer_dir`).
     """
     model_dir = resolve_model(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision,
                               model_args.hf_hub_token)
-    tokenizer = load_tokenizer(model_args, model_dir)
-    model = load_model(model_args, precision or Precision(), "lora", model_dir)
     adapters = [adapter] if isinstance(adapter, (str, Path)) else list(adapter or [])
+    tokenizer = load_tokenizer(model_args, tokenizer_dir(model_dir, adapters))
+    model = load_model(model_args, precision or Precision(), "lora", model_dir)
     if adapters:
         from peft import PeftModel
 

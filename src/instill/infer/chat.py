@@ -1,0 +1,132 @@
+"""`instill chat`: talk to the model in the terminal, the answer streamed token by token.
+
+The model is chosen as `instill eval` chooses it and prompts render with its training template
+(`load_generator`). Greedy unless the config sets do_sample (then temperature/top_p); answers stop at
+the template's end of turn or after max_new_tokens (default 512). Generation runs on a worker thread
+so that Ctrl-C, which Python delivers to the main thread, stops the answer and not the program.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from typing import Any, Callable, TextIO
+
+from instill.config import RunConfig
+from instill.console import say
+from instill.infer.rows import Row, generate_rows
+
+HELP = "/reset clears the history, /system <text> sets the system prompt, /exit quits; Ctrl-C stops an answer"
+
+
+def stream_answer(generator: Any, prompt: list[int], row_args: dict, write: Callable[[str], None]) -> tuple[str, str]:
+    """Generate one answer, writing text as it comes; (text, finish_reason). Ctrl-C stops it ("stopped")."""
+    events: queue.Queue = queue.Queue()
+    row = Row(prompt, generator.tokenizer, frozenset(generator.stop_ids), emit=lambda k, v: events.put((k, v)),
+              **row_args)
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            generate_rows(generator.model, [row], generator.pad_id)
+        except Exception as err:  # reported through the row's "error" event
+            failure.append(err)
+
+    worker = threading.Thread(target=work, name="instill-chat", daemon=True)
+    worker.start()
+    parts: list[str] = []
+    try:
+        while True:
+            kind, value = events.get()
+            if kind == "text":
+                parts.append(value)
+                write(value)
+            elif kind == "end":
+                return "".join(parts), value
+            else:
+                return "".join(parts), f"error: {value}"
+    except KeyboardInterrupt:
+        row.cancel()
+        return "".join(parts), "stopped"
+    finally:
+        worker.join()
+
+
+def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] = input,
+             out: TextIO = sys.stdout) -> None:
+    """The read-answer loop; returns on /exit or end of input."""
+    from instill.infer.engine import load_generator
+    from instill.model.choice import choose_model
+    from instill.model.load import Precision
+
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    if config.model.torch_num_threads:
+        import torch
+
+        torch.set_num_threads(config.model.torch_num_threads)
+    choice = choose_model(config, which)
+    generator = load_generator(choice.model_args, config.data.template, choice.adapters,
+                               Precision(config.train.bf16, config.train.fp16))
+    e = config.eval
+    row_args = {"max_new_tokens": e.max_new_tokens or 512, "temperature": e.temperature if e.do_sample else 0.0,
+                "top_p": e.top_p if e.do_sample else 1.0}
+    context = getattr(generator.model.config, "max_position_embeddings", None) or generator.tokenizer.model_max_length
+
+    def write(text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    mode = f"sampling at temperature {e.temperature}, top_p {e.top_p}" if e.do_sample else "greedy"
+    say(f"chatting with {choice.describe()} (template {generator.template.name}, {mode}, "
+        f"at most {row_args['max_new_tokens']} tokens an answer)")
+    say(HELP)
+    history: list[dict] = []
+    system: str | None = None
+    while True:
+        try:
+            line = read("you> ").strip()
+        except EOFError:
+            write("\n")
+            return
+        except KeyboardInterrupt:  # at the prompt, Ctrl-C clears the line, as in a shell
+            write("\n")
+            continue
+        if not line:
+            continue
+        if line.startswith("/"):
+            command, _, arg = line.partition(" ")
+            if command in ("/exit", "/quit"):
+                return
+            if command == "/reset":
+                history.clear()
+                say("history cleared")
+            elif command == "/system":
+                system = arg.strip() or None
+                say(f"system prompt set: {system}" if system else "system prompt removed")
+            else:
+                say(f"unknown command {command}; {HELP}")
+            continue
+        messages = ([{"role": "system", "content": system}] if system else []) + history
+        messages.append({"role": "user", "content": line})
+        prompt = generator.encode_prompts([messages])[0][0]
+        room = context - len(prompt)
+        if room < 1:
+            say(f"the conversation is {len(prompt)} tokens, the model's context {context}; /reset to start over")
+            continue
+        write("assistant> ")
+        answer, finish = stream_answer(generator, prompt, {**row_args,
+                                                           "max_new_tokens": min(row_args["max_new_tokens"], room)},
+                                       write)
+        if finish == "stopped":
+            write(" [stopped]")
+        elif finish == "length":
+            write(" [max tokens]")
+        elif finish.startswith("error"):
+            write(f"\n[{finish}]")
+        write("\n")
+        if not finish.startswith("error"):
+            history += [{"role": "user", "content": line}, {"role": "assistant", "content": answer}]
