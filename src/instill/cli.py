@@ -42,7 +42,9 @@ def _export(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     out = export_model(config)
     size = sum(p.stat().st_size for p in out.glob("*.safetensors")) / 2**20
-    print(f"[instill] merged model written to {out} ({size:,.0f} MiB of safetensors, {config.export.export_dtype})")
+    what = "merged model" if config.model.adapter_name_or_path else \
+        "no adapter_name_or_path, so nothing merged: the base model re-saved"
+    print(f"[instill] {what} written to {out} ({size:,.0f} MiB of safetensors, {config.export.export_dtype})")
     return 0
 
 
@@ -63,8 +65,15 @@ def _examples(*lines: str) -> dict:
             "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes print one line (the usage text only on --help) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="instill", description="Raw data to an instruction-tuned LLM.",
         **_examples("instill doctor examples/demo_lora.yaml", "instill train examples/demo_lora.yaml",
                     "instill eval examples/demo_lora.yaml --compare base"))

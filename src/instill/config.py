@@ -8,6 +8,7 @@ config fails at the door naming the key. Later stages receive only their section
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from instill.errors import ConfigError
+from instill.textfile import read_text
 
 
 class _Section(BaseModel):
@@ -359,12 +361,32 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML lets the second win silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: construct_mapping below reports it
+                continue
+            if first != line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (lines {first} and {line}); keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(read_text(path, error=ConfigError), Loader=_UniqueKeyLoader)  # noqa: S506 — a SafeLoader
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -433,5 +455,23 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return build_config(load_yaml(path), overrides, source=str(path))
 
 
+# Key names that hold a secret: ...token (hf_hub_token), ...api_key, ...password, ...secret.
+# Not use_fast_tokenizer or ignore_pad_token_for_loss: the secret word must end the key.
+SECRET_KEY = re.compile(r"(?:^|_)(?:token|api_key|key|password|secret)$", re.IGNORECASE)
+
+
+def is_secret(key: Any, value: Any) -> bool:
+    """True for a secret key holding a value worth hiding (None and booleans say nothing)."""
+    return bool(SECRET_KEY.search(str(key))) and value not in (None, "", False, True)
+
+
 def save_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.flat(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+    """Write the resolved config as flat YAML (run_config.yaml); secret values are never written."""
+    flat = config.flat()
+    secrets = [k for k, v in flat.items() if is_secret(k, v)]
+    text = yaml.safe_dump({k: None if k in secrets else v for k, v in flat.items()}, allow_unicode=True,
+                          sort_keys=False)
+    if secrets:
+        text = "".join(f"{line}  # not saved (a secret)\n" if line.split(":")[0] in secrets else line + "\n"
+                       for line in text.splitlines())
+    Path(path).write_text(text, encoding="utf-8")

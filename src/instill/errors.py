@@ -13,6 +13,10 @@ class DataError(InstillError):
     """A dataset, a registry entry or a row is invalid. Message names the file and the row/line."""
 
 
+class EncodingError(DataError):
+    """A file does not decode with its encoding (UTF-8 unless one was named). Message: path:LINE, byte, column."""
+
+
 class ModelError(InstillError):
     """A model or tokenizer cannot be found or loaded."""
 

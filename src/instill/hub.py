@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -57,12 +58,29 @@ def resolve_model(name_or_path: str, cache_dir: str | None = None, revision: str
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"model directory '{path}' has no config.json")
+        check_json(path / "config.json")
         return path
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
         raise ModelError(f"model '{name_or_path}' not found: not a local path, and not a hub id of the form org/name")
     if os.environ.get("USE_MODELSCOPE_HUB", "0").lower() in ("1", "true"):
         return _from_modelscope(name_or_path, cache_dir, revision)
     return _from_hf_hub(name_or_path, cache_dir, revision, token)
+
+
+def check_json(path: Path) -> dict:
+    """A model's JSON file (config.json, adapter_config.json) as a dict; anything else is one ModelError line."""
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise ModelError(f"{path}: not UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                         "is it really a JSON file?") from None
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+    except (RecursionError, ValueError) as err:
+        raise ModelError(f"{path}: not valid JSON ({type(err).__name__})") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _from_hf_hub(repo_id: str, cache_dir: str | None, revision: str, token: str | None) -> Path:

@@ -344,7 +344,7 @@ def test_folder_without_data_files(tmp_path):
     [
         ({}, {"file_name": "nope.json"}, "dataset 'd': file_name '.*nope.json' does not exist"),
         ({"a.txt": "hello\n"}, {"file_name": "a.txt"}, r"a\.txt: unsupported file type '\.txt'"),
-        ({"a.jsonl": "\n\n"}, {"file_name": "a.jsonl"}, "dataset 'd': no rows found"),
+        ({"a.jsonl": "\n\n"}, {"file_name": "a.jsonl"}, r"a.jsonl: empty file \(no rows\) \(dataset 'd'\)"),
         ({"a.json": '[{"x": 1}]'}, {"file_name": "a.json", "split": "test"}, "split 'test' only applies to hub datasets"),
         ({}, {"script_url": "my_loader.py"}, "is a loading script"),
         ({}, {"om_hub_url": "HaM/alpaca_en"}, "OpenMind hub is not supported"),

@@ -25,8 +25,10 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,13 +57,27 @@ def load_examples(names: list[str], args: DataArgs, seed: int) -> list[Example]:
     return [example for example in _iter_examples(names, args, seed)]
 
 
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
 def _iter_examples(names: list[str], args: DataArgs, seed: int) -> Iterator[Example]:
     for spec in resolve(names, args.dataset_dir):
+        unfilled: Counter[str] = Counter()  # placeholder name -> rows still holding it
+        rows = 0
         for _, (source, row) in zip(_limit(args.max_samples), read_rows(spec, args.dataset_dir, seed=seed)):
             example = to_example(row, spec, source)
             if args.dataset_placeholders:
                 example = fill_placeholders(example, args.dataset_placeholders)
+            left = {m for msg in example.messages if isinstance(msg.get("content"), str)
+                    for m in _PLACEHOLDER.findall(msg["content"])}
+            rows += bool(left)
+            unfilled.update(left)
             yield example
+        if rows:
+            names_ = ", ".join(f"{{{{{n}}}}}" for n in sorted(unfilled))
+            example_map = ", ".join(f"{n}: ..." for n in sorted(unfilled))
+            say(f"warning: dataset '{spec.name}': {rows} rows hold {names_} that dataset_placeholders does not fill; "
+                f"the model will learn the literal text (set dataset_placeholders: {{{example_map}}})")
 
 
 def load_texts(names: list[str], args: DataArgs, seed: int) -> list[tuple[str, str]]:

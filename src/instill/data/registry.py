@@ -5,7 +5,8 @@ The file uses LLaMA-Factory's schema unchanged, so a user's existing
 ``hf_hub_url``, ``ms_hub_url``, ``om_hub_url`` or ``script_url``), a
 ``formatting`` ("alpaca", "sharegpt", or our extension "openai"), optional
 ``columns`` and ``tags`` maps, and loading options (``subset``, ``split``,
-``folder``, ``revision``, ``num_samples``, ``ranking``).
+``folder``, ``revision``, ``num_samples``, ``ranking``), and our extension ``encoding`` for local
+text files that are not UTF-8 (``"encoding": "gbk"``).
 
 Where we differ from LLaMA-Factory, and why:
 
@@ -41,15 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instill.console import say
 from instill.data.readers import DATA_EXTENSIONS, file_rows
 from instill.errors import DataError
+from instill.textfile import codec_name, read_text
 
 INFO_FILE = "dataset_info.json"
 FORMATTINGS = ("alpaca", "sharegpt", "openai")
 
 SOURCE_KEYS = ("file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url")
 ENTRY_KEYS = SOURCE_KEYS + (
-    "formatting", "ranking", "subset", "split", "folder", "num_samples", "revision", "columns", "tags",
+    "formatting", "ranking", "subset", "split", "folder", "num_samples", "revision", "columns", "tags", "encoding",
 )
 COMMON_COLUMNS = ("system", "tools", "images", "videos", "audios", "chosen", "rejected", "kto_tag")
 FORMAT_COLUMNS = {
@@ -95,6 +98,7 @@ class DatasetSpec:
     folder: str | None = None
     num_samples: int | None = None
     revision: str | None = None
+    encoding: str | None = None
     columns: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -124,11 +128,14 @@ def load_registry(dataset_dir: str | os.PathLike) -> dict[str, DatasetSpec]:
     path = Path(dataset_dir) / INFO_FILE
     if not path.is_file():
         raise DataError(f"{path}: not found; dataset_dir must be the folder holding {INFO_FILE} (LLaMA-Factory format)")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     try:
         info = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
+    except (RecursionError, ValueError) as err:
+        why = "nested too deeply to read" if isinstance(err, RecursionError) else str(err).splitlines()[0][:200]
+        raise DataError(f"{path}: invalid JSON: {why}") from None
     if not isinstance(info, dict):
         raise DataError(f"{path}: expected a JSON object mapping dataset names to entries, got {type(info).__name__}")
     return {name: _parse_entry(name, entry, path) for name, entry in info.items()}
@@ -165,17 +172,24 @@ def _parse_entry(name: str, entry: Any, path: Path) -> DatasetSpec:
     if formatting not in FORMATTINGS:
         hint = _hint(formatting, FORMATTINGS)
         raise DataError(f"{where}: unknown formatting {formatting!r}{hint} (known: {', '.join(FORMATTINGS)})")
-    for key in SOURCE_KEYS + ("subset", "split", "folder", "revision"):
+    for key in SOURCE_KEYS + ("subset", "split", "folder", "revision", "encoding"):
         if key in entry and not isinstance(entry[key], str):
             raise DataError(f"{where}: '{key}' must be a string, got {json.dumps(entry[key])}")
     if not isinstance(entry.get("ranking", False), bool):
         raise DataError(f"{where}: 'ranking' must be true or false, got {json.dumps(entry['ranking'])}")
+    if entry.get("encoding") is not None:
+        try:
+            codec_name(entry["encoding"])  # an unknown name fails here, when the file is loaded
+        except DataError as err:
+            raise DataError(f"{where}: {err}") from None
+        if not entry.get("file_name"):
+            raise DataError(f"{where}: 'encoding' applies to a local file_name only")
     n = entry.get("num_samples")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise DataError(f"{where}: 'num_samples' must be a positive integer, got {json.dumps(n)}")
     columns = _string_map(entry, "columns", FORMAT_COLUMNS[formatting], where, formatting)
     tags = _string_map(entry, "tags", TAG_KEYS if formatting != "alpaca" else (), where, formatting)
-    options = SOURCE_KEYS + ("ranking", "subset", "split", "folder", "num_samples", "revision")
+    options = SOURCE_KEYS + ("ranking", "subset", "split", "folder", "num_samples", "revision", "encoding")
     return DatasetSpec(
         name=name, formatting=formatting, columns=columns, tags=tags, **{k: entry[k] for k in options if k in entry}
     )
@@ -262,17 +276,37 @@ def _local_rows(spec: DatasetSpec, path: Path) -> Iterator[tuple[str, dict]]:
         raise DataError(f"dataset '{spec.name}': split '{spec.split}' only applies to hub datasets; "
                         "a local file has one split (drop 'split' or point file_name at that split's file)")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in DATA_EXTENSIONS)
-        if not files:
-            raise DataError(f"dataset '{spec.name}': folder {path} has no data files ({', '.join(DATA_EXTENSIONS)}; "
-                            "subfolders are not read)")
+        files = _folder_files(spec, path)
     elif path.is_file():
         files = [path]
     else:
         raise DataError(f"dataset '{spec.name}': file_name {str(path)!r} does not exist")
+    count = 0
     for file in files:
-        yield from file_rows(file)
+        for item in file_rows(file, encoding=spec.encoding):
+            count += 1
+            yield item
+    if count == 0:
+        what = "empty file (no rows)" if path.is_file() else f"no rows in {', '.join(f.name for f in files)}"
+        raise DataError(f"{path}: {what} (dataset '{spec.name}')")
+
+
+def _folder_files(spec: DatasetSpec, path: Path) -> list[Path]:
+    """The data files of a folder dataset; files of other types are named in a note, never skipped silently."""
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file() and p.suffix.lower() in DATA_EXTENSIONS]
+    ignored = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in files]
+    if not files:
+        listed = f" (it holds: {', '.join(ignored[:8])}{' ...' if len(ignored) > 8 else ''})" if ignored else " (it is empty)"
+        raise DataError(f"dataset '{spec.name}': folder {path} has no data files ({', '.join(DATA_EXTENSIONS)}; "
+                        f"subfolders are not read){listed}")
+    if ignored:
+        say(f"dataset '{spec.name}': folder {path}: reading {', '.join(f.name for f in files)}; ignoring "
+            f"{', '.join(ignored)} (not {'/'.join(DATA_EXTENSIONS)}; convert .txt/.xlsx with `instill data convert`)")
+    types = sorted({f.suffix.lower() for f in files})
+    if len(types) > 1:
+        say(f"dataset '{spec.name}': folder {path} mixes file types ({', '.join(types)}); all are read as one dataset")
+    return files
 
 
 # ---------------------------------------------------------------- hubs

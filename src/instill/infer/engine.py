@@ -22,8 +22,8 @@ from instill.config import ModelArgs
 from instill.data.example import Example
 from instill.data.templates import ChatTemplate, get_template
 from instill.data.tokenize import cut_middle, tokenize_rendered
-from instill.errors import ModelError
 from instill.hub import resolve_model
+from instill.model.adapters import check_adapters
 from instill.model.load import Precision, load_model, load_tokenizer
 
 
@@ -133,14 +133,13 @@ def load_generator(model_args: ModelArgs, template_name: str = "auto",
     model_dir = resolve_model(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision,
                               model_args.hf_hub_token)
     adapters = [adapter] if isinstance(adapter, (str, Path)) else list(adapter or [])
+    check_adapters([str(p) for p in adapters])
     tokenizer = load_tokenizer(model_args, tokenizer_dir(model_dir, adapters))
     model = load_model(model_args, precision or Precision(), "lora", model_dir)
     if adapters:
         from peft import PeftModel
 
         for i, path in enumerate(adapters):
-            if not (Path(path) / "adapter_config.json").is_file():
-                raise ModelError(f"adapter '{path}' is not a directory holding adapter_config.json")
             model = PeftModel.from_pretrained(model, str(path))
             if i < len(adapters) - 1:
                 model = model.merge_and_unload()

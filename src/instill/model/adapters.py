@@ -6,14 +6,17 @@ the model to train, with exactly the parameters to train left requiring grad.
 
 from __future__ import annotations
 
+import difflib
 import re
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
 from instill.config import MethodArgs
-from instill.errors import ConfigError
+from instill.errors import ConfigError, ModelError
+from instill.hub import check_json
 
 
 def linear_module_names(model: nn.Module) -> list[str]:
@@ -42,14 +45,35 @@ def _lora_targets(model: nn.Module, args: MethodArgs) -> list[str]:
         return available
     missing = [t for t in args.lora_target if t not in available]
     if missing:
-        raise ConfigError(f"lora_target: {missing} not found in the model; its linear layers are {available}")
+        near = [n for t in missing for n in difflib.get_close_matches(t, available, n=2, cutoff=0.5)]
+        shown = list(dict.fromkeys(near + available))[:5]
+        more = f" and {len(available) - len(shown)} more" if len(available) > len(shown) else ""
+        hint = f"did you mean {', '.join(near[:2])}? " if near else ""
+        raise ConfigError(f"lora_target: {', '.join(missing)} not found in the model ({hint}linear layers: "
+                          f"{', '.join(shown)}{more}; or lora_target: all)")
     return args.lora_target
+
+
+def check_adapters(paths: list[str] | None) -> None:
+    """Each adapter must be a folder holding a peft adapter_config.json with a peft_type; else one line naming it."""
+    for path in paths or []:
+        folder = Path(path)
+        if not folder.exists():
+            raise ModelError(f"adapter '{path}' does not exist")
+        if not folder.is_dir():
+            raise ModelError(f"adapter '{path}' is a file; give the adapter's folder")
+        config = folder / "adapter_config.json"
+        if not config.is_file():
+            raise ModelError(f"adapter '{path}' is not a peft adapter: no adapter_config.json in it")
+        if not check_json(config).get("peft_type"):
+            raise ModelError(f"adapter '{path}' is not a peft adapter: {config} has no peft_type")
 
 
 def _load_adapters(model: nn.Module, adapter_paths: list[str]) -> nn.Module:
     """Earlier adapters are merged into the base; the last one keeps training."""
     from peft import PeftModel
 
+    check_adapters(adapter_paths)
     for path in adapter_paths[:-1]:
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
     return PeftModel.from_pretrained(model, adapter_paths[-1], is_trainable=True)

@@ -15,6 +15,7 @@ from instill.config import RunConfig
 from instill.data.templates import get_template
 from instill.errors import ConfigError
 from instill.hub import resolve_model
+from instill.model.adapters import check_adapters
 from instill.model.load import load_tokenizer
 
 
@@ -30,6 +31,7 @@ def export_model(config: RunConfig) -> Path:
     if out.is_dir() and any(out.iterdir()) and not config.train.overwrite_output_dir:
         raise ConfigError(f"export_dir {out} is not empty; set overwrite_output_dir: true to write into it")
 
+    check_adapters(config.model.adapter_name_or_path)
     model_dir = resolve_model(config.model.model_name_or_path, config.model.cache_dir,
                               config.model.model_revision, config.model.hf_hub_token)
     tokenizer = load_tokenizer(config.model, model_dir)

@@ -81,10 +81,31 @@ def _quantization(args: ModelArgs, precision: Precision) -> dict[str, Any]:
     return {"quantization_config": config, "device_map": {"": 0} if torch.cuda.is_available() else "cpu"}
 
 
+# Any one of these makes a folder a tokenizer folder; without them transformers quietly builds an empty
+# tokenizer and the failure shows up later, blamed on the chat template or cutoff_len.
+TOKENIZER_FILES = (("tokenizer.json",), ("tokenizer.model",), ("vocab.json", "merges.txt"), ("vocab.txt",),
+                   ("spiece.model",), ("sentencepiece.bpe.model",))
+
+
+def check_tokenizer_files(model_dir: Path) -> None:
+    """Raise ModelError naming the missing tokenizer files when `model_dir` holds none of TOKENIZER_FILES."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir() or any(model_dir.glob("*.tiktoken")):
+        return
+    if any(all((model_dir / name).is_file() for name in group) for group in TOKENIZER_FILES):
+        return
+    partial = [name for group in TOKENIZER_FILES for name in group if (model_dir / name).is_file()]
+    wanted = " or ".join(" + ".join(group) for group in TOKENIZER_FILES[:4])
+    have = f" (has only {', '.join(partial)})" if partial else ""
+    raise ModelError(f"{model_dir}: no tokenizer files: missing {wanted}{have}; copy them from the base model")
+
+
 def load_tokenizer(args: ModelArgs, model_dir: Path) -> Any:
     """The fast tokenizer in `model_dir` (resolved once per run by `hub.resolve_model`), with a pad token."""
     from transformers import AutoTokenizer
 
+    if not args.trust_remote_code:
+        check_tokenizer_files(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             model_dir, trust_remote_code=args.trust_remote_code, use_fast=args.use_fast_tokenizer

@@ -255,7 +255,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.per_row < 1:
         raise DataError("--per-row must be at least 1")
-    _, rows = read_dataset(args.dataset)
+    _, rows = read_dataset(args.dataset, encoding=args.encoding)
     variants, synonyms = None, None
     if args.instruction_variants:
         variants = read_variants(args.instruction_variants)

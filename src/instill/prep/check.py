@@ -17,7 +17,6 @@ answer would be lost), 2 for a config, registry, model or template error.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,14 +26,15 @@ from instill.config import load_config
 from instill.console import percentile_line, say
 from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example
-from instill.data.readers import DATA_EXTENSIONS
+from instill.data.readers import DATA_EXTENSIONS, jsonl_rows
 from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate, get_template
 from instill.data.tokenize import IGNORE_INDEX, encode
-from instill.errors import ConfigError, DataError, TemplateError
+from instill.errors import ConfigError, DataError, EncodingError, TemplateError
 from instill.hub import resolve_model
 from instill.model.load import load_tokenizer
 from instill.prep.summary import progress
+from instill.textfile import codec_name, undecodable
 
 
 @dataclass
@@ -64,33 +64,32 @@ def _is_jsonl(path: Path) -> bool:
         return True
     if path.suffix.lower() != ".json":
         return False
-    with path.open(encoding="utf-8-sig") as f:
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
         head = f.read(4096).lstrip()
     return not head.startswith("[")
 
 
-def _jsonl_items(path: Path) -> Iterator[Item]:
-    """Every line of a JSON Lines file: the row, or the error that line has."""
-    with path.open(encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            source = f"{path}:{lineno}"
-            try:
-                record = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as err:
-                yield source, DataError(f"{source}: invalid JSON: {err.msg} (column {err.colno})")
-                continue
-            if not isinstance(record, dict):
-                yield source, DataError(f"{source}: expected a JSON object (one row), got {type(record).__name__}")
-                continue
-            yield source, record
+def _jsonl_items(path: Path, encoding: str | None) -> Iterator[Item]:
+    """Every line of a JSON Lines file, parsed by the one reader: the row, or the error that line has.
+    A file that does not decode is not a bad row: it stops the check (EncodingError)."""
+    with path.open(encoding=codec_name(encoding)) as f:
+        try:
+            for lineno, line in enumerate(f, start=1):
+                try:
+                    yield from jsonl_rows(path, [line], lineno)
+                except DataError as err:
+                    yield f"{path}:{lineno}", err
+        except UnicodeDecodeError:
+            raise EncodingError(undecodable(path, encoding)) from None
 
 
 def _reader_items(spec: DatasetSpec, dataset_dir: str) -> Iterator[Item]:
-    """Rows through the registry; an error that stops the reader is reported once."""
+    """Rows through the registry; an error that stops the reader is reported once (a file that does not
+    decode stops the check)."""
     try:
         yield from read_rows(spec, dataset_dir)
+    except EncodingError:
+        raise
     except DataError as err:
         yield spec.file_name or spec.name, err
 
@@ -110,7 +109,7 @@ def dataset_items(spec: DatasetSpec, dataset_dir: str) -> Iterator[Item]:
         return
     for path in files:
         if _is_jsonl(path):
-            yield from _jsonl_items(path)
+            yield from _jsonl_items(path, spec.encoding)
         else:
             yield from _reader_items(replace(spec, file_name=str(path.resolve())), dataset_dir)
 

@@ -150,7 +150,7 @@ def configure_dedup(parser: argparse.ArgumentParser) -> None:
 
 
 def main_dedup(args: argparse.Namespace) -> int:
-    spec, rows = read_dataset(args.dataset)
+    spec, rows = read_dataset(args.dataset, encoding=args.encoding)
     texts = view_texts(rows, spec, args.by)
     kept, clusters, tally = dedup_rows(rows, texts, not args.exact_only, args.threshold, args.ngram, args.num_perm,
                                        args.common_share)
@@ -277,7 +277,7 @@ def configure_filter(parser: argparse.ArgumentParser) -> None:
 
 
 def main_filter(args: argparse.Namespace) -> int:
-    spec, rows = read_dataset(args.dataset)
+    spec, rows = read_dataset(args.dataset, encoding=args.encoding)
     rules = FilterRules(args.by, args.min_chars, args.max_chars, args.min_tokens, args.max_tokens,
                         [x.strip() for x in args.lang.split(",") if x.strip()] if args.lang else None, args.blacklist)
     tokenizer = load_text_tokenizer(args.tokenizer) if args.tokenizer else None

@@ -19,6 +19,10 @@ COMMANDS = {
 }
 
 
+# Commands whose input files are named on the command line take --encoding (check reads the
+# registry, whose entries carry their own "encoding").
+ENCODED = ("convert", "augment", "generate", "dedup", "filter", "mix", "split", "stats")
+
 # name -> the example line `instill data <name> --help` shows
 EXAMPLES = {
     "convert": "instill data convert --input news.jsonl --preset classification --text-field text --label-field output "
@@ -46,4 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
         getattr(module, f"configure_{name}", getattr(module, "configure", None))(parser)
+        if name in ENCODED:
+            parser.add_argument("--encoding", default=None,
+                                help="text encoding of the input files (default utf-8, BOM accepted; e.g. gbk, gb18030)")
         parser.set_defaults(func=getattr(module, f"main_{name}", getattr(module, "main", None)))

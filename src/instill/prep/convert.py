@@ -152,7 +152,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     sheet = int(args.sheet) if args.sheet and args.sheet.isdigit() else args.sheet
-    rows = read_table(args.input, header=not args.no_header, sheet=sheet, limit=args.limit)
+    rows = read_table(args.input, header=not args.no_header, sheet=sheet, limit=args.limit,
+                      encoding=args.encoding)
     records, tally, note = convert_rows(rows, opts)
     fmt = args.format or ("sharegpt" if opts.preset == "dialogue" else "alpaca")
     if fmt not in FORMATS:

@@ -43,8 +43,10 @@ Rows = list[tuple[str, dict]]
 
 
 def read_table(path: str | os.PathLike, *, header: bool = True, sheet: str | int | None = None,
-               limit: int | None = None) -> Rows:
-    """``(source, row)`` for every row of a data file; header-less CSV/TSV/Excel columns are named "0", "1", ..."""
+               limit: int | None = None, encoding: str | None = None) -> Rows:
+    """``(source, row)`` for every row of a data file; header-less CSV/TSV/Excel columns are named "0", "1", ...
+
+    ``encoding`` applies to text files (default UTF-8, a BOM accepted), e.g. ``gbk`` for many Chinese exports."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -52,7 +54,7 @@ def read_table(path: str | os.PathLike, *, header: bool = True, sheet: str | int
     if suffix in (".xlsx", ".xlsm"):
         rows = _excel(path, header, sheet)
     elif suffix in (".json", ".jsonl", ".parquet", ".csv", ".tsv"):
-        rows = file_rows(path, header=header)
+        rows = file_rows(path, header=header, encoding=encoding)
     else:
         raise DataError(f"{path}: unsupported file type '{suffix}' (supported: {', '.join(TABLE_EXTENSIONS)})")
     out: Rows = []
@@ -61,7 +63,7 @@ def read_table(path: str | os.PathLike, *, header: bool = True, sheet: str | int
             break
         out.append(item)
     if not out:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{path}: empty file (no rows)")
     return out
 
 
@@ -167,10 +169,13 @@ def spec_for(path: str | os.PathLike, rows: list[dict]) -> DatasetSpec:
                     f"nor openai (messages); columns: {', '.join(map(str, row))}")
 
 
-def read_dataset(path: str | os.PathLike, limit: int | None = None) -> tuple[DatasetSpec, Rows]:
+def read_dataset(path: str | os.PathLike, limit: int | None = None,
+                 encoding: str | None = None) -> tuple[DatasetSpec, Rows]:
     """Rows of an instruction dataset file and the registry entry that reads it."""
-    rows = read_table(path, limit=limit)
-    return spec_for(path, [r for _, r in rows]), rows
+    rows = read_table(path, limit=limit, encoding=encoding)
+    spec = spec_for(path, [r for _, r in rows])
+    spec.encoding = encoding
+    return spec, rows
 
 
 def prompt_text(example: Example) -> str:

@@ -85,10 +85,10 @@ def to_format(row: dict, spec: DatasetSpec, source: str, fmt: str) -> dict:
 
 
 def mix(sources: list[tuple[str, float | int | None]], total: int | None, seed: int,
-        fmt: str | None) -> tuple[list[dict], Tally, list[str]]:
+        fmt: str | None, encoding: str | None = None) -> tuple[list[dict], Tally, list[str]]:
     """The mixed rows, the tally, and notes (per-source counts, upsampling)."""
     rng = random.Random(seed)
-    loaded = [(path, *read_dataset(path)) for path, _ in sources]
+    loaded = [(path, *read_dataset(path, encoding=encoding)) for path, _ in sources]
     counts = plan_counts([len(rows) for _, _, rows in loaded], [w for _, w in sources], total)
     formats = {spec.formatting if spec.formatting != "sharegpt" else f"sharegpt:{spec.columns['messages']}"
                for _, spec, _ in loaded}
@@ -117,7 +117,8 @@ def configure_mix(parser: argparse.ArgumentParser) -> None:
 def main_mix(args: argparse.Namespace) -> int:
     if args.format is not None and args.format not in FORMATS:
         raise DataError(f"unknown --format {args.format}")
-    rows, tally, notes = mix([parse_source(s) for s in args.sources], args.total, args.seed, args.format)
+    rows, tally, notes = mix([parse_source(s) for s in args.sources], args.total, args.seed, args.format,
+                              args.encoding)
     for note in notes:
         say(f"  {note}")
     say(tally.line(save(rows, args.out, args.register, args.name)))
@@ -183,7 +184,7 @@ def configure_split(parser: argparse.ArgumentParser) -> None:
 
 def main_split(args: argparse.Namespace) -> int:
     ratios = parse_ratios(args.ratios)
-    _, rows = read_dataset(args.dataset)
+    _, rows = read_dataset(args.dataset, encoding=args.encoding)
     stratify = None if args.no_stratify else args.stratify or ("label" if "label" in rows[0][1] else None)
     parts = split_rows(rows, ratios, stratify, args.seed)
     path = Path(args.dataset)

@@ -335,7 +335,7 @@ def main(args: argparse.Namespace) -> int:
                                           backend, args.batch_size)
         say(tally.line(save(rows, args.out, args.register, args.name)))
         return 0
-    _, seeds = read_dataset(args.seed_file)
+    _, seeds = read_dataset(args.seed_file, encoding=args.encoding)
     limits = Limits(args.min_instruction_chars, args.max_instruction_chars, args.min_output_chars,
                     args.max_output_chars, args.blacklist or None)
     cfg = SelfInstructConfig(num=args.num, tasks_per_prompt=args.tasks_per_prompt,

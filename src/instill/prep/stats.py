@@ -34,9 +34,10 @@ def _summary(values: list[int]) -> dict[str, float]:
     return {"mean": round(float(np.mean(values)), 1), **percentiles(values, PERCENTILES), "max": int(max(values))}
 
 
-def dataset_stats(path: str, tokenizer: Any = None, label_field: str | None = None) -> dict[str, Any]:
+def dataset_stats(path: str, tokenizer: Any = None, label_field: str | None = None,
+                  encoding: str | None = None) -> dict[str, Any]:
     """Counts and length distributions of one dataset file (see the module docstring)."""
-    spec, rows = read_dataset(path)
+    spec, rows = read_dataset(path, encoding=encoding)
     label_field = label_field or ("label" if "label" in rows[0][1] else None)
     prompts, responses, labels, bad = [], [], Counter(), 0
     for source, row in progress(rows, "Reading", total=len(rows)):
@@ -121,7 +122,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     tokenizer = load_text_tokenizer(args.tokenizer) if args.tokenizer else None
-    stats = dataset_stats(args.dataset, tokenizer, args.label_field)
+    stats = dataset_stats(args.dataset, tokenizer, args.label_field, args.encoding)
     for line in describe(stats):
         say(line)
     png = plot(stats, args.plot or f"{Path(args.dataset).stem}_stats.png")

@@ -5,17 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# Key names that hold a secret: ...token (hf_hub_token), ...api_key, ...password, ...secret.
-# Not use_fast_tokenizer or ignore_pad_token_for_loss: the secret word must end the key.
-SECRET_KEY = re.compile(r"(?:^|_)(?:token|api_key|key|password|secret)$", re.IGNORECASE)
+from instill.config import SECRET_KEY, is_secret
+
 _YAML_LINE = re.compile(r"^(?P<key>[\w.-]+)(?P<sep>\s*:\s*)(?P<value>.*)$")
 _EMPTY = {"", "null", "~", "''", '""', "false", "true"}
 
 
 def redact(flat: dict[str, Any]) -> dict[str, Any]:
     """The mapping with secret values replaced by '***' (None and booleans kept: they say nothing)."""
-    return {k: ("***" if SECRET_KEY.search(str(k)) and v not in (None, "", False, True) else v)
-            for k, v in flat.items()}
+    return {k: ("***" if is_secret(k, v) else v) for k, v in flat.items()}
 
 
 def redact_yaml(text: str) -> str:

@@ -24,7 +24,7 @@ from instill.data.templates import get_template
 from instill.errors import ConfigError
 from instill.evaluate.runner import task_metrics_callback
 from instill.hub import resolve_model
-from instill.model.adapters import apply_method, describe_parameters
+from instill.model.adapters import apply_method, check_adapters, describe_parameters
 from instill.model.load import Precision, check_precision, device_type, load_model, load_tokenizer
 from instill.report.data_summary import write_data_summary
 from instill.report.html import try_write_report
@@ -178,6 +178,7 @@ def run_training(config: RunConfig) -> RunResult:
         say(note)
 
     m = config.model
+    check_adapters(m.adapter_name_or_path)
     model_dir = resolve_model(m.model_name_or_path, m.cache_dir, m.model_revision, m.hf_hub_token)  # once per run
     tokenizer = load_tokenizer(m, model_dir)
     tokenizer.padding_side = "right"
