@@ -20,6 +20,7 @@ from instill.data.formats import to_example
 from instill.data.registry import INFO_FILE, DatasetSpec
 from instill.errors import DataError
 from instill.prep.io import atomic_write_text, write_rows
+from instill.textfile import read_text
 
 OPENAI_AS_SHAREGPT_TAGS = {
     "role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
@@ -65,10 +66,12 @@ def register(info_path: str | os.PathLike, name: str, data_path: str | os.PathLi
     info: dict[str, Any] = {}
     if info_path.exists():
         try:
-            info = json.loads(info_path.read_text(encoding="utf-8-sig") or "{}")
+            info = json.loads(read_text(info_path) or "{}")
         except json.JSONDecodeError as err:
             where = f"{info_path}:{err.lineno}:{err.colno}"
             raise DataError(f"{where}: invalid JSON ({err.msg}); not touching it") from None
+        except (RecursionError, ValueError) as err:
+            raise DataError(f"{info_path}: invalid JSON ({type(err).__name__}); not touching it") from None
         if not isinstance(info, dict):
             raise DataError(f"{info_path}: expected a JSON object of dataset entries; not touching it")
     entry = {"file_name": os.path.relpath(data_path.resolve(), info_path.parent.resolve()), **entry_for(rows)}
