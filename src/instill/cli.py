@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -19,13 +20,24 @@ from instill.errors import ConfigError, InstillError
 def _train(args: argparse.Namespace) -> int:
     from instill.config import load_config
     from instill.evaluate.samples import has_eval_source
+    from instill.train.interrupt import TrainingInterrupted
     from instill.train.run import run_training
 
     config = load_config(args.config, args.overrides)
     if config.eval.do_predict and not has_eval_source(config.data):
         raise ConfigError(f"{args.config}: do_predict needs eval_dataset (or val_size with dataset) to predict on")
     if config.train.do_train:
-        run_training(config)
+        try:
+            run_training(config)
+        except TrainingInterrupted as stop:
+            if stop.checkpoint is None:
+                print(f"instill: interrupted at step {stop.step}; no checkpoint was saved", file=sys.stderr)
+                return 130
+            again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides]
+                             if not a.startswith("resume_from_checkpoint="))
+            print(f"instill: interrupted at step {stop.step}; checkpoint saved in {stop.checkpoint}; resume with: "
+                  f"instill train {again} resume_from_checkpoint=true", file=sys.stderr)
+            return 130
     if config.eval.do_predict:
         from instill.evaluate.runner import run
 

@@ -9,6 +9,7 @@ plot_loss, training_loss.png.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -31,21 +32,42 @@ from instill.report.html import try_write_report
 from instill.report.plots import plot_loss
 from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback
+from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_to
+from instill.train.lock import LOCK_NAME, output_lock
 from instill.train.stage import Stage, StageInputs
 from instill.train.stages import STAGES
 
 
-def resolve_resume(args: TrainArgs) -> str | None:
-    """The checkpoint to resume from: true = the latest in output_dir; a path = that one."""
-    from transformers.trainer_utils import get_last_checkpoint
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest checkpoint-N whose trainer_state.json (the Trainer writes it last) is whole JSON.
 
+    A checkpoint cut short by kill -9 or a full disk lacks it, or holds half of it, and is passed over."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    found = []
+    for path in out.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if not (step.isdigit() and path.is_dir()):
+            continue
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found.append((int(step), str(path)))
+    return max(found)[1] if found else None
+
+
+def resolve_resume(args: TrainArgs) -> str | None:
+    """The checkpoint to resume from: true = the newest complete one in output_dir; a path = that one."""
     value = args.resume_from_checkpoint
     if value in (None, False):
         return None
     if value is True:
-        last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+        last = last_complete_checkpoint(args.output_dir)
         if last is None:
-            raise ConfigError(f"resume_from_checkpoint: true but {args.output_dir} has no checkpoint-* directory")
+            raise ConfigError(f"resume_from_checkpoint: true but {args.output_dir} has no complete checkpoint-* "
+                              "directory (one holding trainer_state.json)")
         return last
     if not Path(value).is_dir():
         raise ConfigError(f"resume_from_checkpoint: {value} is not a directory")
@@ -54,7 +76,8 @@ def resolve_resume(args: TrainArgs) -> str | None:
 
 def check_output_dir(args: TrainArgs, resume: str | None) -> None:
     out = Path(args.output_dir)
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir and resume is None:
+    contents = [p for p in out.iterdir() if p.name != LOCK_NAME] if out.is_dir() else []
+    if contents and not args.overwrite_output_dir and resume is None:
         raise ConfigError(
             f"output_dir {out} is not empty; set overwrite_output_dir: true to write into it, "
             "or resume_from_checkpoint: true to continue the run there"
@@ -159,9 +182,10 @@ def _data(config: RunConfig, stage: Stage, template: Any, tokenizer: Any) -> tup
 
 
 def run_training(config: RunConfig) -> RunResult:
-    """Train as configured; return the final metrics (also in all_results.json) and the trainer."""
-    from transformers import set_seed
+    """Train as configured; return the final metrics (also in all_results.json) and the trainer.
 
+    Holds output_dir's lock for the whole run; raises TrainingInterrupted after a Ctrl-C/SIGTERM has
+    saved a checkpoint."""
     started = time.perf_counter()
     t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
     stage = STAGES[config.method.stage]
@@ -170,7 +194,16 @@ def run_training(config: RunConfig) -> RunResult:
         raise ConfigError("training needs 'dataset' (names from dataset_info.json in dataset_dir)")
     check_trackers(t)
     resume = resolve_resume(t)
-    check_output_dir(t, resume)
+    with output_lock(t.output_dir):
+        check_output_dir(t, resume)
+        return _run_locked(config, stage, precision, resume, started)
+
+
+def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: str | None,
+                started: float) -> RunResult:
+    from transformers import set_seed
+
+    t = config.train
     if config.model.torch_num_threads:
         torch.set_num_threads(config.model.torch_num_threads)
     set_seed(t.seed)
@@ -204,7 +237,12 @@ def run_training(config: RunConfig) -> RunResult:
                  + [JsonlLogCallback(log_path), *tracker_callbacks(config, out)])
     trainer = stage.build_trainer(StageInputs(config, model, tokenizer, template, train_rows, eval_rows,
                                               training_arguments(t, has_eval), callbacks))
-    result = trainer.train(resume_from_checkpoint=resume)
+    stop = GracefulStop()
+    trainer.add_callback(stop)
+    with signals_to(stop):
+        result = trainer.train(resume_from_checkpoint=resume)
+    if stop.acted:
+        raise TrainingInterrupted(trainer.state.global_step, last_complete_checkpoint(out))
     metrics = _save(trainer, config, template, tokenizer, result, pissa_init_dir, has_eval)
     if t.plot_loss:
         plot = plot_loss(log_path, out)

@@ -1,0 +1,172 @@
+"""Nothing lost (issue 11): one run per output_dir (lock with the owner's pid, stale locks replaced),
+Ctrl-C/SIGTERM saves a checkpoint and prints the resume command, a second Ctrl-C quits at once, and
+resume skips a checkpoint cut short (no whole trainer_state.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from instill.config import TrainArgs
+from instill.errors import ConfigError
+from instill.train.lock import LOCK_NAME, acquire, output_lock, release
+from instill.train.run import resolve_resume
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _lock_file(out: Path, pid: int, host: str | None = None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_NAME
+    path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": "then"}))
+    return path
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_lock_is_taken_and_released(tmp_path):
+    out = tmp_path / "out"
+    with output_lock(out) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+        with pytest.raises(ConfigError, match=rf"output_dir {out} is in use by another run \(pid {os.getpid()}"):
+            acquire(out)
+    assert not path.exists()
+
+
+def test_live_owner_refuses_and_keeps_its_lock(tmp_path):
+    owner = subprocess.Popen(["sleep", "30"])
+    try:
+        path = _lock_file(tmp_path, owner.pid)
+        with pytest.raises(ConfigError, match=f"pid {owner.pid}"):
+            acquire(tmp_path)
+        assert json.loads(path.read_text())["pid"] == owner.pid
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_stale_lock_is_replaced_with_a_note(tmp_path, capsys):
+    pid = _dead_pid()
+    _lock_file(tmp_path, pid)
+    path = acquire(tmp_path)
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert f"removed a stale lock in {tmp_path} (pid {pid} is gone)" in capsys.readouterr().out
+    release(path)
+    assert not path.exists()
+
+
+def test_lock_of_another_host_is_honoured(tmp_path):
+    _lock_file(tmp_path, 1, host="elsewhere")
+    with pytest.raises(ConfigError, match="in use by a run on host elsewhere .* delete"):
+        acquire(tmp_path)
+
+
+def test_second_train_into_a_locked_output_dir_is_one_line(tmp_path, tiny_qwen2, capsys):
+    from instill.cli import main
+
+    out = tmp_path / "out"
+    _lock_file(out, os.getppid())  # a live process of this user
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_qwen2), "dataset": "x", "output_dir": str(out)}))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"output_dir {out} is in use by another run (pid {os.getppid()}" in err[0]
+
+
+def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
+    for step, state in ((2, '{"global_step": 2}'), (3, '{"global_st'), (4, None), (10, '{"global_step": 10}')):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-10" / "trainer_state.json").write_text("")  # cut short while writing
+    assert resolve_resume(TrainArgs(output_dir=str(tmp_path), resume_from_checkpoint=True)) == \
+        str(tmp_path / "checkpoint-2")
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
+        resolve_resume(TrainArgs(output_dir=str(tmp_path / "none"), resume_from_checkpoint=True))
+
+
+# ---------------------------------------------------------------- signals, with real training runs
+
+
+def _config(tmp_path: Path, model: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"instruction": f"q{i}", "input": "", "output": f"answer {i}"} for i in range(16)]
+    (data / "d.json").write_text(json.dumps(rows))
+    (data / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}))
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "model_name_or_path": str(model), "dataset": "d", "dataset_dir": str(data), "output_dir": str(tmp_path / "out"),
+        "cutoff_len": 32, "max_steps": 100000, "save_steps": 100000, "logging_steps": 1, "lora_rank": 2,
+        "per_device_train_batch_size": 2, "report_to": "none", "learning_rate": 1e-3}))
+    return config
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen([sys.executable, "-m", "instill.cli", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_steps(log: Path, proc: subprocess.Popen, steps: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= steps:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(proc.communicate())
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("training did not log its first steps in time")
+
+
+def test_sigterm_saves_a_checkpoint_and_the_printed_command_resumes(tmp_path, tiny_qwen2):
+    config = _config(tmp_path, tiny_qwen2)
+    proc = _start(["train", str(config)], tmp_path)
+    _wait_for_steps(tmp_path / "out" / "trainer_log.jsonl", proc, 3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert "resume with: instill train" in line, err
+    checkpoint = Path(line.split("checkpoint saved in ")[1].split(";")[0])
+    step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+    assert checkpoint.name == f"checkpoint-{step}" and step >= 3
+    assert not (tmp_path / "out" / LOCK_NAME).exists()
+
+    command = shlex.split(line.split("resume with: ")[1])
+    assert command[:3] == ["instill", "train", str(config)] and command[-1] == "resume_from_checkpoint=true"
+    resumed = _start([*command[1:], f"max_steps={step + 2}"], tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out + err
+    assert json.loads((tmp_path / "out" / "trainer_state.json").read_text())["global_step"] == step + 2
+
+
+def test_second_ctrl_c_quits_at_once(tmp_path, tiny_qwen2):
+    config = _config(tmp_path, tiny_qwen2)
+    proc = _start(["train", str(config)], tmp_path)
+    _wait_for_steps(tmp_path / "out" / "trainer_log.jsonl", proc, 2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert "stopping after this step" in err
+    assert not (tmp_path / "out" / LOCK_NAME).exists()
