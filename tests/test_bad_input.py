@@ -280,6 +280,8 @@ CASES = {
     "stats-empty": lambda w: (["data", "stats", w.file("e.jsonl", "")], ["e.jsonl: empty file"]),
     "convert-empty": lambda w: (["data", "convert", "--input", w.file("e.csv", "a,b\n"), "--out",
                                  str(w.root / "o.jsonl")], ["e.csv: empty file"]),
+    "output-dir-not-writable": lambda w: (_train(w, output_dir=w.file("taken", "a file") + "/out"),
+                                          ["output_dir", "taken/out is not writable"]),
     "config-not-found": lambda w: (["train", str(w.root / "missing.yaml")], ["missing.yaml"]),
     "config-bad-yaml": lambda w: (["train", w.config("model_name_or_path: [x\n")], ["config.yaml:2:", "invalid YAML"]),
     "config-top-list": lambda w: (["train", w.config("- a\n- b\n")], ["config.yaml", "must be a mapping"]),

@@ -56,10 +56,14 @@ def _create(path: Path) -> bool:
 def acquire(output_dir: str | Path) -> Path:
     """Take the lock of `output_dir` (created if missing); ConfigError if a live run holds it."""
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        created = _create(path)
+    except OSError as err:  # read-only, permission denied, a file in the way: before any model loads
+        raise ConfigError(f"output_dir {out} is not writable ({err.strerror or err})") from None
     for _ in range(3):  # a stale lock removed by a racing run: try again
-        if _create(path):
+        if created or _create(path):
             return path
         owner = _owner(path)
         pid, host = owner.get("pid"), owner.get("host")
@@ -71,6 +75,7 @@ def acquire(output_dir: str | Path) -> Path:
                               "wait for it to finish or choose another output_dir")
         say(f"removed a stale lock in {out} (pid {pid} is gone)")
         path.unlink(missing_ok=True)
+        created = False
     raise ConfigError(f"output_dir {out}: cannot take the lock {path}; another run keeps taking it")
 
 
