@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+from instill.errors import DataError
 
 # name -> (module under instill.prep, one-line help)
 COMMANDS = {
@@ -53,4 +58,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name in ENCODED:
             parser.add_argument("--encoding", default=None,
                                 help="text encoding of the input files (default utf-8, BOM accepted; e.g. gbk, gb18030)")
-        parser.set_defaults(func=getattr(module, f"main_{name}", getattr(module, "main", None)))
+        parser.set_defaults(func=_never_over_input(getattr(module, f"main_{name}", getattr(module, "main", None))))
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """The data files a command reads (`mix` sources may end in :COUNT or :RATIO)."""
+    paths = [getattr(args, key, None) for key in ("dataset", "input", "seed_file")]
+    for source in getattr(args, "sources", None) or []:
+        path, _, weight = source.rpartition(":")
+        paths.append(path if path and weight.replace(".", "", 1).isdigit() else source)
+    return [p for p in paths if p]
+
+
+def _never_over_input(main: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Refuse --out (or --report/--json) naming a file the command reads: outputs never replace their input."""
+    @functools.wraps(main)
+    def guarded(args: argparse.Namespace) -> int:
+        inputs = {Path(p).resolve(): p for p in _inputs(args)}
+        for option in ("out", "report", "json"):
+            target = getattr(args, option, None)
+            if target and Path(target).resolve() in inputs:
+                raise DataError(f"--{option} {target} is the input file; write to another file (the input is kept)")
+        return main(args)
+
+    return guarded
