@@ -294,7 +294,7 @@ CASES = {
     # ---------------------------------------------------------------- usage errors: one line, no usage block
     "usage-no-command": lambda w: ([], ["instill: error:", "command"]),
     "usage-bad-command": lambda w: (["trian", "x.yaml"], ["invalid choice: 'trian'"]),
-    "usage-train-no-config": lambda w: (["train"], ["instill train: error:", "config"]),
+    "usage-train-no-config": lambda w: (["train"], ["instill train: error:", "required: config (see instill train --help)"]),
     "usage-data-no-sub": lambda w: (["data"], ["instill data: error:", "subcommand"]),
     "usage-stats-no-file": lambda w: (["data", "stats"], ["instill data stats: error:", "dataset"]),
     "usage-bad-choice": lambda w: (["data", "convert", "--input", "x", "--preset", "nope"],

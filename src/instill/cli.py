@@ -97,12 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                            **_examples("instill train examples/demo_lora.yaml",
                                        "instill train my.yaml learning_rate=5e-5 max_samples=200"))
     train.add_argument("config", help="YAML file with LLaMA-Factory style keys")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    train.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override config keys")
     train.set_defaults(func=_train)
     export = sub.add_parser("export", help="merge adapters into the base model and save it",
                             **_examples("instill export examples/export_demo.yaml"))
     export.add_argument("config", help="YAML with model_name_or_path, adapter_name_or_path, export_dir")
-    export.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    export.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override config keys")
     export.set_defaults(func=_export)
     # Each family of commands registers its own subcommands (`register(subparsers)`).
     from instill.doctor.cli import register as register_doctor

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     doctor.add_argument("config", help="the training YAML (the one you give `instill train`)")
-    doctor.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    doctor.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override config keys")
     doctor.add_argument("--output-dir", metavar="DIR",
                         help="a finished run to check (saved template, tuned model); default: the config's output_dir")
     doctor.add_argument("--no-generate", action="store_true",

@@ -34,7 +34,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML file with LLaMA-Factory style keys (the one you trained with)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    parser.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override config keys")
     parser.add_argument("--input", metavar="FILE",
                         help="rows to run instead of eval_dataset (json/jsonl/csv/parquet; openai, sharegpt or alpaca)")
     parser.add_argument("--model", choices=("auto", "base", "tuned"), default="auto",

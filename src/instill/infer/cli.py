@@ -75,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML file with LLaMA-Factory style keys (the one you trained with)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    parser.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override config keys")
     parser.add_argument("--model", choices=("auto", "base", "tuned"), default="auto",
                         help="auto: the tuned model if there is one (adapter_name_or_path or output_dir), else the base")
 

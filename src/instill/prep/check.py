@@ -154,7 +154,7 @@ def check_config(config_path: str, overrides: list[str]) -> tuple[list[DatasetRe
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="training YAML (the one you give `instill train`)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    parser.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override config keys")
     parser.add_argument("--max-errors", type=int, default=50, help="bad rows printed per dataset (all are counted)")
     parser.add_argument("--strict", action="store_true", help="also fail when a sample would lose its whole answer")
 
