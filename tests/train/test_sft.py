@@ -148,7 +148,7 @@ def test_lora_target_typo_is_reported(tiny_qwen2):
     from instill.errors import ConfigError
 
     cfg = build_config({"model_name_or_path": "x", "dataset": "d", "lora_target": "q_proj,v_prj"})
-    with pytest.raises(ConfigError, match=r"\['v_prj'\] not found"):
+    with pytest.raises(ConfigError, match=r"v_prj not found in the model \(did you mean v_proj"):
         apply_method(AutoModelForCausalLM.from_pretrained(tiny_qwen2), cfg.method)
 
 
