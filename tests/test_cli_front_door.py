@@ -190,4 +190,4 @@ def test_training_log_has_no_python_warnings(tiny_qwen2, tmp_path):
     stray = [line for line in _lines(run.stdout) if not STDOUT_ALLOWED.match(line)]
     stray += [line for line in _lines(run.stderr) if not STDERR_ALLOWED.match(line)]
     assert not stray, "\n".join(stray)
-    assert "[instill] done: 3 steps" in run.stdout
+    assert "[instill] done (sft): 3 steps" in run.stdout

@@ -13,6 +13,7 @@ from instill.config import build_config
 from instill.errors import ConfigError
 from instill.model.export import export_model
 from instill.train.run import run_training, total_optimizer_steps
+from tests.conftest import native_bf16
 from tests.train.test_sft import FACTS, config, losses
 
 PROMPT = "<|im_start|>user\nName the river.<|im_end|>\n<|im_start|>assistant\nThe"
@@ -88,7 +89,7 @@ def test_qlora_4bit_trains_and_merges_into_full_precision(tiny_qwen2, qwen2_toke
     import bitsandbytes as bnb
 
     out = tmp_path / "qlora"
-    result = run_training(config(tiny_qwen2, memo_dir, out, quantization_bit=4, bf16=True, learning_rate=3e-2))
+    result = run_training(config(tiny_qwen2, memo_dir, out, quantization_bit=4, bf16=native_bf16(), learning_rate=3e-2))
     base = result.trainer.model.base_model.model
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in base.modules())
     assert base.model.layers[0].mlp.down_proj.base_layer.weight.quant_type == "nf4"

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from instill.config import build_config, load_config
 from instill.model.adapters import apply_method, linear_module_names
 from instill.train.run import run_training
-from tests.conftest import write_dataset
+from tests.conftest import native_bf16, write_dataset
 
 FACTS = [
     ("What is the capital of Atlantis?", "Coral City."),
@@ -162,6 +162,8 @@ def test_seed_yaml_runs_with_only_model_and_dataset_changed(tiny_qwen2, tmp_path
     (tmp_path / "data/dataset_info.json").write_text(json.dumps({"identity": LLAMAFACTORY_ENTRIES["identity"]}))
     raw = seed_yaml()
     raw.update(model_name_or_path=str(tiny_qwen2), dataset="identity")
+    assert raw["bf16"] is True
+    raw["bf16"] = native_bf16()  # as written where the CPU has bf16; emulated bf16 would take minutes (conftest)
     result = run_training(build_config(raw))
     out = tmp_path / "saves/llama3-8b/lora/sft"
     assert (out / "adapter_model.safetensors").is_file() and (out / "training_loss.png").is_file()

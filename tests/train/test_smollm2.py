@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from instill.data.templates import get_template
 from instill.infer.engine import Generator
 from instill.train.run import run_training
+from tests.conftest import native_bf16
 from tests.train.test_sft import FACTS, config
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,7 @@ def test_lora_memorises_facts(smollm2_dir, tmp_path):
 
     data = write_dataset(tmp_path / "data", "memo", [{"instruction": q, "input": "", "output": a} for q, a in FACTS])
     out = tmp_path / "smol-lora"
-    cfg = config(smollm2_dir, data, out, template="auto", learning_rate=2e-3, max_steps=20, bf16=True,
+    cfg = config(smollm2_dir, data, out, template="auto", learning_rate=2e-3, max_steps=20, bf16=native_bf16(),
                  lora_rank=16, cutoff_len=96)
     result = run_training(cfg)
     log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]

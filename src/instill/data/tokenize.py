@@ -18,8 +18,10 @@ off long news; here a sample left with no trained token is dropped and counted.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +107,22 @@ def _turns(ids: list[int], trained: list[bool]) -> list[tuple[list[int], list[in
     return turns
 
 
+@contextlib.contextmanager
+def _control_tokens(tokenizer: Any, as_text: bool) -> Iterator[Any]:
+    """The Rust tokenizer, reading special-token text as text (or not) for the duration.
+
+    The flag is state on the shared backend: transformers' `split_special_tokens=True` sets it and leaves
+    it set until its next call, so direct backend calls must set it themselves.
+    """
+    backend = tokenizer.backend_tokenizer
+    before = backend.encode_special_tokens
+    backend.encode_special_tokens = as_text
+    try:
+        yield backend
+    finally:
+        backend.encode_special_tokens = before
+
+
 def _special_tokens(tokenizer: Any) -> tuple[str, ...]:
     """The tokenizer's control tokens (added tokens flagged special), longest first."""
     found = {tok.content for tok in getattr(tokenizer, "added_tokens_decoder", {}).values() if tok.special}
@@ -163,7 +181,8 @@ def _escape_data_tokens(full: str, example: Example, tokenizer: Any, ids: list[i
         for tok, (start, end) in zip(ids, offsets):
             inside = any(lo <= start and end <= hi for lo, hi in ranges)
             if inside and pattern.fullmatch(full[start:end]):
-                pieces = tokenizer(full[start:end], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                with _control_tokens(tokenizer, as_text=True) as backend:
+                    pieces = backend.encode(full[start:end], add_special_tokens=False).ids
                 out_ids += pieces
                 out_starts += [start] * len(pieces)
             else:
@@ -204,7 +223,8 @@ def encode_batch(
     rendered = [assistant_spans(example, template) for example in examples]
     # The Rust tokenizer directly (what the fast tokenizer's __call__ runs, without converting every
     # encoding to Python dicts first): tokenizing is most of the time spent here.
-    encodings = tokenizer.backend_tokenizer.encode_batch([full for full, _ in rendered], add_special_tokens=False)
+    with _control_tokens(tokenizer, as_text=False) as backend:
+        encodings = backend.encode_batch([full for full, _ in rendered], add_special_tokens=False)
     out = []
     for example, (full, spans), enc in zip(examples, rendered, encodings):
         ids, starts = _escape_data_tokens(full, example, tokenizer, enc.ids, enc.offsets, allow_special_tokens)

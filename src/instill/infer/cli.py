@@ -82,7 +82,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `instill chat` and `instill serve`."""
-    chat = subparsers.add_parser("chat", help="chat with the model in the terminal (streamed answers)")
+    chat = subparsers.add_parser("chat", help="chat with the model in the terminal (streamed answers)",
+                                 epilog="examples:\n  instill chat examples/demo_lora.yaml\n"
+                                        "  instill chat examples/demo_lora.yaml --model base",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(chat)
     chat.set_defaults(func=_chat)
 
@@ -90,7 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="OpenAI-compatible API and a chat page for the model",
         description="Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, "
                     "/v1/models) with a chat page at /. Each adapter in adapter_name_or_path is served beside "
-                    "the base under its directory's name.")
+                    "the base under its directory's name.",
+        epilog="examples:\n  instill serve examples/demo_lora.yaml\n"
+               "  INSTILL_API_KEY=s3cret instill serve examples/demo_lora.yaml --port 9000 --max-concurrency 16",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="default 8000")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from instill.config import ModelArgs
+from instill.console import say
 from instill.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,36 @@ def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def native_bf16() -> bool:
+    """Whether bf16 math runs in hardware here: a CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16.
+
+    On other CPUs (AVX2 only) torch emulates bf16, measured ~30x slower than fp32 matmuls.
+    """
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu's own CPU feature probes
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
 def check_precision(precision: Precision) -> None:
-    """Fail in one line when the configured precision needs hardware that is absent."""
+    """Fail in one line when the configured precision needs hardware that is absent; say so when bf16 is
+    emulated (it works, slowly)."""
     if precision.fp16 and not torch.cuda.is_available():
         raise ConfigError("fp16: true needs a CUDA GPU; on the CPU use bf16: true (autocast) or neither")
     if precision.bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         raise ConfigError("bf16: true but this GPU does not support bfloat16; use fp16: true instead")
+    if precision.bf16 and not torch.cuda.is_available() and not native_bf16() and not _warned_bf16:
+        _warn_emulated_bf16()
+
+
+_warned_bf16 = False
+
+
+def _warn_emulated_bf16() -> None:
+    global _warned_bf16
+    _warned_bf16 = True
+    say("bf16: true, but this CPU has no bf16 instructions (no AMX or AVX512-BF16): bf16 is emulated and "
+        "runs far slower than fp32 here; set bf16: false on this machine")
 
 
 def _attn_implementation(choice: str) -> str | None:
