@@ -151,10 +151,10 @@ def test_ctrl_c_stops_the_answer_not_the_program(tiny_qwen2, tmp_path):
             child.sendline(question)
             child.expect_exact("assistant> ")
             child.expect(r"\S")  # streamed text is on the screen: the answer is under way
-            started = time.monotonic()
             child.sendintr()
+            # " [stopped]" is written only when Ctrl-C ended the answer (not at its end of turn or token budget);
+            # no time bound: on a loaded 2-core machine a fixed one failed while the behaviour was right.
             child.expect(r" \[stopped\]\r\n")
-            assert time.monotonic() - started < 10  # 1500 tokens would take far longer
         child.expect_exact("you> ")
         child.sendintr()  # at the prompt, Ctrl-C only clears the line
         child.expect_exact("you> ")
