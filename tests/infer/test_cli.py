@@ -151,10 +151,14 @@ def test_ctrl_c_stops_the_answer_not_the_program(tiny_qwen2, tmp_path):
             child.sendline(question)
             child.expect_exact("assistant> ")
             child.expect(r"\S")  # streamed text is on the screen: the answer is under way
-            child.sendintr()
-            # " [stopped]" is written only when Ctrl-C ended the answer (not at its end of turn or token budget);
-            # no time bound: on a loaded 2-core machine a fixed one failed while the behaviour was right.
-            child.expect(r" \[stopped\]\r\n")
+            # " [stopped]" is written only when Ctrl-C ended the answer (not at its end of turn or token budget).
+            # On a loaded machine a ^C typed right after the answer starts was once not delivered as SIGINT;
+            # a user presses it again, and so does this test (a few times, a second apart).
+            for _ in range(5):
+                child.sendintr()
+                if child.expect([r" \[stopped\]\r\n", r" \[max tokens\]", pexpect.TIMEOUT], timeout=1) != 2:
+                    break
+            assert child.after != pexpect.TIMEOUT and "stopped" in child.after, child.before[-200:]
         child.expect_exact("you> ")
         child.sendintr()  # at the prompt, Ctrl-C only clears the line
         child.expect_exact("you> ")
