@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from instill.tracking import hardware
 
@@ -62,3 +63,22 @@ class AdaLoraCallback(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         model.base_model.update_and_allocate(state.global_step)
+
+
+class LogLineProgress(ProgressCallback):
+    """transformers' progress bars, with each log event as one `[instill]` line instead of a printed dict.
+
+    `ProgressCallback.on_log` writes `str(logs)` (`{'loss': '3.192', 'grad_norm': ...}`) into the
+    output; here the same numbers read as a sentence, and the full record stays in trainer_log.jsonl.
+    """
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or self.training_bar is None:
+            return
+        shown = [f"{k.removeprefix('eval_').replace('_', ' ') if k.startswith('eval_') else k} {v:.4g}"
+                 for k, v in logs.items() if isinstance(v, float) and k in _SHOWN]
+        if shown:
+            self.training_bar.write(f"[instill] step {state.global_step}/{state.max_steps}: {' · '.join(shown)}")
+
+
+_SHOWN = ("loss", "grad_norm", "learning_rate", "eval_loss", "train_loss", "train_tokens_per_second")

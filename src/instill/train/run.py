@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_callback import ProgressCallback
 
 from instill.config import RunConfig, TrainArgs, save_config
 from instill.console import say
@@ -31,7 +32,7 @@ from instill.report.data_summary import write_data_summary
 from instill.report.html import try_write_report
 from instill.report.plots import plot_loss
 from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
-from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback
+from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
 from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_to
 from instill.train.lock import LOCK_NAME, output_lock
 from instill.train.stage import Stage, StageInputs
@@ -239,6 +240,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
                                               training_arguments(t, has_eval), callbacks))
     stop = GracefulStop()
     trainer.add_callback(stop)
+    if trainer.pop_callback(ProgressCallback) is not None:  # its bars stay; its dict-printing on_log does not
+        trainer.add_callback(LogLineProgress)
     with signals_to(stop):
         result = trainer.train(resume_from_checkpoint=resume)
     if stop.acted:
