@@ -125,7 +125,7 @@ def test_output_dir_guard_and_missing_checkpoint(tiny_qwen2, memo_dir, tmp_path)
     (out / "keep.txt").write_text("x")
     with pytest.raises(ConfigError, match="is not empty"):
         run_training(config(tiny_qwen2, memo_dir, out))
-    with pytest.raises(ConfigError, match="has no checkpoint"):
+    with pytest.raises(ConfigError, match="has no complete checkpoint"):
         run_training(config(tiny_qwen2, memo_dir, out, resume_from_checkpoint=True))
 
 
