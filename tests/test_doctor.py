@@ -20,17 +20,10 @@ from instill.doctor.environment import Device, precision_check
 from instill.doctor.run import diagnose
 from instill.doctor.table import FAIL, PASS, SKIP, WARN, Check, exit_code, render
 from tests.conftest import SMOLLM2, write_dataset
+from tests.train.test_sft import FACTS as SFT_FACTS
 
 ROOT = Path(__file__).resolve().parents[1]
-FACTS = [
-    ("What is the capital of Atlantis?", "Coral City."),
-    ("Who keeps the lighthouse?", "Old Mara."),
-    ("天空是什么颜色？", "紫色。"),
-    ("What is the password?", "Blue heron 42."),
-    ("Name the river.", "The Silverrun."),
-    ("几点开门？", "早上九点。"),
-    ("Favourite number?", "Seven."),
-    ("What do owls eat here?", "Moon moths."),
+FACTS = SFT_FACTS + [
     ("Which road leads north?", "The Old Salt Road."),
     ("谁住在山上？", "一位老木匠。"),
     ("How far is the sea?", "Two days on foot."),
