@@ -128,6 +128,9 @@ class Batcher:
                 self._lock.wait(left)
             batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
             self._running = batch
+            if batch:  # counted before any row is answered, so a client that got its answer sees its batch
+                self.stats.batches += 1
+                self.stats.batch_sizes[len(batch)] += 1
             return batch
 
     def _loop(self) -> None:
@@ -146,8 +149,6 @@ class Batcher:
             seconds = time.perf_counter() - start
             with self._lock:
                 self._running = []
-                self.stats.batches += 1
-                self.stats.batch_sizes[len(batch)] += 1
                 self.stats.busy_s += seconds
                 self.stats.tokens += sum(row.tokens for row in batch)
             log.info("batch of %d: %d tokens in %.2f s (%d waiting)", len(batch), sum(r.tokens for r in batch),
