@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Threads for the demo's training (the tests pin one thread each).
 DEMO_THREADS ?= 2
+# pytest-xdist workers for `make test`: one single-threaded test per core (CI has 2 cores).
+TEST_WORKERS ?= 2
 # bf16 autocast only where the CPU has bf16 instructions (AMX / AVX512-BF16): 2-3x faster there, while
 # elsewhere (AVX2-only CPUs) bf16 is emulated and runs tens of times slower than fp32. With a CUDA GPU,
 # pass DEMO_BF16=true yourself if it supports bf16.
@@ -32,7 +34,7 @@ demo: install
 		val_size=0 eval_dataset=demo_headlines_test eval_task=classification eval_mode=score labels=sports,business,science,politics
 
 test: install
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) saves .pytest_cache
