@@ -5,7 +5,8 @@ middle leaves a folder that looks like a checkpoint and is not. `atomic_checkpoi
 trainer's own `_save_checkpoint` (Trainer's or a trl subclass's) write into output_dir/.instill-saving/,
 then fsyncs every file, renames the folder to output_dir/checkpoint-N (one rename: atomic on a POSIX
 file system), fsyncs output_dir, and only then deletes old checkpoints (save_total_limit). A save that
-raises OSError (disk full, permission denied) removes the staging folder and raises `SaveFailed`.
+raises (disk full, permission denied, a second Ctrl-C) removes the staging folder; an OSError becomes
+`SaveFailed`.
 
 Hand-written because neither transformers nor accelerate writes checkpoints atomically.
 """
@@ -132,10 +133,12 @@ def atomic_checkpoints(trainer: Any) -> None:
             wait()
             if args.should_save:
                 _publish(staging / name, run_dir / name, staging)
-        except OSError as err:
+        except BaseException as err:  # a failed save, or a second Ctrl-C inside it: no half checkpoint kept
             if args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)
-            raise SaveFailed(name, err, last_complete_checkpoint(run_dir)) from None
+            if isinstance(err, OSError):
+                raise SaveFailed(name, err, last_complete_checkpoint(run_dir)) from None
+            raise
         wait()
         if args.should_save:
             shutil.rmtree(staging, ignore_errors=True)
