@@ -252,6 +252,19 @@ CASES = {
                                     ["a.safetensors", "is a file"]),
     "lora-target-typo": lambda w: (_train(w, lora_target="q_prj"),
                                    ["lora_target: q_prj not found", "did you mean q_proj"]),
+    # ---------------------------------------------------------------- numbers that are not numbers
+    "number-yes": lambda w: (["train", w.config("model_name_or_path: x\nlearning_rate: yes\n")],
+                             ["invalid value for 'learning_rate': True", "not a boolean"]),
+    "number-true-val-size": lambda w: (_train(w, val_size=True), ["'val_size': True", "not a boolean"]),
+    "number-true-lora-rank": lambda w: (_train(w, lora_rank=True), ["'lora_rank': True", "not a boolean"]),
+    "number-false-max-samples": lambda w: (_train(w, max_samples=False), ["'max_samples': False", "not a boolean"]),
+    "number-inf-epochs": lambda w: (["train", w.config("model_name_or_path: x\nnum_train_epochs: .inf\n")],
+                                    ["'num_train_epochs': inf", "finite"]),
+    "number-nan-lr": lambda w: (["train", w.config("model_name_or_path: x\nlearning_rate: .nan\n")],
+                                ["'learning_rate': nan", "finite"]),
+    "number-override-on": lambda w: (["train", w.config(), "learning_rate=on"], ["'learning_rate': True"]),
+    "number-inf-string-eval": lambda w: (["eval", w.config(do_sample=True, temperature="inf")],
+                                         ["'temperature': 'inf'", "finite"]),
     # ---------------------------------------------------------------- silent acceptance
     "yaml-duplicate-key": lambda w: (["train", w.config("model_name_or_path: x\nlearning_rate: 1e-4\n"
                                                         "dataset: a\nlearning_rate: 1e-3\n")],

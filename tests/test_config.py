@@ -115,3 +115,17 @@ def test_llamafactory_use_swanlab_alias():
     assert build_config({**BASE, "use_swanlab": True}).train.report_to == ["swanlab"]
     assert build_config({**BASE, "use_swanlab": True, "report_to": "tensorboard"}).train.report_to == ["tensorboard", "swanlab"]
     assert build_config({**BASE, "use_swanlab": False}).train.report_to == ["none"]
+
+
+def test_every_numeric_key_refuses_booleans_and_infinities():
+    """Strict numbers at the door, for every int/float key of every section (new keys included)."""
+    from instill.config import SECTIONS, _is_number_type
+
+    numeric = [key for cls in SECTIONS.values() for key, field in cls.model_fields.items()
+               if _is_number_type(field.annotation)]
+    assert {"learning_rate", "val_size", "lora_rank", "num_train_epochs", "cutoff_len"} <= set(numeric)
+    for key in numeric:
+        for bad, says in ((True, "not a boolean"), (False, "not a boolean"), (float("inf"), "finite"),
+                          (float("nan"), "finite")):
+            with pytest.raises(ConfigError, match=f"invalid value for '{key}'.*{says}"):
+                build_config({**BASE, key: bad})

@@ -20,6 +20,7 @@ from instill.errors import ConfigError, InstillError
 def _train(args: argparse.Namespace) -> int:
     from instill.config import load_config
     from instill.evaluate.samples import has_eval_source
+    from instill.train.checkpoint import SaveFailed
     from instill.train.interrupt import TrainingInterrupted
     from instill.train.run import run_training
 
@@ -27,17 +28,22 @@ def _train(args: argparse.Namespace) -> int:
     if config.eval.do_predict and not has_eval_source(config.data):
         raise ConfigError(f"{args.config}: do_predict needs eval_dataset (or val_size with dataset) to predict on")
     if config.train.do_train:
+        again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides]
+                         if not a.startswith("resume_from_checkpoint="))
+        resume = f"instill train {again} resume_from_checkpoint=true"
         try:
             run_training(config)
         except TrainingInterrupted as stop:
             if stop.checkpoint is None:
                 print(f"instill: interrupted at step {stop.step}; no checkpoint was saved", file=sys.stderr)
                 return 130
-            again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides]
-                             if not a.startswith("resume_from_checkpoint="))
             print(f"instill: interrupted at step {stop.step}; checkpoint saved in {stop.checkpoint}; resume with: "
-                  f"instill train {again} resume_from_checkpoint=true", file=sys.stderr)
+                  f"{resume}", file=sys.stderr)
             return 130
+        except SaveFailed as err:
+            then = f"resume with: {resume}" if err.last else "run again"
+            print(f"instill: error: {err}; make room (or fix permissions), then {then}", file=sys.stderr)
+            return 2
     if config.eval.do_predict:
         from instill.evaluate.runner import run
 

@@ -10,17 +10,31 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from instill.errors import ConfigError
 from instill.textfile import read_text
 
 
+def _is_number_type(annotation: Any) -> bool:
+    """int or float, alone or in a union (`int | None`); bool is a subclass of int but not a number here."""
+    return annotation in (int, float) or any(_is_number_type(a) for a in get_args(annotation))
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # Numbers are strict for every key at once: finite (no .inf / .nan) and never a boolean.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML reads yes/no/true/false/on/off as booleans, which pydantic would turn into 1 and 0."""
+        if isinstance(value, bool) and _is_number_type(cls.model_fields[info.field_name].annotation):
+            raise ValueError("a number is needed, not a boolean: YAML reads yes/no/true/false/on/off as booleans")
+        return value
 
 
 def _comma_list(value: Any) -> Any:

@@ -135,6 +135,45 @@ def _wait_for_steps(log: Path, proc: subprocess.Popen, steps: int, timeout: floa
     raise AssertionError("training did not log its first steps in time")
 
 
+@pytest.mark.parametrize("fails", ["_save_rng_state", "save_state"])
+def test_a_failed_save_is_one_line_naming_the_last_good_checkpoint(tmp_path, tiny_qwen2, monkeypatch, capsys, fails):
+    """Disk full in the second checkpoint's save (rng state is its last file but one), or in the final save
+    after three checkpoints (save_total_limit 2 keeps two): exit 2, one error line, no half checkpoint, the
+    resume command."""
+    import errno
+
+    from transformers import Trainer
+
+    from instill.cli import main
+
+    calls = []
+    original = getattr(Trainer, fails)
+
+    def full_disk(self, *args, **kwargs):
+        calls.append(1)
+        if fails == "save_state" or len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "x"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, fails, full_disk)
+    config = _config(tmp_path, tiny_qwen2)
+    assert main(["train", str(config), "max_steps=3", "save_steps=1", "save_total_limit=2"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("instill: error:")]
+    out = tmp_path / "out"
+    last = out / ("checkpoint-1" if fails == "_save_rng_state" else "checkpoint-3")
+    what = "checkpoint-2" if fails == "_save_rng_state" else f"the trained weights to {out}"
+    assert len(errors) == 1 and errors[0] == (
+        f"instill: error: saving {what} failed: No space left on device ({out / 'x'}) — the disk is full; "
+        f"last good checkpoint: {last}; make room (or fix permissions), then resume with: "
+        f"instill train {config} max_steps=3 save_steps=1 save_total_limit=2 resume_from_checkpoint=true"), err
+    kept = ["checkpoint-1"] if fails == "_save_rng_state" else ["checkpoint-2", "checkpoint-3"]  # limit 2
+    assert sorted(p.name for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()) == kept
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint-")) == kept
+    assert not (out / ".instill-saving").exists() and not (out / LOCK_NAME).exists()
+
+
 def test_sigterm_saves_a_checkpoint_and_the_printed_command_resumes(tmp_path, tiny_qwen2):
     config = _config(tmp_path, tiny_qwen2)
     proc = _start(["train", str(config)], tmp_path)
@@ -172,10 +211,27 @@ def test_second_ctrl_c_quits_at_once(tmp_path, tiny_qwen2):
     assert not (tmp_path / "out" / LOCK_NAME).exists()
 
 
+def _steps(folder: Path) -> list[int]:
+    return [int(p.name.split("-")[1]) for p in folder.glob("checkpoint-*")]
+
+
+def _kill_inside_a_save(staging: Path, proc: subprocess.Popen, after: int, timeout: float = 300) -> None:
+    """kill -9 as soon as checkpoint-N, N > after, is being written into output_dir's staging folder
+    (one of step after + 1 may be left there by the previous kill)."""
+    deadline = time.monotonic() + timeout
+    while not any(step > after for step in _steps(staging)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no checkpoint save seen: {proc.communicate()}")
+        time.sleep(0.001)
+    proc.kill()
+
+
 def test_kill_9_five_times_then_resume_ends_with_the_same_weights(tmp_path, tiny_qwen2):
-    """kill -9 at random moments (every step saves, so many land inside a checkpoint save); each restart
-    resumes from the newest complete checkpoint (replacing the dead run's lock) and the final adapter
-    equals an uninterrupted run's within 1e-5."""
+    """kill -9 five times: at random moments, and twice as soon as a checkpoint save has begun; after each
+    kill every checkpoint-N holds all its files (saves are staged and renamed), each restart resumes from
+    the newest one (replacing the dead run's lock), and the final adapter equals an uninterrupted run's
+    within 1e-5."""
     import random
 
     from safetensors.torch import load_file
@@ -187,21 +243,32 @@ def test_kill_9_five_times_then_resume_ends_with_the_same_weights(tmp_path, tiny
                        reference_dir)
     out, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, out + err
+    whole = sorted(p.name for p in (reference_dir / "out" / f"checkpoint-{steps}").iterdir())
 
     config = _config(tmp_path, tiny_qwen2)
     log = tmp_path / "out" / "trainer_log.jsonl"
+    staging = tmp_path / "out" / ".instill-saving"
     rng = random.Random(11)
     args = ["train", str(config), f"max_steps={steps}", "save_steps=1"]
+    mid_save = []
     for kill_at in (2, 4, 6, 8, 10):
+        newest = max(_steps(tmp_path / "out"), default=0)
         proc = _start(args, tmp_path)
         _wait_for_steps(log, proc, kill_at)
-        time.sleep(rng.uniform(0, 0.4))
-        proc.kill()
+        if kill_at in (4, 8):
+            _kill_inside_a_save(staging, proc, newest + 1)
+        else:
+            time.sleep(rng.uniform(0, 0.4))
+            proc.kill()
         proc.wait()
+        mid_save.append(staging.exists())
         assert (tmp_path / "out" / LOCK_NAME).exists()  # left behind: the next run must see it is stale
+        for checkpoint in (tmp_path / "out").glob("checkpoint-*"):
+            assert sorted(p.name for p in checkpoint.iterdir()) == whole, checkpoint
         args = ["train", str(config), f"max_steps={steps}", "save_steps=1", "resume_from_checkpoint=true"]
+    assert mid_save[1] or mid_save[3], mid_save  # at least one kill landed inside a save
     # And one cut short for sure: the next step's checkpoint with half its files and half its state.
-    newest = max(int(p.name.split("-")[1]) for p in (tmp_path / "out").glob("checkpoint-*"))
+    newest = max(_steps(tmp_path / "out"))
     partial = tmp_path / "out" / f"checkpoint-{newest + 1}"
     partial.mkdir(exist_ok=True)
     (partial / "adapter_model.safetensors").write_bytes(b"\0" * 100)
@@ -210,6 +277,7 @@ def test_kill_9_five_times_then_resume_ends_with_the_same_weights(tmp_path, tiny
     out, err = final.communicate(timeout=600)
     assert final.returncode == 0, out + err
     assert "removed a stale lock" in out
+    assert not staging.exists()
     assert json.loads((tmp_path / "out" / "trainer_state.json").read_text())["global_step"] == steps
     got = load_file(tmp_path / "out" / "adapter_model.safetensors")
     want = load_file(reference_dir / "out" / "adapter_model.safetensors")

@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from instill.tracking import hardware
+from instill.train.checkpoint import save_failures
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -49,7 +50,7 @@ class JsonlLogCallback(TrainerCallback):
             record.update(hardware.sample(state.global_step))
         record["tokens_seen"] = state.num_input_tokens_seen
         if len(record) > 3:
-            with self.path.open("a", encoding="utf-8") as fh:
+            with save_failures(self.path.parent, str(self.path)), self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
 

@@ -9,7 +9,6 @@ plot_loss, training_loss.png.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -33,30 +32,11 @@ from instill.report.html import try_write_report
 from instill.report.plots import plot_loss
 from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
+from instill.train.checkpoint import atomic_checkpoints, last_complete_checkpoint, save_failures
 from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_to
 from instill.train.lock import LOCK_NAME, output_lock
 from instill.train.stage import Stage, StageInputs
 from instill.train.stages import STAGES
-
-
-def last_complete_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest checkpoint-N whose trainer_state.json (the Trainer writes it last) is whole JSON.
-
-    A checkpoint cut short by kill -9 or a full disk lacks it, or holds half of it, and is passed over."""
-    out = Path(output_dir)
-    if not out.is_dir():
-        return None
-    found = []
-    for path in out.glob("checkpoint-*"):
-        step = path.name.removeprefix("checkpoint-")
-        if not (step.isdigit() and path.is_dir()):
-            continue
-        try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        found.append((int(step), str(path)))
-    return max(found)[1] if found else None
 
 
 def resolve_resume(args: TrainArgs) -> str | None:
@@ -238,6 +218,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
                  + [JsonlLogCallback(log_path), *tracker_callbacks(config, out)])
     trainer = stage.build_trainer(StageInputs(config, model, tokenizer, template, train_rows, eval_rows,
                                               training_arguments(t, has_eval), callbacks))
+    atomic_checkpoints(trainer)
     stop = GracefulStop()
     trainer.add_callback(stop)
     if trainer.pop_callback(ProgressCallback) is not None:  # its bars stay; its dict-printing on_log does not
@@ -246,7 +227,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         result = trainer.train(resume_from_checkpoint=resume)
     if stop.acted:
         raise TrainingInterrupted(trainer.state.global_step, last_complete_checkpoint(out))
-    metrics = _save(trainer, config, template, tokenizer, result, pissa_init_dir, has_eval)
+    with save_failures(out, f"the trained weights to {out}"):
+        metrics = _save(trainer, config, template, tokenizer, result, pissa_init_dir, has_eval)
     if t.plot_loss:
         plot = plot_loss(log_path, out)
         if plot:
