@@ -91,6 +91,19 @@ def read_deepspeed_config(path: str) -> dict:
     return ds
 
 
+def _fsdp_setting(fsdp_config: str | dict | None, key: str, default: Any) -> Any:
+    """One key of fsdp_config (a dict or a JSON file; the Trainer accepts an fsdp_ prefix)."""
+    if isinstance(fsdp_config, str):
+        try:
+            fsdp_config = json.loads(Path(fsdp_config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"fsdp_config: cannot read {fsdp_config} as JSON ({err})") from None
+    fsdp_config = fsdp_config or {}
+    if not isinstance(fsdp_config, dict):
+        raise ConfigError("fsdp_config: must be a JSON object or a mapping")
+    return fsdp_config.get(key, fsdp_config.get(f"fsdp_{key}", default))
+
+
 def check_parallel(config: RunConfig) -> None:
     """Refuse, in one line, deepspeed / fsdp settings that cannot run here or would save an incomplete model."""
     t = config.train
@@ -101,6 +114,9 @@ def check_parallel(config: RunConfig) -> None:
     if sharded and config.method.pissa_init:
         raise ConfigError("pissa_init cannot be combined with ZeRO-3 or FSDP (its conversion needs the whole adapter "
                           "on one process); remove pissa_init or shard less")
+    if t.fsdp and _fsdp_setting(t.fsdp_config, "state_dict_type", "FULL_STATE_DICT") != "FULL_STATE_DICT":
+        raise ConfigError("fsdp_config: state_dict_type must be FULL_STATE_DICT, or the saved adapter/weights are "
+                          "one shard per rank")
     on = device_type()
     if t.fsdp and on in ("cpu", "mps"):
         raise ConfigError(f"fsdp needs GPUs or NPUs; on {on} accelerate would silently run plain DDP instead; "
