@@ -153,6 +153,8 @@ def test_killed_rank_stops_the_run_and_it_resumes(tiny_qwen2, tmp_path):
     assert proc.returncode != 0
     assert time.monotonic() - killed < timeout + 60, "the surviving rank outlived ddp_timeout"
     assert "SIGKILL" in log, log[-3000:]  # torchrun names the rank that died and how
+    assert "instill: error: rank 0: lost contact with another process of the run" in log  # ours, one line
+    assert "the last complete checkpoint is" in log
 
     last = last_complete_checkpoint(out)
     step = int(Path(last).name.removeprefix("checkpoint-"))

@@ -149,3 +149,19 @@ def test_each_rank_gets_its_own_device(monkeypatch):
     assert load.this_device() == torch.device("cuda", 1)
     monkeypatch.setattr(load, "accelerator_type", lambda: "mps")
     assert load.this_device() == torch.device("mps")
+
+
+def test_lost_rank_is_one_line(monkeypatch):
+    from instill.train.distributed import RankLost, peers_watched
+
+    gone = RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:3248. This is ...")
+    with pytest.raises(RuntimeError, match="Connection closed"), peers_watched(lambda: "out/checkpoint-4"):
+        raise gone  # one process: not ours to explain
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RankLost) as err, peers_watched(lambda: "out/checkpoint-4"):
+        raise gone
+    assert str(err.value) == ("rank 0: lost contact with another process of the run (Connection closed by peer "
+                              "[127.0.0.1]:3248); see the failing rank's own output above; the last complete "
+                              "checkpoint is out/checkpoint-4; fix the cause and rerun with resume_from_checkpoint=true")
+    with pytest.raises(RuntimeError, match="shape mismatch"), peers_watched(lambda: None):
+        raise RuntimeError("shape mismatch")  # a bug stays a traceback

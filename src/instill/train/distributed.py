@@ -25,7 +25,7 @@ from typing import Any
 from instill.config import RunConfig, TrainArgs
 from instill.errors import ConfigError, InstillError
 from instill.model.load import device_type
-from instill.ranks import broadcast_error, is_main, world_size
+from instill.ranks import broadcast_error, is_main, rank, world_size
 from instill.train.lock import output_lock
 
 ADAPTERS = ("lora", "adalora")
@@ -154,6 +154,34 @@ def check_world_size(training_args: Any) -> None:
         raise ConfigError(f"started as {expected} processes (WORLD_SIZE) but the Trainer sees "
                           f"{training_args.world_size}: each process would train its own copy; "
                           "check the launcher and CUDA_VISIBLE_DEVICES / ASCEND_RT_VISIBLE_DEVICES")
+
+
+class RankLost(InstillError):
+    """Another process of the run died or stopped answering; this one stops too."""
+
+
+# What gloo / NCCL / HCCL raise when a peer is gone or silent past ddp_timeout (gloo raises plain RuntimeError).
+_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "Broken pipe",
+               "NCCL", "HCCL", "gloo")
+
+
+@contextmanager
+def peers_watched(last_checkpoint: Callable[[], str | None]) -> Iterator[None]:
+    """Under N processes, a collective that fails because another rank died (or hung past ddp_timeout) becomes one
+    line naming the last complete checkpoint, instead of a traceback from inside backward()."""
+    import torch.distributed as dist
+
+    try:
+        yield
+    except RuntimeError as err:
+        if world_size() <= 1 or not (isinstance(err, dist.DistError) or any(s in str(err) for s in _PEER_SIGNS)):
+            raise
+        last = last_checkpoint()
+        then = (f"the last complete checkpoint is {last}; fix the cause and rerun with resume_from_checkpoint=true"
+                if last else "no checkpoint was saved")
+        cause = str(err).split("] ", 1)[-1].split(". ")[0]
+        raise RankLost(f"rank {rank()}: lost contact with another process of the run ({cause}); "
+                       f"see the failing rank's own output above; {then}") from None
 
 
 @contextmanager

@@ -35,7 +35,13 @@ from instill.report.html import try_write_report
 from instill.report.plots import plot_loss
 from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
-from instill.train.distributed import check_parallel, check_world_size, parallel_arguments, rank0_lock
+from instill.train.distributed import (
+    check_parallel,
+    check_world_size,
+    parallel_arguments,
+    peers_watched,
+    rank0_lock,
+)
 from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_to
 from instill.train.lock import LOCK_NAME
 from instill.train.stage import Stage, StageInputs
@@ -251,7 +257,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     trainer.add_callback(stop)
     if trainer.pop_callback(ProgressCallback) is not None:  # its bars stay; its dict-printing on_log does not
         trainer.add_callback(LogLineProgress)
-    with signals_to(stop):
+    with signals_to(stop), peers_watched(lambda: last_complete_checkpoint(out)):
         result = trainer.train(resume_from_checkpoint=resume)
     if stop.acted:
         raise TrainingInterrupted(trainer.state.global_step, last_complete_checkpoint(out))
