@@ -9,6 +9,7 @@ Trainer and accelerate) do the parallel work; here only what instill must get ri
 - `check_world_size`: the Trainer really sees WORLD_SIZE processes (on a CPU without use_cpu each rank
   silently trains alone).
 - `rank0_lock`: only rank 0 takes output_dir's lock; its verdict reaches every rank.
+- `peers_watched`: a rank that died or hung past ddp_timeout ends the others with one line, not a traceback.
 """
 
 from __future__ import annotations
