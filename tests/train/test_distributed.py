@@ -131,22 +131,32 @@ def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
     return None
 
 
+def _train_until_a_checkpoint(model_dir: Path, tmp: Path, ddp_timeout: int) -> tuple[subprocess.Popen, list, int]:
+    """A long two-process run, returned once its first checkpoint is complete: (launcher, command, rank 1's pid)."""
+    from instill.train.run import last_complete_checkpoint
+
+    out = tmp / "out"
+    cmd = [*TORCHRUN, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "instill.cli", "train",
+           str(EXAMPLE), *overrides(model_dir, out, per_device=2, max_steps=1000, save_strategy="steps",
+                                    save_steps=2, ddp_timeout=ddp_timeout)]
+    proc = launch(cmd, child_env(tmp))
+    deadline = time.monotonic() + TIMEOUT_S
+    while last_complete_checkpoint(out) is None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"no checkpoint was written:\n{proc.communicate()[0][-3000:]}")
+        time.sleep(0.5)
+    victim = _rank_pid(proc, 1)
+    assert victim is not None
+    return proc, cmd, victim
+
+
 @pytest.mark.slow
 def test_killed_rank_stops_the_run_and_it_resumes(tiny_qwen2, tmp_path):
     from instill.train.run import last_complete_checkpoint
 
-    out, timeout = tmp_path / "out", 60
-    cmd = [*TORCHRUN, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "instill.cli", "train",
-           str(EXAMPLE)]
-    args = overrides(tiny_qwen2, out, per_device=2, max_steps=1000, save_strategy="steps", save_steps=2,
-                     ddp_timeout=timeout)
-    proc = launch([*cmd, *args], child_env(tmp_path))
-    deadline = time.monotonic() + TIMEOUT_S
-    while last_complete_checkpoint(out) is None:
-        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.5)
-    victim = _rank_pid(proc, 1)
-    assert victim is not None
+    timeout = 60
+    proc, cmd, victim = _train_until_a_checkpoint(tiny_qwen2, tmp_path, timeout)
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
     log = finish(proc, timeout=timeout + 120)
@@ -156,11 +166,30 @@ def test_killed_rank_stops_the_run_and_it_resumes(tiny_qwen2, tmp_path):
     assert "instill: error: rank 0: lost contact with another process of the run" in log  # ours, one line
     assert "the last complete checkpoint is" in log
 
-    last = last_complete_checkpoint(out)
-    step = int(Path(last).name.removeprefix("checkpoint-"))
-    resumed = [*cmd, *[a for a in args if not a.startswith("max_steps=")], f"max_steps={step + 2}",
+    out = tmp_path / "out"
+    step = int(Path(last_complete_checkpoint(out)).name.removeprefix("checkpoint-"))
+    resumed = [*[a for a in cmd if not a.startswith("max_steps=")], f"max_steps={step + 2}",
                "resume_from_checkpoint=true"]
     log = finish(launch(resumed, child_env(tmp_path)))
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == step + 2, log[-3000:]
     assert (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_hung_rank_ends_the_run_after_ddp_timeout(tiny_qwen2, tmp_path):
+    """A rank that stops answering (SIGSTOP: alive, silent; torchrun cannot tell) is given up after ddp_timeout."""
+    timeout = 45
+    proc, _, victim = _train_until_a_checkpoint(tiny_qwen2, tmp_path, timeout)
+    os.kill(victim, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        log = finish(proc, timeout=timeout + 180)
+    finally:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    waited = time.monotonic() - stopped
+    assert "instill: error: rank 0: lost contact with another process of the run" in log, log[-3000:]
+    assert waited > timeout - 5, f"rank 0 gave up after {waited:.0f} s, before ddp_timeout ({timeout} s)"
