@@ -1,11 +1,14 @@
 """Tokenizer and model: dtype, device, attention kernel, gradient checkpointing.
 
 Precision policy (one place, so it is easy to reason about):
-- fp16 needs a CUDA GPU; bf16 needs a GPU that supports it, or runs on the CPU with
+- fp16 needs a GPU or NPU; bf16 needs a GPU that supports it, or runs on the CPU with
   autocast (2-3x faster than fp32 on AMX CPUs).
 - lora / freeze: frozen base weights are stored in the compute dtype (bf16/fp16) to save
   memory; trainable parameters are upcast to fp32 (see adapters.py).
 - full: weights stay fp32 (the optimizer's master copy); autocast does the bf16/fp16 math.
+
+Device: the accelerator accelerate would pick (CUDA, Ascend NPU, MPS, XPU, else CPU); under torchrun each
+rank's own (LOCAL_RANK). Under ZeRO-3 DeepSpeed places the shards; a 4/8-bit base is placed at load.
 """
 
 from __future__ import annotations
