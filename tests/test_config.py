@@ -75,7 +75,7 @@ def test_overrides_parse_yaml_values():
         ({"quantization_bit": 4, "finetuning_type": "full"}, "quantization_bit (QLoRA) needs finetuning_type lora"),
         ({"quantization_bit": 3}, "invalid value for 'quantization_bit': 3"),
         ({"adalora_init_r": 4, "adalora_target_r": 8}, "adalora_target_r must not exceed adalora_init_r"),
-        ({"deepspeed": "ds.json"}, "DeepSpeed is not supported"),
+        ({"fsdp": "full_shard wrap"}, "'wrap' is not an fsdp option"),
         ({"packing": True}, "packing is not built yet"),
         ({"report_to": "wandb"}, "'wandb' is not a supported tracker"),
         ({"max_steps": 0}, "invalid value for 'max_steps': 0"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -24,6 +25,19 @@ def test_modelscope_without_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "modelscope", None)  # as if not installed
     with pytest.raises(ModelError, match="'modelscope' package is not installed"):
         resolve_model("qwen/Qwen2.5-0.5B-Instruct")
+
+
+def test_openmind_hub(monkeypatch, tmp_path):
+    monkeypatch.setenv("USE_OPENMIND_HUB", "1")
+    monkeypatch.setitem(sys.modules, "openmind_hub", None)  # as if not installed
+    with pytest.raises(ModelError, match="'openmind_hub' package is not installed"):
+        resolve_model("Baichuan/Baichuan2_7b_chat_pt")
+    calls = []
+    client = types.ModuleType("openmind_hub")
+    client.snapshot_download = lambda repo_id, **kw: calls.append((repo_id, kw)) or str(tmp_path)
+    monkeypatch.setitem(sys.modules, "openmind_hub", client)
+    assert resolve_model("Baichuan/Baichuan2_7b_chat_pt", str(tmp_path), "v1") == tmp_path
+    assert calls == [("Baichuan/Baichuan2_7b_chat_pt", {"revision": "v1", "cache_dir": str(tmp_path), "token": None})]
 
 
 def test_local_paths(tmp_path, tiny_qwen2):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -20,36 +21,51 @@ from instill.errors import ConfigError, InstillError
 def _train(args: argparse.Namespace) -> int:
     from instill.config import load_config
     from instill.evaluate.samples import has_eval_source
-    from instill.train.checkpoint import SaveFailed
-    from instill.train.interrupt import TrainingInterrupted
-    from instill.train.run import run_training
+    from instill.ranks import is_main
+    from instill.train.distributed import relaunch_command
 
     config = load_config(args.config, args.overrides)
     if config.eval.do_predict and not has_eval_source(config.data):
         raise ConfigError(f"{args.config}: do_predict needs eval_dataset (or val_size with dataset) to predict on")
     if config.train.do_train:
-        again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides]
-                         if not a.startswith("resume_from_checkpoint="))
-        resume = f"instill train {again} resume_from_checkpoint=true"
-        try:
-            run_training(config)
-        except TrainingInterrupted as stop:
-            if stop.checkpoint is None:
-                print(f"instill: interrupted at step {stop.step}; no checkpoint was saved", file=sys.stderr)
-                return 130
-            print(f"instill: interrupted at step {stop.step}; checkpoint saved in {stop.checkpoint}; resume with: "
-                  f"{resume}", file=sys.stderr)
-            return 130
-        except SaveFailed as err:
-            then = f"resume with: {resume}" if err.last else "run again"
-            print(f"instill: error: {err}; make room (or fix permissions), then {then}", file=sys.stderr)
-            return 2
-    if config.eval.do_predict:
+        relaunch = relaunch_command(["train", args.config, *args.overrides])
+        if relaunch is not None:  # FORCE_TORCHRUN=1 or several devices: the same command on every device
+            print(f"[instill] running under torchrun: {shlex.join(relaunch)}", flush=True)
+            code = subprocess.call(relaunch)
+        else:
+            code = _train_here(args, config)
+        if code:
+            return code
+    if config.eval.do_predict and is_main():  # under torchrun, rank 0 predicts
         from instill.evaluate.runner import run
 
         run(config, llamafactory_predictions=True)
     elif not config.train.do_train:
         print("[instill] do_train and do_predict are false: nothing to do")
+    return 0
+
+
+def _train_here(args: argparse.Namespace, config: object) -> int:
+    from instill.train.checkpoint import SaveFailed
+    from instill.train.interrupt import TrainingInterrupted
+    from instill.train.run import run_training
+
+    again = " ".join(shlex.quote(a) for a in [args.config, *args.overrides]
+                     if not a.startswith("resume_from_checkpoint="))
+    resume = f"instill train {again} resume_from_checkpoint=true"
+    try:
+        run_training(config)
+    except TrainingInterrupted as stop:
+        if stop.checkpoint is None:
+            print(f"instill: interrupted at step {stop.step}; no checkpoint was saved", file=sys.stderr)
+            return 130
+        print(f"instill: interrupted at step {stop.step}; checkpoint saved in {stop.checkpoint}; resume with: "
+              f"{resume}", file=sys.stderr)
+        return 130
+    except SaveFailed as err:
+        then = f"resume with: {resume}" if err.last else "run again"
+        print(f"instill: error: {err}; make room (or fix permissions), then {then}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -187,10 +187,25 @@ class TrainArgs(_Section):
     swanlab_run_name: str | None = None  # default: run_name, else the output_dir's name
     swanlab_logdir: str | None = None  # default: output_dir/swanlog
     ddp_timeout: int = Field(default=1800, ge=1)
+    # Multi-process (torchrun / accelerate launch); checked and passed on by train/distributed.py.
+    ddp_find_unused_parameters: bool | None = None  # None: False for LoRA-style adapters, else the Trainer's default
+    deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. examples/deepspeed/ds_z3_config.json
+    fsdp: list[str] = Field(default_factory=list)  # e.g. "full_shard auto_wrap"
+    fsdp_config: str | dict | None = None
     dataloader_num_workers: int = Field(default=0, ge=0)
     logging_first_step: bool = True
 
     _split = field_validator("report_to", mode="before")(_comma_list)
+
+    @field_validator("fsdp", mode="before")
+    @classmethod
+    def _fsdp(cls, v: Any) -> list[str]:
+        words = v.split() if isinstance(v, str) else list(v or [])
+        allowed = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard", "hybrid_shard_zero2", "offload", "auto_wrap"}
+        for word in words:
+            if word not in allowed:
+                raise ValueError(f"'{word}' is not an fsdp option (choose from {sorted(allowed)})")
+        return words
 
     @field_validator("max_steps")
     @classmethod
@@ -294,7 +309,6 @@ _ACCEPTED_AND_IGNORED = {
     "include_num_input_tokens_seen": "tokens/s is always logged",
     "logging_dir": "TensorBoard events go to output_dir/runs",
     "disable_tqdm": "progress bars are always shown",
-    "ddp_find_unused_parameters": "single-process training only",
     "packing": None,
     "neat_packing": None,
     "predict_with_generate": None,  # predictions are always generated (or scored)
@@ -302,7 +316,6 @@ _ACCEPTED_AND_IGNORED = {
     "mix_strategy": None,  # refused below unless concat
 }
 _REFUSED = {
-    "deepspeed": "DeepSpeed is not supported; remove 'deepspeed' (instill trains on one device)",
     "use_unsloth": "unsloth is not supported; remove 'use_unsloth'",
     "enable_liger_kernel": "liger kernels are not supported; remove 'enable_liger_kernel'",
     "pref_beta": "preference stages (dpo/kto) are not built yet",

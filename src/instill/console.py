@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import sys
 import time
@@ -13,10 +14,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 
-def say(message: str) -> None:
+def say(message: str, every_rank: bool = False) -> None:
     """One line of instill's own output on stdout (flushed). Open progress bars are cleared first and
-    redrawn after, so the line never lands in the middle of a bar."""
-    tqdm.write(f"[instill] {message}", file=sys.stdout)
+    redrawn after, so the line never lands in the middle of a bar. Under torchrun only rank 0 speaks,
+    unless `every_rank` (then other ranks prefix their rank)."""
+    rank = int(os.environ.get("RANK", "0"))
+    if rank and not every_rank:
+        return
+    tqdm.write(f"[instill] rank {rank}: {message}" if rank else f"[instill] {message}", file=sys.stdout)
     sys.stdout.flush()
 
 

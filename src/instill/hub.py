@@ -1,8 +1,9 @@
-"""Where weights come from: a local directory, a .gguf file, a HF hub id, a ModelScope id.
+"""Where weights come from: a local directory, a .gguf file, a HF hub id, a ModelScope or Modelers (OpenMind) id.
 
 Every source ends as a local directory that `from_pretrained` can read. A GGUF file is
 de-quantised once and saved as a safetensors directory in a cache: a model loaded with
-`gguf_file=` keeps a GGUF quantizer attached and can be neither trained nor saved.
+`gguf_file=` keeps a GGUF quantizer attached and can be neither trained nor saved. Under torchrun
+one process per machine downloads or converts while the others wait (`ranks.main_first`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from instill.errors import ModelError
+from instill.ranks import main_first
 
 # Weights and tokenizer files; safetensors preferred, .bin only when a repo has nothing else.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja", "*.py"]
@@ -64,9 +66,16 @@ def resolve_model(name_or_path: str, cache_dir: str | None = None, revision: str
         return path
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
         raise ModelError(f"model '{name_or_path}' not found: not a local path, and not a hub id of the form org/name")
-    if os.environ.get("USE_MODELSCOPE_HUB", "0").lower() in ("1", "true"):
-        return _from_modelscope(name_or_path, cache_dir, revision)
-    return _from_hf_hub(name_or_path, cache_dir, revision, token)
+    with main_first():  # one download per machine; the other ranks then find it in the cache
+        if _flag("USE_MODELSCOPE_HUB"):
+            return _from_modelscope(name_or_path, cache_dir, revision)
+        if _flag("USE_OPENMIND_HUB"):
+            return _from_openmind(name_or_path, cache_dir, revision, token)
+        return _from_hf_hub(name_or_path, cache_dir, revision, token)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0").lower() in ("1", "true")
 
 
 def check_json(path: Path) -> dict:
@@ -119,6 +128,22 @@ def _from_modelscope(repo_id: str, cache_dir: str | None, revision: str) -> Path
         raise ModelError(
             f"model '{repo_id}' could not be fetched from ModelScope ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
             "download it where ModelScope is reachable and set model_name_or_path to that directory"
+        ) from None
+
+
+def _from_openmind(repo_id: str, cache_dir: str | None, revision: str, token: str | None) -> Path:
+    """Modelers.cn (OpenMind), the hub of the Ascend NPU models, through its own client."""
+    try:
+        from openmind_hub import snapshot_download
+    except ImportError:
+        raise ModelError("USE_OPENMIND_HUB=1 but the 'openmind_hub' package is not installed (pip install openmind_hub)") from None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token))
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(
+            f"model '{repo_id}' could not be fetched from Modelers/OpenMind ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160]}); download it where modelers.cn is reachable and set "
+            "model_name_or_path to that directory"
         ) from None
 
 

@@ -43,6 +43,7 @@ from instill.data.templates import ChatTemplate
 from instill.data.tokenize import EncodeSummary, encode_batch
 from instill.errors import DataError
 from instill.hub import cache_root
+from instill.ranks import main_first
 
 Kind = Literal["conversation", "text"]
 _MIN_PARALLEL = 1000  # below this, starting processes costs more than it saves
@@ -355,20 +356,18 @@ def _build(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, ki
 def prepare_datasets(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int,
                      kind: Kind = "conversation") -> tuple[TokenizedSet, TokenizedSet | None]:
     """The tokenized training set and, when asked for, the evaluation set (from the cache when it holds them)."""
-    import torch
-    from accelerate import PartialState
-
     key = fingerprint(args, template, tokenizer, seed, kind)
     path = cache_dir_for(args, key)
-    # cpu=True where there is no GPU: accelerate sets up gloo for a multi-process CPU run only when asked.
-    state = PartialState(cpu=not torch.cuda.is_available())
-    with state.local_main_process_first():
-        cached = None if (args.overwrite_cache and state.is_local_main_process) else _load(path, key)
+    # One process per machine tokenizes into the cache; the others wait on a gloo barrier, then load it.
+    with main_first() as first:
+        cached = None if (args.overwrite_cache and first) else _load(path, key)
         if cached is not None:
-            say(f"tokenized data loaded from the cache: {path}")
+            say(f"tokenized data loaded from the cache: {path}", every_rank=not first)
             return cached["train"], cached.get("eval")
         sets = _build(args, template, tokenizer, seed, kind)
-        if state.is_local_main_process:
+        if not first:
+            say(f"tokenized again: the cache in {path} was not readable", every_rank=True)
+        if first:
             _save(path, sets, key)
             say(f"tokenized data cached in {path} (overwrite_cache: true rebuilds it)")
     return sets["train"], sets["eval"]

@@ -1,11 +1,14 @@
 """Tokenizer and model: dtype, device, attention kernel, gradient checkpointing.
 
 Precision policy (one place, so it is easy to reason about):
-- fp16 needs a CUDA GPU; bf16 needs a GPU that supports it, or runs on the CPU with
+- fp16 needs a GPU or NPU; bf16 needs a GPU that supports it, or runs on the CPU with
   autocast (2-3x faster than fp32 on AMX CPUs).
 - lora / freeze: frozen base weights are stored in the compute dtype (bf16/fp16) to save
   memory; trainable parameters are upcast to fp32 (see adapters.py).
 - full: weights stay fp32 (the optimizer's master copy); autocast does the bf16/fp16 math.
+
+Device: the accelerator accelerate would pick (CUDA, Ascend NPU, MPS, XPU, else CPU); under torchrun each
+rank's own (LOCAL_RANK). Under ZeRO-3 DeepSpeed places the shards; a 4/8-bit base is placed at load.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from instill.config import ModelArgs
 from instill.console import say
 from instill.errors import ConfigError, ModelError
+from instill.ranks import accelerator_type, local_rank
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,15 @@ class Precision:
 
 
 def device_type() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """cuda, npu, mps, xpu or cpu: the accelerator accelerate would pick here."""
+    return accelerator_type()
+
+
+def this_device() -> torch.device:
+    """This process's device: under torchrun / accelerate launch the accelerator numbered LOCAL_RANK (so N ranks
+    use N devices, not all device 0); mps and cpu have no index."""
+    kind = device_type()
+    return torch.device(kind, local_rank()) if kind in ("cuda", "npu", "xpu") else torch.device(kind)
 
 
 def native_bf16() -> bool:
@@ -52,11 +64,11 @@ def native_bf16() -> bool:
 def check_precision(precision: Precision) -> None:
     """Fail in one line when the configured precision needs hardware that is absent; say so when bf16 is
     emulated (it works, slowly)."""
-    if precision.fp16 and not torch.cuda.is_available():
-        raise ConfigError("fp16: true needs a CUDA GPU; on the CPU use bf16: true (autocast) or neither")
+    if precision.fp16 and device_type() == "cpu":
+        raise ConfigError("fp16: true needs a GPU or NPU; on the CPU use bf16: true (autocast) or neither")
     if precision.bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         raise ConfigError("bf16: true but this GPU does not support bfloat16; use fp16: true instead")
-    if precision.bf16 and not torch.cuda.is_available() and not native_bf16() and not _warned_bf16:
+    if precision.bf16 and device_type() == "cpu" and not native_bf16() and not _warned_bf16:
         _warn_emulated_bf16()
 
 
@@ -88,6 +100,8 @@ def _quantization(args: ModelArgs, precision: Precision) -> dict[str, Any]:
     """from_pretrained kwargs for a bitsandbytes 4/8-bit base (QLoRA)."""
     import importlib.util
 
+    if device_type() == "npu":
+        raise ConfigError("quantization_bit (bitsandbytes) does not run on Ascend NPUs; remove quantization_bit")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError("quantization_bit needs bitsandbytes (pip install 'bitsandbytes>=0.45')")
     from transformers import BitsAndBytesConfig
@@ -103,7 +117,7 @@ def _quantization(args: ModelArgs, precision: Precision) -> dict[str, Any]:
     else:
         config = BitsAndBytesConfig(load_in_8bit=True)
     # bitsandbytes >= 0.45 also runs on the CPU; the quantized weights are placed at load time.
-    return {"quantization_config": config, "device_map": {"": 0} if torch.cuda.is_available() else "cpu"}
+    return {"quantization_config": config, "device_map": {"": this_device()}}
 
 
 # Any one of these makes a folder a tokenizer folder; without them transformers quietly builds an empty
@@ -151,6 +165,7 @@ def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, mode
                gradient_checkpointing: bool = False) -> Any:
     """The base causal LM, ready for an adapter method to be applied."""
     from transformers import AutoModelForCausalLM
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
     check_precision(precision)
     dtype = torch.float32 if finetuning_type == "full" else precision.compute_dtype
@@ -168,8 +183,8 @@ def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, mode
         raise ModelError(f"{model_dir}: cannot load the model ({err})") from None
     except OSError as err:
         raise ModelError(f"{model_dir}: cannot load the model ({str(err).splitlines()[0]})") from None
-    if torch.cuda.is_available() and not args.quantization_bit:
-        model.to("cuda")
+    if not (args.quantization_bit or is_deepspeed_zero3_enabled()):  # ZeRO-3 shards it; a 4/8-bit base is placed
+        model.to(this_device())
     if args.quantization_bit:
         from peft import prepare_model_for_kbit_training
 

@@ -27,14 +27,23 @@ from instill.evaluate.runner import task_metrics_callback
 from instill.hub import resolve_model
 from instill.model.adapters import apply_method, check_adapters, describe_parameters
 from instill.model.load import Precision, check_precision, device_type, load_model, load_tokenizer
+from instill.ranks import is_main, world_size
+from instill.ranks import start as start_ranks
 from instill.report.data_summary import write_data_summary
 from instill.report.html import try_write_report
 from instill.report.plots import plot_loss
 from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
 from instill.train.checkpoint import atomic_checkpoints, last_complete_checkpoint, save_failures
+from instill.train.distributed import (
+    check_parallel,
+    check_world_size,
+    parallel_arguments,
+    peers_watched,
+    rank0_lock,
+)
 from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_to
-from instill.train.lock import LOCK_NAME, output_lock
+from instill.train.lock import LOCK_NAME
 from instill.train.stage import Stage, StageInputs
 from instill.train.stages import STAGES
 
@@ -91,7 +100,7 @@ def _task_metrics(config: RunConfig, stage: Stage, tokenizer: Any, template: Any
     return [task_metrics_callback(config, tokenizer, template)]
 
 
-def training_arguments(args: TrainArgs, has_eval: bool) -> Any:
+def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "full") -> Any:
     from transformers import TrainingArguments
 
     on_cpu = device_type() == "cpu"
@@ -124,7 +133,7 @@ def training_arguments(args: TrainArgs, has_eval: bool) -> Any:
         data_seed=args.seed,
         report_to="none",  # trackers are ours (tracking/trackers.py): transformers' swanlab one fails with swanlab 0.10
         run_name=args.run_name,
-        ddp_timeout=args.ddp_timeout,
+        **parallel_arguments(args, finetuning_type),  # ddp_timeout, deepspeed, fsdp (train/distributed.py)
         dataloader_num_workers=args.dataloader_num_workers,
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
@@ -156,9 +165,10 @@ def _data(config: RunConfig, stage: Stage, template: Any, tokenizer: Any) -> tup
                 say(line)
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_data_summary(out / "data_summary.json",
-                       {"train": train_set.summary, "eval": eval_set.summary if eval_set else None},
-                       d.cutoff_len)
+    if is_main():
+        write_data_summary(out / "data_summary.json",
+                           {"train": train_set.summary, "eval": eval_set.summary if eval_set else None},
+                           d.cutoff_len)
     return train_set.rows, eval_set.rows if eval_set else None, train_set
 
 
@@ -174,9 +184,10 @@ def run_training(config: RunConfig) -> RunResult:
     if not config.data.dataset:
         raise ConfigError("training needs 'dataset' (names from dataset_info.json in dataset_dir)")
     check_trackers(t)
+    check_parallel(config)
+    start_ranks(t.ddp_timeout)  # under torchrun: the process group, with ddp_timeout (train/distributed.py)
     resume = resolve_resume(t)
-    with output_lock(t.output_dir):
-        check_output_dir(t, resume)
+    with rank0_lock(t.output_dir, lambda: check_output_dir(t, resume)):
         return _run_locked(config, stage, precision, resume, started)
 
 
@@ -199,6 +210,10 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     template = get_template(config.data.template, tokenizer)
     train_rows, eval_rows, train_set = _data(config, stage, template, tokenizer)
 
+    has_eval = eval_rows is not None
+    # Before the model loads: with ZeRO-3 the arguments make from_pretrained load it sharded.
+    training_args = training_arguments(t, has_eval, config.method.finetuning_type)
+    check_world_size(training_args)
     model = load_model(m, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing)
     total_steps = total_optimizer_steps(len(train_set) if train_set is not None else None, t)
     model = apply_method(model, config.method, m.adapter_name_or_path, total_steps)
@@ -206,30 +221,30 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
 
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pissa_init_dir = _save_pissa_init(model, config, out)
-    save_config(config, out / "run_config.yaml")
+    pissa_init_dir = _save_pissa_init(model, config, out) if is_main() else None
     log_path = out / "trainer_log.jsonl"
-    if resume is None and log_path.exists():
-        log_path.unlink()
+    if is_main():
+        save_config(config, out / "run_config.yaml")
+        if resume is None and log_path.exists():
+            log_path.unlink()
 
-    has_eval = eval_rows is not None
     callbacks = (([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else [])
                  + _task_metrics(config, stage, tokenizer, template, has_eval)
                  + [JsonlLogCallback(log_path), *tracker_callbacks(config, out)])
     trainer = stage.build_trainer(StageInputs(config, model, tokenizer, template, train_rows, eval_rows,
-                                              training_arguments(t, has_eval), callbacks))
+                                              training_args, callbacks))
     atomic_checkpoints(trainer)
     stop = GracefulStop()
     trainer.add_callback(stop)
     if trainer.pop_callback(ProgressCallback) is not None:  # its bars stay; its dict-printing on_log does not
         trainer.add_callback(LogLineProgress)
-    with signals_to(stop):
+    with signals_to(stop), peers_watched(lambda: last_complete_checkpoint(out)):
         result = trainer.train(resume_from_checkpoint=resume)
     if stop.acted:
         raise TrainingInterrupted(trainer.state.global_step, last_complete_checkpoint(out))
     with save_failures(out, f"the trained weights to {out}"):
         metrics = _save(trainer, config, template, tokenizer, result, pissa_init_dir, has_eval)
-    if t.plot_loss:
+    if t.plot_loss and is_main():
         plot = plot_loss(log_path, out)
         if plot:
             say(f"loss plot: {plot}")
@@ -253,7 +268,8 @@ def _save(trainer: Any, config: RunConfig, template: Any, tokenizer: Any, result
         trainer.model.save_pretrained(out, path_initial_model_for_weight_conversion=str(pissa_init_dir))
     trainer.save_state()
     tokenizer.chat_template = template.jinja  # the template training rendered with, named or the tokenizer's own
-    tokenizer.save_pretrained(out)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out)
     metrics = dict(result.metrics)
     metrics["num_input_tokens_seen"] = trainer.state.num_input_tokens_seen
     trainer.save_metrics("train", metrics)
@@ -270,11 +286,12 @@ def _save(trainer: Any, config: RunConfig, template: Any, tokenizer: Any, result
 
 def _summary_line(config: RunConfig, stage: Stage, trainer: Any, metrics: dict, seconds: float) -> None:
     tokens = trainer.state.num_input_tokens_seen
-    tps = tokens / metrics["train_runtime"] if metrics.get("train_runtime") else 0.0
+    tps = tokens / metrics["train_runtime"] if metrics.get("train_runtime") else 0.0  # tokens: all ranks
+    ranks = f" over {world_size()} processes" if world_size() > 1 else ""
     what = "adapter" if config.method.finetuning_type in ("lora", "adalora") else "weights"
     say(
         f"done ({stage.name}): {trainer.state.global_step} steps, {tokens:,} tokens, "
-        f"train {metrics.get('train_runtime', 0):.0f} s ({tps:.0f} tokens/s), "
+        f"train {metrics.get('train_runtime', 0):.0f} s ({tps:.0f} tokens/s{ranks}), "
         f"mean train loss {metrics.get('train_loss', float('nan')):.4f}, total {seconds:.0f} s; "
         f"{what} in {config.train.output_dir}"
     )
