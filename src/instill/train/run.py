@@ -28,6 +28,7 @@ from instill.evaluate.runner import task_metrics_callback
 from instill.hub import resolve_model
 from instill.model.adapters import apply_method, check_adapters, describe_parameters
 from instill.model.load import Precision, check_precision, device_type, load_model, load_tokenizer
+from instill.model.processor import load_image_inputs
 from instill.report.data_summary import write_data_summary
 from instill.report.html import try_write_report
 from instill.report.plots import plot_loss
@@ -158,7 +159,8 @@ class RunResult:
     trainer: Any  # the transformers Trainer, holding the trained model
 
 
-def _data(config: RunConfig, stage: Stage, template: Any, tokenizer: Any) -> tuple[Any, Any, TokenizedSet | None]:
+def _data(config: RunConfig, stage: Stage, template: Any, tokenizer: Any, media: Any = None
+          ) -> tuple[Any, Any, TokenizedSet | None]:
     """(train rows, eval rows, the tokenized train set with its summary; None when streaming)."""
     d, seed = config.data, config.train.seed
     if d.streaming:
@@ -169,7 +171,7 @@ def _data(config: RunConfig, stage: Stage, template: Any, tokenizer: Any) -> tup
             _, evaluation = prepare_datasets(d.model_copy(update={"dataset": [], "streaming": False}), template,
                                              tokenizer, seed, stage.data_kind)
         return train, evaluation.rows if evaluation else None, None
-    train_set, eval_set = prepare_datasets(d, template, tokenizer, seed, stage.data_kind)
+    train_set, eval_set = prepare_datasets(d, template, tokenizer, seed, stage.data_kind, media)
     for part in (train_set, eval_set):
         if part is not None:
             for line in part.summary.lines(part.name):
@@ -217,7 +219,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     tokenizer = load_tokenizer(m, model_dir)
     tokenizer.padding_side = "right"
     template = get_template(config.data.template, tokenizer)
-    train_rows, eval_rows, train_set = _data(config, stage, template, tokenizer)
+    media = load_image_inputs(m, model_dir, tokenizer)  # None for a text model
+    train_rows, eval_rows, train_set = _data(config, stage, template, tokenizer, media)
 
     model = load_model(m, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing)
     total_steps = total_optimizer_steps(len(train_set) if train_set is not None else None, t)
@@ -237,7 +240,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
                  + _task_metrics(config, stage, tokenizer, template, has_eval)
                  + [JsonlLogCallback(log_path), *tracker_callbacks(config, out)])
     trainer = stage.build_trainer(StageInputs(config, model, tokenizer, template, train_rows, eval_rows,
-                                              training_arguments(t, has_eval), callbacks))
+                                              training_arguments(t, has_eval), callbacks, media))
     stop = GracefulStop()
     trainer.add_callback(stop)
     if trainer.pop_callback(ProgressCallback) is not None:  # its bars stay; its dict-printing on_log does not
@@ -247,6 +250,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     if stop.acted:
         raise TrainingInterrupted(trainer.state.global_step, last_complete_checkpoint(out))
     metrics = _save(trainer, config, template, tokenizer, result, pissa_init_dir, has_eval)
+    if media is not None:  # the image processor (with its pixel bounds) travels with the run
+        media.processor.save_pretrained(out)
     if t.plot_loss:
         plot = plot_loss(log_path, out)
         if plot:
