@@ -48,7 +48,7 @@ def resolve_path(path: str, dataset_dir: str | os.PathLike, where: str) -> str:
     return str(full)
 
 
-def open_image(path: str, where: str) -> Any:
+def open_image(path: str, where: str, shown: str | None = None) -> Any:
     """The image as RGB, fully decoded (a truncated or corrupt file fails here, not in a training step)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -57,7 +57,8 @@ def open_image(path: str, where: str) -> Any:
             image.load()
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"{where}: '{path}' is not a readable image ({str(err).splitlines()[0][:120]})") from None
+        why = str(err).splitlines()[0].replace(f" '{path}'", "")[:120] if str(err) else type(err).__name__
+        raise DataError(f"{where}: '{shown or path}' is not a readable image ({why})") from None
 
 
 def attach_media(example: Example, spec: DatasetSpec, dataset_dir: str | os.PathLike) -> Example:
@@ -76,6 +77,6 @@ def attach_media(example: Example, spec: DatasetSpec, dataset_dir: str | os.Path
     for i, path in enumerate(paths):
         where = f"{example.source}: {column}[{i}]"
         resolved.append(resolve_path(path, dataset_dir, where))
-        open_image(resolved[-1], where)
+        open_image(resolved[-1], where, shown=path)
     example.images = resolved
     return example
