@@ -4,14 +4,19 @@ language model only; the adapter reloads with equal logits."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import torch
+import yaml
 
+from instill.cli import main
 from instill.config import build_config
 from instill.data.collate import PadCollator
 from instill.data.multimodal import ImageCollator
 from instill.train.run import run_training
 from tests.multimodal.conftest import MLLM_DEMO
+
+JPG = MLLM_DEMO / "mllm_demo_data" / "1.jpg"
 
 
 def mllm_config(model_dir, out_dir, **overrides):
@@ -33,7 +38,6 @@ def test_mllm_demo_lora_trains_and_reloads(tiny_qwen2_vl, tmp_path):
     log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     train_losses = [r["loss"] for r in log if "loss" in r]
     assert train_losses[-1] < train_losses[0] - 0.5, train_losses
-    print("losses", train_losses)
 
     # LoRA sits on the language model only: nothing in the vision tower or projector trains.
     adapter = json.loads((out / "adapter_config.json").read_text())
@@ -54,3 +58,14 @@ def test_mllm_demo_lora_trains_and_reloads(tiny_qwen2_vl, tmp_path):
     reloaded = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(tiny_qwen2_vl), out).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, trained(**batch).logits, rtol=1e-5, atol=1e-5)
+
+    # instill predict reads LLaMA-Factory-style rows with images (paths beside the input file) and generates.
+    shutil.copy(JPG, tmp_path / "photo.jpg")
+    rows = [{"messages": [{"role": "user", "content": "<image>Who are they?"}], "images": ["photo.jpg"]},
+            {"messages": [{"role": "user", "content": "No picture here."}]}]
+    (tmp_path / "ask.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(mllm_config(tiny_qwen2_vl, out).flat()))
+    assert main(["predict", str(tmp_path / "run.yaml"), "--input", str(tmp_path / "ask.jsonl"),
+                 "--output", str(tmp_path / "pred"), "max_new_tokens=4", "do_sample=false"]) == 0
+    predictions = [json.loads(line) for line in (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 2 and all(isinstance(p["prediction"], str) for p in predictions), predictions

@@ -67,11 +67,10 @@ class ImageInputs:
         return [type(self.processor).__name__, self.processor.to_json_string(), self.media_token_ids]
 
 
-def encode_images(example: Example, template: ChatTemplate, tokenizer: Any, media: ImageInputs, cutoff_len: int,
-                  train_on_prompt: bool = False, mask_history: bool = False, allow_special_tokens: bool = False
-                  ) -> Encoded:
-    """One conversation whose `<image>` placeholders match `example.images`, encoded with image blocks."""
-    full, spans = assistant_spans(example, template)
+def tokenize_with_images(full: str, example: Example, tokenizer: Any, media: ImageInputs,
+                         allow_special_tokens: bool = False) -> tuple[list[int], np.ndarray]:
+    """Token ids of a rendered conversation with each `<image>` replaced by its image block, and each token's
+    start character in `full` (an image block's tokens start at their placeholder)."""
     where = [i for i in range(len(full)) if full.startswith(IMAGE, i)]
     if len(where) != len(example.images):
         raise DataError(f"{example.source}: the template rendered {len(where)} {IMAGE} placeholders for "
@@ -91,7 +90,30 @@ def encode_images(example: Example, template: ChatTemplate, tokenizer: Any, medi
             block = media.block(media.token_count(grids[k]))
             ids += block
             offsets += [(where[k], where[k] + len(IMAGE))] * len(block)
-    ids, starts = _escape_data_tokens(full, example, tokenizer, ids, offsets, allow_special_tokens)
+    return _escape_data_tokens(full, example, tokenizer, ids, offsets, allow_special_tokens)
+
+
+def image_batch(media: ImageInputs, input_ids: torch.Tensor, paths: list[str]) -> dict[str, torch.Tensor]:
+    """What a Qwen2-VL forward needs beside the ids: `mm_token_type_ids` (1 at image tokens: M-RoPE) and, when
+    the batch has images, their `pixel_values` and `image_grid_thw` (all images of the batch, in row order)."""
+    out = {"mm_token_type_ids": (input_ids == media.image_token_id).long()}
+    if not paths:
+        return out
+    out.update(media.pixels([open_image(p, p) for p in paths]))
+    wanted = sum(media.token_count(g) for g in out["image_grid_thw"])
+    found = int(out["mm_token_type_ids"].sum())
+    if wanted != found:  # the image processor changed since tokenizing (the cache key should prevent it)
+        raise DataError(f"a batch holds {found} image tokens but its images need {wanted}; "
+                        "rebuild the tokenized data (overwrite_cache: true)")
+    return out
+
+
+def encode_images(example: Example, template: ChatTemplate, tokenizer: Any, media: ImageInputs, cutoff_len: int,
+                  train_on_prompt: bool = False, mask_history: bool = False, allow_special_tokens: bool = False
+                  ) -> Encoded:
+    """One conversation whose `<image>` placeholders match `example.images`, encoded with image blocks."""
+    full, spans = assistant_spans(example, template)
+    ids, starts = tokenize_with_images(full, example, tokenizer, media, allow_special_tokens)
     if len(ids) > cutoff_len:  # image tokens cannot be cut: dropped (no trained token left) and counted
         return Encoded([], [], len(ids), 0, len(ids), True, True)
     encoded = _mask_and_truncate(ids, starts, spans[-1:] if mask_history else spans, cutoff_len, train_on_prompt)
@@ -130,14 +152,5 @@ class ImageCollator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self.pad([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
-        paths = [p for f in features for p in (f.get("images") or [])]
-        batch["mm_token_type_ids"] = (batch["input_ids"] == self.media.image_token_id).long()
-        if not paths:
-            return batch
-        batch.update(self.media.pixels([open_image(p, p) for p in paths]))
-        wanted = sum(self.media.token_count(g) for g in batch["image_grid_thw"])
-        found = int(batch["mm_token_type_ids"].sum())
-        if wanted != found:  # the image processor changed since tokenizing (the cache key should prevent it)
-            raise DataError(f"a batch holds {found} image tokens but its images need {wanted}; "
-                            "rebuild the tokenized data (overwrite_cache: true)")
+        batch.update(image_batch(self.media, batch["input_ids"], [p for f in features for p in (f.get("images") or [])]))
         return batch

@@ -45,6 +45,10 @@ def _load(config: RunConfig, choice: ModelChoice):
 def check_samples(samples: list[Sample], config: RunConfig, with_metrics: bool = True,
                   extra_answers: list[str] = ()) -> Any:
     """Everything about the data that can fail, checked before a model loads; returns the task's plan."""
+    with_images = [x.id for x in samples if x.images]
+    if with_images and config.eval.eval_mode == "score":
+        raise DataError(f"{with_images[0]}: eval_mode: score does not read images ({len(with_images)} rows have "
+                        "them); use eval_mode: generate")
     if with_metrics:
         missing = [x.id for x in samples if x.answer is None]
         if missing:
