@@ -294,6 +294,10 @@ _ACCEPTED_AND_IGNORED = {
     "predict_with_generate": None,  # predictions are always generated (or scored)
     "ignore_pad_token_for_loss": None,  # padding never carries a label
     "mix_strategy": None,  # refused below unless concat
+    "video_max_pixels": "video datasets are refused on this build (images only)",
+    "video_min_pixels": "video datasets are refused on this build (images only)",
+    "video_fps": "video datasets are refused on this build (images only)",
+    "video_maxlen": "video datasets are refused on this build (images only)",
 }
 _REFUSED = {
     "deepspeed": "DeepSpeed is not supported; remove 'deepspeed' (instill trains on one device)",

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import torch
 import yaml
 
 from instill.cli import main
-from instill.config import build_config
+from instill.config import load_config
 from instill.data.collate import PadCollator
 from instill.data.multimodal import ImageCollator
 from instill.train.run import run_training
@@ -19,17 +20,20 @@ from tests.multimodal.conftest import MLLM_DEMO
 JPG = MLLM_DEMO / "mllm_demo_data" / "1.jpg"
 
 
-def mllm_config(model_dir, out_dir, **overrides):
-    """examples/mllm_lora.yaml's keys (LLaMA-Factory's qwen2vl_lora_sft.yaml shape), made small for a CPU test."""
-    raw = {
-        "model_name_or_path": str(model_dir), "stage": "sft", "do_train": True, "finetuning_type": "lora",
-        "lora_target": "all", "dataset": "mllm_demo", "dataset_dir": str(MLLM_DEMO), "template": "auto",
-        "cutoff_len": 512, "output_dir": str(out_dir), "per_device_train_batch_size": 2, "learning_rate": 2e-2,
-        "max_steps": 12, "logging_steps": 3, "lr_scheduler_type": "constant", "save_strategy": "no",
-        "lora_rank": 16, "report_to": "none", "seed": 7, "image_max_pixels": 112 * 112, "image_min_pixels": 56 * 56,
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mllm_lora.yaml"
+
+
+def mllm_config(model_dir, out_dir):
+    """examples/mllm_lora.yaml (LLaMA-Factory's qwen2vl_lora_sft.yaml) with the tiny model, the shared demo data
+    and a CPU-sized schedule."""
+    overrides = {
+        "model_name_or_path": model_dir, "dataset_dir": MLLM_DEMO, "output_dir": out_dir, "cutoff_len": 512,
+        "image_max_pixels": 112 * 112, "image_min_pixels": 56 * 56, "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1, "learning_rate": 2e-2, "max_steps": 12, "logging_steps": 3,
+        "lr_scheduler_type": "constant", "warmup_ratio": 0, "save_strategy": '"no"', "bf16": False, "lora_rank": 16,
+        "seed": 7, "preprocessing_num_workers": 1, "dataloader_num_workers": 0, "plot_loss": False,
     }
-    raw.update(overrides)
-    return build_config(raw)
+    return load_config(EXAMPLE, [f"{k}={v}" for k, v in overrides.items()])
 
 
 def test_mllm_demo_lora_trains_and_reloads(tiny_qwen2_vl, tmp_path):
