@@ -112,3 +112,13 @@ def test_video_entries_are_refused_in_one_line(tmp_path):
     with pytest.raises(DataError) as err:
         load_examples(["mllm_video_demo"], DataArgs(dataset_dir=str(MLLM_DEMO)), seed=0)
     assert "dataset 'mllm_video_demo' has videos columns" in str(err.value) and "torchvision" in str(err.value)
+
+
+def test_torchvision_if_present_imports():
+    """The package index's only torchvision build is a CUDA one; beside this CPU torch it fails at import, and
+    transformers, which believes it present, then fails to import even text models (README: never install it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        import torchvision.ops  # noqa: F401  (raises on the CUDA build)
+    from transformers import Qwen2ForCausalLM, Qwen2VLForConditionalGeneration  # noqa: F401
