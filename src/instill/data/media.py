@@ -49,11 +49,24 @@ def resolve_path(path: str, dataset_dir: str | os.PathLike, where: str) -> str:
 
 
 def open_image(path: str, where: str, shown: str | None = None) -> Any:
-    """The image as RGB, fully decoded (a truncated or corrupt file fails here, not in a training step)."""
+    """The image as RGB, fully decoded (a truncated or corrupt file fails here, not in a training step).
+
+    `path` may also be a base64 data URL (`data:image/png;base64,...`, as OpenAI's image_url parts carry)."""
+    import base64
+    import binascii
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
+    source: Any = path
+    if path.startswith("data:"):
+        shown = shown or "the data URL"
+        try:
+            source = io.BytesIO(base64.b64decode(path.partition(";base64,")[2], validate=True))
+        except (binascii.Error, ValueError):
+            raise DataError(f"{where}: {shown} is not valid base64") from None
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as err:
