@@ -73,3 +73,12 @@ def test_mllm_demo_lora_trains_and_reloads(tiny_qwen2_vl, tmp_path):
                  "--output", str(tmp_path / "pred"), "max_new_tokens=4", "do_sample=false"]) == 0
     predictions = [json.loads(line) for line in (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 2 and all(isinstance(p["prediction"], str) for p in predictions), predictions
+
+    # instill export merges the adapter into a standalone vision-language model, image processor included.
+    merged_dir = tmp_path / "merged"
+    assert main(["export", str(tmp_path / "run.yaml"), f"adapter_name_or_path={out}", f"export_dir={merged_dir}",
+                 "export_dtype=float32"]) == 0
+    assert (merged_dir / "preprocessor_config.json").is_file()
+    merged = AutoModelForImageTextToText.from_pretrained(merged_dir).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, trained(**batch).logits, rtol=1e-4, atol=1e-4)
