@@ -187,12 +187,13 @@ def compare(base: dict, tuned: dict) -> tuple[str, dict]:
 # ---------------------------------------------------------------- during training
 
 
-def task_metrics_callback(config: RunConfig, tokenizer: Any, template: Any) -> Any:
+def task_metrics_callback(config: RunConfig, tokenizer: Any, template: Any, media: Any = None) -> Any:
     """A TrainerCallback that runs the eval task on the evaluation samples at every evaluation.
 
     The headline metrics join Trainer's eval metrics as ``eval_<name>`` (so they reach
     eval_results.json and ``state.log_history``) and each run appends one line to
     ``output_dir/eval/task_metrics.jsonl``. Wire it in with ``callbacks=[...]`` when ``do_eval`` is set.
+    `media`: a vision-language model's image side, for samples with images.
     """
     from transformers import TrainerCallback
 
@@ -203,7 +204,7 @@ def task_metrics_callback(config: RunConfig, tokenizer: Any, template: Any) -> A
 
     class TaskMetrics(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-            _, report = evaluate_samples(Generator(model, tokenizer, template), samples, config,
+            _, report = evaluate_samples(Generator(model, tokenizer, template, media), samples, config,
                                          progress=False, plan=plan)
             values = {f"eval_{k}": report[k] for k in TASKS[report["task"]].headline if k in report}
             if metrics is not None:

@@ -105,11 +105,12 @@ def _save_pissa_init(model: Any, config: RunConfig, out: Path) -> Path | None:
     return init_dir
 
 
-def _task_metrics(config: RunConfig, stage: Stage, tokenizer: Any, template: Any, has_eval: bool) -> list[Any]:
+def _task_metrics(config: RunConfig, stage: Stage, tokenizer: Any, template: Any, has_eval: bool,
+                  media: Any = None) -> list[Any]:
     """With do_eval, every evaluation also runs the eval task (accuracy, entity F1, ...)."""
     if not (config.eval.do_eval and stage.task_metrics and has_eval and config.train.eval_strategy != "no"):
         return []
-    return [task_metrics_callback(config, tokenizer, template)]
+    return [task_metrics_callback(config, tokenizer, template, media)]
 
 
 def training_arguments(args: TrainArgs, has_eval: bool) -> Any:
@@ -237,7 +238,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
 
     has_eval = eval_rows is not None
     callbacks = (([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else [])
-                 + _task_metrics(config, stage, tokenizer, template, has_eval)
+                 + _task_metrics(config, stage, tokenizer, template, has_eval, media)
                  + [JsonlLogCallback(log_path), *tracker_callbacks(config, out)])
     trainer = stage.build_trainer(StageInputs(config, model, tokenizer, template, train_rows, eval_rows,
                                               training_arguments(t, has_eval), callbacks, media))
