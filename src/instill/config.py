@@ -60,6 +60,11 @@ class ModelArgs(_Section):
     quantization_bit: Literal[4, 8] | None = None
     quantization_type: Literal["nf4", "fp4"] = "nf4"
     double_quantization: bool = True
+    # Vision-language models (LLaMA-Factory's keys): images are resized to lie within these pixel counts
+    # before patching. The defaults (64x64 .. 256x256, at most 84 image tokens per image for Qwen2-VL) keep a
+    # CPU run short; LLaMA-Factory's are 32*32 .. 768*768.
+    image_max_pixels: int = Field(default=256 * 256, ge=28 * 28)
+    image_min_pixels: int = Field(default=64 * 64, ge=1)
 
     _split = field_validator("adapter_name_or_path", mode="before")(_comma_list)
 
@@ -125,6 +130,9 @@ class MethodArgs(_Section):
     freeze_trainable_layers: int = Field(default=2)
     freeze_trainable_modules: list[str] = Field(default_factory=lambda: ["all"])
     freeze_extra_modules: list[str] | None = None
+    # Vision-language models: the vision tower and the projector stay frozen (no LoRA on them) unless false.
+    freeze_vision_tower: bool = True
+    freeze_multi_modal_projector: bool = True
 
     _split = field_validator(
         "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", mode="before"
@@ -314,6 +322,10 @@ _ACCEPTED_AND_IGNORED = {
     "predict_with_generate": None,  # predictions are always generated (or scored)
     "ignore_pad_token_for_loss": None,  # padding never carries a label
     "mix_strategy": None,  # refused below unless concat
+    "video_max_pixels": "video datasets are refused on this build (images only)",
+    "video_min_pixels": "video datasets are refused on this build (images only)",
+    "video_fps": "video datasets are refused on this build (images only)",
+    "video_maxlen": "video datasets are refused on this build (images only)",
 }
 _REFUSED = {
     "use_unsloth": "unsloth is not supported; remove 'use_unsloth'",

@@ -32,6 +32,12 @@ LLAMAFACTORY_ENTRIES = {
         "columns": {"messages": "messages", "images": "images"},
         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
     },
+    "mllm_video_demo": {
+        "file_name": "mllm_video_demo.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages", "videos": "videos"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
+    },
     "alpaca_en": {"hf_hub_url": "llamafactory/alpaca_en", "ms_hub_url": "llamafactory/alpaca_en", "om_hub_url": "HaM/alpaca_en"},
     "openorca": {
         "hf_hub_url": "Open-Orca/OpenOrca",
@@ -184,7 +190,7 @@ def test_resolve_keeps_order_and_rejects_unknown_names(tmp_path):
     [
         ("dpo_zh_demo", "preference stages (DPO/ORPO/RM) are not built yet"),
         ("kto_en_demo", "the KTO stage is not built yet"),
-        ("mllm_demo", "has images columns; multimodal datasets are not supported yet"),
+        ("mllm_video_demo", "has videos columns; video and audio inputs are not built (images are)"),
     ],
 )
 def test_resolve_refuses_stages_sft_cannot_run(tmp_path, name, message):

@@ -38,6 +38,8 @@ from instill.config import DataArgs
 from instill.console import say
 from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example, to_text
+from instill.data.media import attach_media
+from instill.data.multimodal import ImageInputs, encode_mixed
 from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate
 from instill.data.tokenize import EncodeSummary, encode_batch
@@ -66,7 +68,7 @@ def _iter_examples(names: list[str], args: DataArgs, seed: int) -> Iterator[Exam
         unfilled: Counter[str] = Counter()  # placeholder name -> rows still holding it
         rows = 0
         for _, (source, row) in zip(_limit(args.max_samples), read_rows(spec, args.dataset_dir, seed=seed)):
-            example = to_example(row, spec, source)
+            example = attach_media(to_example(row, spec, source), spec, args.dataset_dir)
             if args.dataset_placeholders:
                 example = fill_placeholders(example, args.dataset_placeholders)
             left = {m for msg in example.messages if isinstance(msg.get("content"), str)
@@ -131,11 +133,22 @@ class _Options:
     allow_special_tokens: bool
 
 
-def _encode_conversations(batch: dict, template: ChatTemplate, options: _Options) -> dict:
+def _encode_conversations(batch: dict, template: ChatTemplate, options: _Options,
+                          media: ImageInputs | None = None) -> dict:
     examples = [Example(json.loads(m), json.loads(t) if t else None, s)
                 for m, t, s in zip(batch["messages"], batch["tools"], batch["source"])]
+    if "images" in batch:  # a dataset with an images column (data/multimodal.py)
+        for example, images in zip(examples, batch["images"]):
+            example.images = list(images)
+        encoded = encode_mixed(examples, template, template.tokenizer, media, options.cutoff_len,
+                               options.train_on_prompt, options.mask_history, options.allow_special_tokens)
+        return {**_columns(encoded), "images": [e.images for e in examples]}
     encoded = encode_batch(examples, template, template.tokenizer, options.cutoff_len, options.train_on_prompt,
                            options.mask_history, options.allow_special_tokens)
+    return _columns(encoded)
+
+
+def _columns(encoded: list) -> dict:
     return {
         "input_ids": [e.input_ids for e in encoded],
         "labels": [e.labels for e in encoded],
@@ -164,15 +177,18 @@ def _to_dataset(kind: Kind, items: list) -> Any:
 
     if kind == "text":
         return Dataset.from_dict({"source": [s for s, _ in items], "text": [t for _, t in items]})
-    return Dataset.from_dict({
+    columns = {
         "messages": [json.dumps(e.messages, ensure_ascii=False) for e in items],
         "tools": [json.dumps(e.tools, ensure_ascii=False) if e.tools else "" for e in items],
         "source": [e.source for e in items],
-    })
+    }
+    if any(e.images for e in items):
+        columns["images"] = [list(e.images) for e in items]
+    return Dataset.from_dict(columns)
 
 
 def tokenize_examples(name: str, items: list, args: DataArgs, template: ChatTemplate, tokenizer: Any,
-                      kind: Kind = "conversation") -> TokenizedSet:
+                      kind: Kind = "conversation", media: ImageInputs | None = None) -> TokenizedSet:
     """Encode every item (Examples, or (source, text) pairs for kind="text") into a Dataset, counting drops."""
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar
 
@@ -181,7 +197,7 @@ def tokenize_examples(name: str, items: list, args: DataArgs, template: ChatTemp
     workers = min(args.preprocessing_num_workers or 1, os.cpu_count() or 1)
     num_proc = workers if workers > 1 and len(items) >= _MIN_PARALLEL else None
     fn, kwargs = ((_encode_texts, {"tokenizer": tokenizer, "options": options}) if kind == "text"
-                  else (_encode_conversations, {"template": template, "options": options}))
+                  else (_encode_conversations, {"template": template, "options": options, "media": media}))
     disable_progress_bar()  # datasets' own bars: ours is the summary line
     try:
         encoded = _map_shards(raw, fn, kwargs, num_proc) if num_proc else _map(raw, fn, kwargs)
@@ -193,7 +209,7 @@ def tokenize_examples(name: str, items: list, args: DataArgs, template: ChatTemp
     keep = [i for i, n in enumerate(stats["response_tokens"]) if n > 0]
     if len(keep) < len(encoded):
         encoded = encoded.select(keep)
-    encoded = encoded.select_columns(["input_ids", "labels"])
+    encoded = encoded.select_columns(["input_ids", "labels"] + (["images"] if "images" in encoded.column_names else []))
     if not len(encoded):
         why = ", ".join(f"{n} {r}" for r, n in summary.dropped.items())
         raise DataError(f"{name}: no valid samples left ({why}); raise cutoff_len or check the data")
@@ -280,7 +296,8 @@ def _tokenizer_digest(tokenizer: Any) -> str:
     return hashlib.sha256((text + json.dumps(extra)).encode()).hexdigest()
 
 
-def fingerprint(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, kind: Kind) -> str:
+def fingerprint(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, kind: Kind,
+                media: ImageInputs | None = None) -> str:
     """A key for everything that decides the tokenized data."""
     names = list(args.dataset or []) + list(args.eval_dataset or [])
     specs = resolve(names, args.dataset_dir) if names else []
@@ -296,6 +313,8 @@ def fingerprint(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: in
         "tokenizer": _tokenizer_digest(tokenizer),
         "code": _source_digest(),
     }
+    if media is not None:
+        key["media"] = media.key()
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -343,20 +362,24 @@ def _load(path: Path, key: str) -> dict[str, TokenizedSet] | None:
         return None  # unreadable: rebuilt
 
 
-def _build(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, kind: Kind
-           ) -> dict[str, TokenizedSet | None]:
+def _build(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, kind: Kind,
+           media: ImageInputs | None = None) -> dict[str, TokenizedSet | None]:
     load = load_texts if kind == "text" else load_examples
     train_items, eval_items = split_examples(load(args.dataset or [], args, seed), args.val_size, seed)
     if args.eval_dataset:
         eval_items = load(args.eval_dataset, args, seed)
-    return {"train": tokenize_examples("train", train_items, args, template, tokenizer, kind),
-            "eval": tokenize_examples("eval", eval_items, args, template, tokenizer, kind) if eval_items else None}
+    return {"train": tokenize_examples("train", train_items, args, template, tokenizer, kind, media),
+            "eval": tokenize_examples("eval", eval_items, args, template, tokenizer, kind, media) if eval_items
+            else None}
 
 
 def prepare_datasets(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int,
-                     kind: Kind = "conversation") -> tuple[TokenizedSet, TokenizedSet | None]:
-    """The tokenized training set and, when asked for, the evaluation set (from the cache when it holds them)."""
-    key = fingerprint(args, template, tokenizer, seed, kind)
+                     kind: Kind = "conversation", media: ImageInputs | None = None
+                     ) -> tuple[TokenizedSet, TokenizedSet | None]:
+    """The tokenized training set and, when asked for, the evaluation set (from the cache when it holds them).
+
+    `media`: the model's image side, for datasets with an images column (rows then keep their image paths)."""
+    key = fingerprint(args, template, tokenizer, seed, kind, media)
     path = cache_dir_for(args, key)
     # One process per machine tokenizes into the cache; the others wait on a gloo barrier, then load it.
     with main_first() as first:
@@ -364,7 +387,7 @@ def prepare_datasets(args: DataArgs, template: ChatTemplate, tokenizer: Any, see
         if cached is not None:
             say(f"tokenized data loaded from the cache: {path}", every_rank=not first)
             return cached["train"], cached.get("eval")
-        sets = _build(args, template, tokenizer, seed, kind)
+        sets = _build(args, template, tokenizer, seed, kind, media)
         if not first:
             say(f"tokenized again: the cache in {path} was not readable", every_rank=True)
         if first:
@@ -392,6 +415,8 @@ def iterable_dataset(args: DataArgs, template: ChatTemplate, tokenizer: Any, see
                 yield {"source": source, "text": text}
         else:
             for e in _iter_examples(names, args, seed):
+                if e.images:
+                    raise DataError(f"{e.source}: streaming: true does not carry images yet; set streaming: false")
                 yield {"messages": json.dumps(e.messages, ensure_ascii=False),
                        "tools": json.dumps(e.tools, ensure_ascii=False) if e.tools else "", "source": e.source}
 

@@ -24,6 +24,8 @@ class Example:
     source: str = ""
     # Columns the format did not consume (e.g. a label or a candidate list), kept for evaluation.
     extras: dict[str, Any] = field(default_factory=dict)
+    # Absolute paths of the row's images, in placeholder order (`data/media.py`); empty for text rows.
+    images: list[str] = field(default_factory=list)
 
     @property
     def roles(self) -> list[str]:

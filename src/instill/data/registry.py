@@ -14,7 +14,7 @@ Where we differ from LLaMA-Factory, and why:
   "did you mean"), wrong types, a missing source, unknown formatting, and
   ``columns``/``tags`` that the entry's formatting would silently ignore are
   errors. Stages we have not built (``ranking: true``, a ``kto_tag`` column,
-  image/video/audio columns) are refused only when such an entry is *selected*
+  video/audio columns) are refused only when such an entry is *selected*
   by :func:`resolve`, so LLaMA-Factory's own dataset_info.json, which mixes
   SFT, DPO and KTO entries, still loads.
 * A local ``file_name`` wins over hub urls when an entry has both (LLaMA-Factory
@@ -114,9 +114,10 @@ class DatasetSpec:
             return "is preference data (ranking: true); preference stages (DPO/ORPO/RM) are not built yet"
         if "kto_tag" in self.columns:
             return "is KTO data (columns.kto_tag); the KTO stage is not built yet"
-        media = [c for c in ("images", "videos", "audios") if c in self.columns]
+        media = [c for c in ("videos", "audios") if c in self.columns]
         if media:
-            return f"has {'/'.join(media)} columns; multimodal datasets are not supported yet"
+            return (f"has {'/'.join(media)} columns; video and audio inputs are not built (images are): "
+                    "transformers' video processors need torchvision, which has no CPU-torch build here")
         return None
 
 

@@ -119,6 +119,9 @@ def _no_tools(name: str) -> str:
 NAMED_JINJA: dict[str, tuple[str, str | None]] = {
     "qwen": (_chatml_jinja(_QWEN_SYSTEM), "<|im_end|>"),
     "chatml": (_chatml_jinja(None), "<|im_end|>"),
+    # Qwen2-VL / Qwen2.5-VL: ChatML with Qwen2-VL-Instruct's default system; `<image>` stays in the text and
+    # becomes the image block when tokenized (data/multimodal.py), as the model's processor expands it.
+    "qwen2_vl": (_chatml_jinja("You are a helpful assistant."), "<|im_end|>"),
     "llama3": (
         _no_tools("llama3")
         + "{{- '<|begin_of_text|>' -}}{%- for message in messages -%}"

@@ -51,15 +51,16 @@ class ModelShape:
 def model_shape(model_dir: Path, config: RunConfig, total_steps: int) -> ModelShape:
     """Counts of the base and of what the configured method trains, without loading any weight."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     from instill.model.adapters import apply_method, count_parameters
+    from instill.model.processor import auto_model_class
 
     trust = config.model.trust_remote_code
     model_config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust)
     text = model_config.get_text_config()
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(model_config, trust_remote_code=trust)
+        model = auto_model_class(model_dir).from_config(model_config, trust_remote_code=trust)
         _, base = count_parameters(model)
         # PiSSA changes how adapters start, not their size; an SVD of meta tensors is not possible.
         method = config.method.model_copy(update={"pissa_init": False})

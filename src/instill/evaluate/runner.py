@@ -45,6 +45,10 @@ def _load(config: RunConfig, choice: ModelChoice):
 def check_samples(samples: list[Sample], config: RunConfig, with_metrics: bool = True,
                   extra_answers: list[str] = ()) -> Any:
     """Everything about the data that can fail, checked before a model loads; returns the task's plan."""
+    with_images = [x.id for x in samples if x.images]
+    if with_images and config.eval.eval_mode == "score":
+        raise DataError(f"{with_images[0]}: eval_mode: score does not read images ({len(with_images)} rows have "
+                        "them); use eval_mode: generate")
     if with_metrics:
         missing = [x.id for x in samples if x.answer is None]
         if missing:
@@ -183,12 +187,13 @@ def compare(base: dict, tuned: dict) -> tuple[str, dict]:
 # ---------------------------------------------------------------- during training
 
 
-def task_metrics_callback(config: RunConfig, tokenizer: Any, template: Any) -> Any:
+def task_metrics_callback(config: RunConfig, tokenizer: Any, template: Any, media: Any = None) -> Any:
     """A TrainerCallback that runs the eval task on the evaluation samples at every evaluation.
 
     The headline metrics join Trainer's eval metrics as ``eval_<name>`` (so they reach
     eval_results.json and ``state.log_history``) and each run appends one line to
     ``output_dir/eval/task_metrics.jsonl``. Wire it in with ``callbacks=[...]`` when ``do_eval`` is set.
+    `media`: a vision-language model's image side, for samples with images.
     """
     from transformers import TrainerCallback
 
@@ -199,7 +204,7 @@ def task_metrics_callback(config: RunConfig, tokenizer: Any, template: Any) -> A
 
     class TaskMetrics(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-            _, report = evaluate_samples(Generator(model, tokenizer, template), samples, config,
+            _, report = evaluate_samples(Generator(model, tokenizer, template, media), samples, config,
                                          progress=False, plan=plan)
             values = {f"eval_{k}": report[k] for k in TASKS[report["task"]].headline if k in report}
             if metrics is not None:

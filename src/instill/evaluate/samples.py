@@ -14,6 +14,7 @@ from instill.config import DataArgs, RunConfig
 from instill.data.dataset import load_examples, split_examples
 from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example
+from instill.data.media import attach_media
 from instill.data.registry import DatasetSpec, read_rows
 from instill.errors import ConfigError, DataError
 
@@ -25,6 +26,7 @@ class Sample:
     answer: str | None  # the final assistant content; None when the row has none
     tools: list[dict] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    images: list[str] = field(default_factory=list)  # absolute paths, one per <image> in the prompt
 
 
 def _sample(example: Example, answered: bool = True) -> Sample:
@@ -32,8 +34,9 @@ def _sample(example: Example, answered: bool = True) -> Sample:
     if answered:
         if messages[-1].get("tool_calls"):
             raise DataError(f"{example.source}: the final answer is a tool call; eval scores text answers only")
-        return Sample(example.source, messages[:-1], messages[-1]["content"], example.tools, example.extras)
-    return Sample(example.source, messages[:-1], None, example.tools, example.extras)
+        return Sample(example.source, messages[:-1], messages[-1]["content"], example.tools, example.extras,
+                      example.images)
+    return Sample(example.source, messages[:-1], None, example.tools, example.extras, example.images)
 
 
 def has_eval_source(data: DataArgs) -> bool:
@@ -63,8 +66,9 @@ def _input_samples(path: Path, config: RunConfig) -> list[Sample]:
     keys = rows[0][1]
     if "messages" in keys or "conversations" in keys:
         column = "messages" if "messages" in keys else "conversations"
+        images = {"images": "images"} if "images" in keys else {}  # LLaMA-Factory's mllm rows, paths beside the file
         spec = DatasetSpec(name=path.name, formatting="openai" if column == "messages" else "sharegpt",
-                           columns={"messages": column})
+                           columns={"messages": column, **images})
     elif "instruction" in keys:
         extra = {k: k for k in ("system", "history") if k in keys}
         spec = DatasetSpec(name=path.name, formatting="alpaca", columns=extra)
@@ -74,7 +78,7 @@ def _input_samples(path: Path, config: RunConfig) -> list[Sample]:
     samples = []
     for source, row in rows:
         row, answered = _with_placeholder_answer(row, spec)
-        example = to_example(row, spec, source)
+        example = attach_media(to_example(row, spec, source), spec, path.parent)
         if config.data.dataset_placeholders:
             example = fill_placeholders(example, config.data.dataset_placeholders)
         samples.append(_sample(example, answered))

@@ -49,9 +49,11 @@ def settings_from(config: RunConfig) -> Settings:
 
 
 def _generate(generator, samples: list[Sample], s: Settings, progress: bool) -> tuple[list[str], int]:
+    images = [x.images for x in samples] if any(x.images for x in samples) else None
     prompts, cut = generator.encode_prompts([x.prompt for x in samples], [x.tools for x in samples],
-                                            s.max_prompt_tokens)
-    outputs = generator.generate_ids(prompts, s.max_new_tokens, s.batch_size, s.temperature, s.top_p, progress)
+                                            s.max_prompt_tokens, images)
+    outputs = generator.generate_ids(prompts, s.max_new_tokens, s.batch_size, s.temperature, s.top_p, progress,
+                                     images=images)
     return outputs, cut
 
 

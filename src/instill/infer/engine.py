@@ -20,11 +20,14 @@ from tqdm.auto import tqdm
 
 from instill.config import ModelArgs
 from instill.data.example import Example
+from instill.data.multimodal import ImageInputs, image_batch, tokenize_with_images
 from instill.data.templates import ChatTemplate, get_template
 from instill.data.tokenize import cut_middle, tokenize_rendered
+from instill.errors import DataError
 from instill.hub import resolve_model
 from instill.model.adapters import check_adapters
 from instill.model.load import Precision, load_model, load_tokenizer
+from instill.model.processor import load_image_inputs
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,8 +47,8 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "left") ->
 class Generator:
     """Renders conversations with a chat template and generates replies in batches."""
 
-    def __init__(self, model: Any, tokenizer: Any, template: ChatTemplate) -> None:
-        self.model, self.tokenizer, self.template = model, tokenizer, template
+    def __init__(self, model: Any, tokenizer: Any, template: ChatTemplate, media: ImageInputs | None = None) -> None:
+        self.model, self.tokenizer, self.template, self.media = model, tokenizer, template, media
         stop = {tokenizer.eos_token_id}
         if template.end_of_turn:
             stop.add(tokenizer.convert_tokens_to_ids(template.end_of_turn))
@@ -61,13 +64,26 @@ class Generator:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def encode_prompts(self, conversations: list[list[dict]], tools: Sequence[list[dict] | None] | None = None,
-                       max_tokens: int | None = None) -> tuple[list[list[int]], int]:
-        """Token ids of each rendered prompt, cut in the middle to `max_tokens`; also how many were cut."""
+                       max_tokens: int | None = None, images: Sequence[list[str]] | None = None
+                       ) -> tuple[list[list[int]], int]:
+        """Token ids of each rendered prompt, cut in the middle to `max_tokens`; also how many were cut.
+
+        `images`: each prompt's image paths, one per `<image>` in its text (a vision-language model only);
+        a prompt with images is never cut (its image tokens must stay whole)."""
         tools = tools or [None] * len(conversations)
+        images = images or [[]] * len(conversations)
         out, cut = [], 0
-        for conversation, tool in zip(conversations, tools):
+        for conversation, tool, paths in zip(conversations, tools, images):
             # As in training: text in a message that spells a control token stays text.
-            ids, _ = tokenize_rendered(self.render(conversation, tool), Example(conversation, tool), self.tokenizer)
+            example = Example(conversation, tool, images=list(paths))
+            if paths:
+                if self.media is None:
+                    raise DataError("a prompt has images but the model reads text only (no image processor in its "
+                                    "folder); use a vision-language model such as Qwen2-VL")
+                out.append(list(tokenize_with_images(self.render(conversation, tool), example, self.tokenizer,
+                                                     self.media)[0]))
+                continue
+            ids, _ = tokenize_rendered(self.render(conversation, tool), example, self.tokenizer)
             ids = list(ids)
             if max_tokens is not None and len(ids) > max_tokens:
                 ids, cut = cut_middle(ids, max_tokens), cut + 1
@@ -76,16 +92,18 @@ class Generator:
 
     @torch.inference_mode()
     def generate(self, conversations: list[list[dict]], max_new_tokens: int = 64, batch_size: int = 8,
-                 temperature: float = 0.0, top_p: float = 1.0, progress: bool = False) -> list[str]:
+                 temperature: float = 0.0, top_p: float = 1.0, progress: bool = False,
+                 images: Sequence[list[str]] | None = None) -> list[str]:
         """One reply per conversation (each ends with a user turn)."""
-        prompts, _ = self.encode_prompts(conversations)
-        return self.generate_ids(prompts, max_new_tokens, batch_size, temperature, top_p, progress)
+        prompts, _ = self.encode_prompts(conversations, images=images)
+        return self.generate_ids(prompts, max_new_tokens, batch_size, temperature, top_p, progress, images=images)
 
     @torch.inference_mode()
     def generate_ids(self, prompts: list[list[int]], max_new_tokens: int = 64, batch_size: int = 8,
                      temperature: float = 0.0, top_p: float = 1.0, progress: bool = False,
-                     desc: str = "Generating") -> list[str]:
-        """One decoded reply per tokenized prompt; greedy when temperature is 0."""
+                     desc: str = "Generating", images: Sequence[list[str]] | None = None) -> list[str]:
+        """One decoded reply per tokenized prompt; greedy when temperature is 0. `images`: each prompt's image
+        paths, as given to `encode_prompts`."""
         was_training = self.model.training
         self.model.eval()
         device = self.model.device
@@ -96,7 +114,10 @@ class Generator:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 ids, mask = pad_batch([prompts[i] for i in idx], self.pad_id, "left")
+                extra = {} if self.media is None else image_batch(
+                    self.media, ids, [p for i in idx for p in (images[i] if images else [])])
                 out = self.model.generate(
+                    **{k: v.to(device) for k, v in extra.items()},
                     input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                     do_sample=sampling, temperature=temperature if sampling else None,
                     top_p=top_p if sampling else None,
@@ -144,4 +165,5 @@ def load_generator(model_args: ModelArgs, template_name: str = "auto",
             if i < len(adapters) - 1:
                 model = model.merge_and_unload()
     model.eval()
-    return Generator(model, tokenizer, get_template(template_name, tokenizer))
+    media = load_image_inputs(model_args, model_dir, tokenizer)  # None for a text model
+    return Generator(model, tokenizer, get_template(template_name, tokenizer), media)

@@ -22,6 +22,25 @@ class TextPart(_Strict):
     text: str
 
 
+class ImageURL(_Strict):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _data_url(cls, v: str) -> str:
+        """Images come inline: the server reads no files and fetches no URLs for a client."""
+        if not v.startswith("data:image/") or ";base64," not in v:
+            raise ValueError("image_url.url must be a base64 data URL (data:image/png;base64,...); "
+                             "this server fetches no URLs and reads no files")
+        return v
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
 class FunctionCall(_Strict):
     name: str
     arguments: str | dict[str, Any] = "{}"
@@ -48,10 +67,20 @@ class ToolCall(_Strict):
 
 class Message(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _inline_images(cls, v: Any) -> Any:
+        """Name a bad image_url here: the union's own error would only say that content is not a string."""
+        for part in v if isinstance(v, list) else []:
+            url = part.get("image_url", {}).get("url", "") if isinstance(part, dict) else ""
+            if isinstance(part, dict) and part.get("type") == "image_url" and isinstance(url, str):
+                ImageURL._data_url(url)
+        return v
 
     @model_validator(mode="after")
     def _shape(self) -> Message:
@@ -64,8 +93,8 @@ class Message(_Strict):
     def for_template(self) -> dict[str, Any]:
         """The message as chat templates expect it: string content, dict arguments."""
         content = self.content or ""
-        if isinstance(content, list):
-            content = "".join(part.text for part in content)
+        if isinstance(content, list):  # an image part becomes the <image> placeholder (data/multimodal.py)
+            content = "".join(part.text if isinstance(part, TextPart) else "<image>" for part in content)
         out: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": content}
         if self.tool_calls:
             out["tool_calls"] = [{"type": "function", "function": c.function.model_dump(), **({"id": c.id} if c.id else {})}
@@ -174,6 +203,11 @@ class ChatCompletionRequest(_Generation):
 
     def conversation(self) -> list[dict[str, Any]]:
         return [m.for_template() for m in self.messages]
+
+    def images(self) -> list[str]:
+        """The data URLs of every image part, in message order (one per <image> in `conversation`)."""
+        return [part.image_url.url for m in self.messages if isinstance(m.content, list) for part in m.content
+                if isinstance(part, ImagePart)]
 
     def tool_list(self) -> list[dict[str, Any]] | None:
         if not self.tools or self.tool_choice == "none":

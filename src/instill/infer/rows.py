@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
+from instill.data.multimodal import ImageInputs, image_batch
 from instill.infer.engine import pad_batch
 
 # Events a row sends: ("text", str), then exactly one of ("end", finish_reason) or ("error", message).
@@ -79,6 +80,7 @@ class Row:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()  # image paths or data URLs, one per image block in `prompt`
     tokens: int = 0  # generated so far, the stop token included
     finish_reason: str | None = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -179,7 +181,8 @@ class RowStops(StoppingCriteria):
 
 
 @torch.inference_mode()
-def generate_rows(model: Any, rows: Sequence[Row], pad_id: int, adapter_names: bool = False) -> None:
+def generate_rows(model: Any, rows: Sequence[Row], pad_id: int, adapter_names: bool = False,
+                  media: ImageInputs | None = None) -> None:
     """Run `rows` as one left-padded batch; each row's events go to its callback.
 
     `adapter_names`: the model is a PeftModel holding several adapters; each row runs with its own
@@ -191,6 +194,9 @@ def generate_rows(model: Any, rows: Sequence[Row], pad_id: int, adapter_names: b
         kwargs: dict[str, Any] = {}
         if adapter_names:
             kwargs["adapter_names"] = [row.adapter or "__base__" for row in rows]
+        if media is not None:  # a vision-language model: its image inputs (and M-RoPE types) for the batch
+            extra = image_batch(media, ids, [image for row in rows for image in row.images])
+            kwargs.update({k: v.to(model.device) for k, v in extra.items()})
         sampled = [row for row in rows if row.rng is not None]
         model.generate(
             input_ids=ids.to(model.device), attention_mask=mask.to(model.device),

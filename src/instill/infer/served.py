@@ -18,13 +18,15 @@ from typing import Any
 
 from instill.config import RunConfig
 from instill.data.example import Example
+from instill.data.multimodal import ImageInputs, tokenize_with_images
 from instill.data.templates import ChatTemplate, get_template
 from instill.data.tokenize import tokenize_rendered
-from instill.errors import ModelError, TemplateError
+from instill.errors import DataError, ModelError, TemplateError
 from instill.hub import resolve_model
 from instill.infer.engine import tokenizer_dir
 from instill.model.choice import choose_model
 from instill.model.load import Precision, load_model, load_tokenizer
+from instill.model.processor import load_image_inputs
 
 
 @dataclass
@@ -36,6 +38,7 @@ class ServedModel:
     tokenizer: Any
     template: ChatTemplate
     source: str
+    media: ImageInputs | None = None  # a vision-language model's image side
 
     def __post_init__(self) -> None:
         eos = self.tokenizer.eos_token_id
@@ -46,13 +49,19 @@ class ServedModel:
         self.chat_stop_ids = frozenset(i for i in stop if i is not None and i >= 0)
 
     def chat_prompt(self, messages: list[dict], tools: list[dict] | None = None,
-                    template_kwargs: dict[str, Any] | None = None) -> list[int]:
+                    template_kwargs: dict[str, Any] | None = None, images: list[str] | None = None) -> list[int]:
         """Token ids of the conversation rendered with this model's template, ending at the assistant header.
 
         `template_kwargs` (e.g. enable_thinking) reach the tokenizer's own jinja template; named templates
         have no such variables and ignore them, as jinja ignores variables a template does not use.
         """
         text = self.template.render(messages, tools, add_generation_prompt=True, **(template_kwargs or {}))
+        if images:  # image parts: the model's image blocks in place of each <image> (data/multimodal.py)
+            if self.media is None:
+                raise DataError(f"the model '{self.name}' reads text only; image_url parts need a vision-language "
+                                "model such as Qwen2-VL")
+            return list(tokenize_with_images(text, Example(messages, tools, images=images), self.tokenizer,
+                                             self.media)[0])
         # As in training: text in a message that spells a control token is tokenized as text.
         ids, _ = tokenize_rendered(text, Example(messages, tools), self.tokenizer)
         return list(ids)
@@ -69,6 +78,7 @@ class ServedModels:
     context: int  # tokens a prompt plus its answer may take
     pad_id: int
     multi_adapter: bool  # the model is a PeftModel: pass adapter_names per row
+    media: ImageInputs | None = None  # a vision-language model's image side (None: text only)
     created: int = field(default_factory=lambda: int(time.time()))
 
     def describe(self) -> str:
@@ -96,6 +106,7 @@ def load_served(config: RunConfig, which: str = "auto", max_model_len: int | Non
     template_name = config.data.template
     base_tokenizer = load_tokenizer(args, model_dir)
     model = load_model(args, Precision(config.train.bf16, config.train.fp16), "lora", model_dir)
+    media = load_image_inputs(args, model_dir, base_tokenizer)
     taken: set[str] = set()
     models: dict[str, ServedModel] = {}
     base_name = _name(args.model_name_or_path, taken)
@@ -106,7 +117,8 @@ def load_served(config: RunConfig, which: str = "auto", max_model_len: int | Non
             raise
         base_template = None  # a base without a chat template is not served; its adapters carry theirs
     if base_template is not None:
-        models[base_name] = ServedModel(base_name, None, base_tokenizer, base_template, args.model_name_or_path)
+        models[base_name] = ServedModel(base_name, None, base_tokenizer, base_template, args.model_name_or_path,
+                                        media)
     if choice.adapters:
         from peft import PeftModel
 
@@ -120,11 +132,11 @@ def load_served(config: RunConfig, which: str = "auto", max_model_len: int | Non
             tokenizer = load_tokenizer(args, tokenizer_dir(model_dir, [path]))
             name = _name(str(path), taken)
             models[name] = ServedModel(name, f"a{i}", tokenizer, get_template(template_name, tokenizer),
-                                       f"{args.model_name_or_path} + {path}")
+                                       f"{args.model_name_or_path} + {path}", media)
     model.eval()
     context = getattr(model.config, "max_position_embeddings", None) or base_tokenizer.model_max_length
     if max_model_len:
         context = min(context, max_model_len)
     pad = base_tokenizer.pad_token_id
     return ServedModels(model, models, int(context), pad if pad is not None else base_tokenizer.eos_token_id,
-                        multi_adapter=bool(choice.adapters))
+                        multi_adapter=bool(choice.adapters), media=media)

@@ -31,7 +31,7 @@ from fastapi.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from instill.errors import TemplateError
+from instill.errors import DataError, TemplateError
 from instill.infer.batching import Batcher, QueueFull
 from instill.infer.protocol import ChatCompletionRequest, CompletionRequest
 from instill.infer.rows import Row
@@ -149,10 +149,13 @@ def build_app(served: ServedModels, batcher: Batcher, api_key: str | None = None
         model = _model(served, body.model)
         tools = body.tool_list()
         try:
-            prompt = await run_in_threadpool(model.chat_prompt, body.conversation(), tools, body.chat_template_kwargs)
+            prompt = await run_in_threadpool(model.chat_prompt, body.conversation(), tools, body.chat_template_kwargs,
+                                             body.images())
         except TemplateError as err:
             raise APIError(400, str(err), code="template_error", param="messages") from None
-        job = _Job.start(model, prompt, body, limits, served, batcher, chat=True)
+        except DataError as err:  # an image the model cannot read, or a text-only model
+            raise APIError(400, str(err), code="invalid_image", param="messages") from None
+        job = _Job.start(model, prompt, body, limits, served, batcher, chat=True, images=tuple(body.images()))
         if body.stream:
             return EventSourceResponse(_chat_stream(job, body.include_usage, tools is not None))
         return await _chat_answer(job, request, tools is not None)
@@ -189,7 +192,7 @@ class _Job:
 
     @classmethod
     def start(cls, model: ServedModel, prompt: list[int], body: Any, limits: Limits, served: ServedModels,
-              batcher: Batcher, chat: bool) -> _Job:
+              batcher: Batcher, chat: bool, images: tuple[str, ...] = ()) -> _Job:
         n_prompt, room = len(prompt), served.context - len(prompt)
         if body.max_tokens is not None and body.max_tokens > limits.max_tokens:
             raise APIError(400, f"max_tokens is {body.max_tokens}, but this server allows at most "
@@ -211,7 +214,8 @@ class _Job:
         temperature = limits.temperature if body.temperature is None else body.temperature
         row = Row(prompt, model.tokenizer, model.chat_stop_ids if chat else model.text_stop_ids, max_tokens, emit,
                   adapter=model.adapter, temperature=temperature,
-                  top_p=limits.top_p if body.top_p is None else body.top_p, seed=body.seed, stop=tuple(body.stop))
+                  top_p=limits.top_p if body.top_p is None else body.top_p, seed=body.seed, stop=tuple(body.stop),
+                  images=images)
         try:
             batcher.submit(row)
         except QueueFull as err:
@@ -349,7 +353,7 @@ def run_server(served: ServedModels, host: str = "127.0.0.1", port: int = 8000, 
     from instill.console import say
     from instill.infer.rows import generate_rows
 
-    batcher = Batcher(lambda rows: generate_rows(served.model, rows, served.pad_id, served.multi_adapter),
+    batcher = Batcher(lambda rows: generate_rows(served.model, rows, served.pad_id, served.multi_adapter, served.media),
                       max_batch=max_concurrency, max_queue=max_queue)
     app = build_app(served, batcher, api_key, limits)
     log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"],

@@ -17,6 +17,7 @@ from torch import nn
 from instill.config import MethodArgs
 from instill.errors import ConfigError, ModelError
 from instill.hub import check_json
+from instill.model.processor import freeze_vision, frozen_parts
 
 
 def linear_module_names(model: nn.Module) -> list[str]:
@@ -41,6 +42,10 @@ def _uses_conv1d(model: nn.Module, targets: list[str]) -> bool:
 
 def _lora_targets(model: nn.Module, args: MethodArgs) -> list[str]:
     available = linear_module_names(model)
+    frozen = frozen_parts(model, args)
+    if frozen:  # a vision-language model: full module names, none inside a frozen part
+        return _unfrozen_targets(model, available if args.lora_target == ["all"] else args.lora_target, frozen,
+                                 available)
     if args.lora_target == ["all"]:
         return available
     missing = [t for t in args.lora_target if t not in available]
@@ -52,6 +57,20 @@ def _lora_targets(model: nn.Module, args: MethodArgs) -> list[str]:
         raise ConfigError(f"lora_target: {', '.join(missing)} not found in the model ({hint}linear layers: "
                           f"{', '.join(shown)}{more}; or lora_target: all)")
     return args.lora_target
+
+
+def _unfrozen_targets(model: nn.Module, leaves: list[str], frozen: tuple[str, ...], available: list[str]
+                      ) -> list[str]:
+    """Full names of the linear layers named by `leaves` outside the frozen parts (peft matches full names)."""
+    head = model.get_output_embeddings()
+    names = [name for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and module is not head and name.split(".")[-1] in leaves
+             and not any(part in name + "." for part in frozen)]
+    if not names:
+        raise ConfigError(f"lora_target: {', '.join(leaves)} matches no linear layer outside the frozen vision "
+                          f"tower/projector (linear layers: {', '.join(available[:8])}); set freeze_vision_tower: "
+                          "false to put LoRA on the vision tower")
+    return names
 
 
 def check_adapters(paths: list[str] | None) -> None:
@@ -192,6 +211,8 @@ METHODS: dict[str, Callable[..., nn.Module]] = {
 def apply_method(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
     """Apply `args.finetuning_type`; `total_steps` is the number of optimizer steps (AdaLoRA needs it)."""
     model = METHODS[args.finetuning_type](model, args, adapter_paths, total_steps)
+    if args.finetuning_type in ("full", "freeze"):
+        freeze_vision(model, args)
     # Trainable weights live in fp32 even when the frozen base is bf16/fp16: optimizer updates
     # of ~1e-5 vanish in bf16's 8-bit mantissa.
     for param in model.parameters():

@@ -17,13 +17,12 @@ from instill.errors import ConfigError
 from instill.hub import resolve_model
 from instill.model.adapters import check_adapters
 from instill.model.load import load_tokenizer
+from instill.model.processor import auto_model_class, load_image_inputs
 
 
 def export_model(config: RunConfig) -> Path:
     """Write the merged model to `export_dir`; return that directory."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     args = config.export
     if not args.export_dir:
         raise ConfigError("export needs export_dir (where to write the merged model)")
@@ -35,8 +34,9 @@ def export_model(config: RunConfig) -> Path:
     model_dir = resolve_model(config.model.model_name_or_path, config.model.cache_dir,
                               config.model.model_revision, config.model.hf_hub_token)
     tokenizer = load_tokenizer(config.model, model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                 trust_remote_code=config.model.trust_remote_code)
+    model = auto_model_class(model_dir).from_pretrained(model_dir, dtype=torch.float32,
+                                                        trust_remote_code=config.model.trust_remote_code)
+    media = load_image_inputs(config.model, model_dir, tokenizer)  # a vision-language model's image processor
     for adapter in config.model.adapter_name_or_path or []:
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model = model.to(getattr(torch, args.export_dtype))
@@ -52,4 +52,6 @@ def export_model(config: RunConfig) -> Path:
     model.save_pretrained(out, max_shard_size=f"{args.export_size}GB")
     tokenizer.chat_template = template.jinja  # the template training rendered with, named or the tokenizer's own
     tokenizer.save_pretrained(out)
+    if media is not None:
+        media.processor.save_pretrained(out)
     return out

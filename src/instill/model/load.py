@@ -23,6 +23,7 @@ import torch
 from instill.config import ModelArgs
 from instill.console import say
 from instill.errors import ConfigError, ModelError
+from instill.model.processor import auto_model_class
 from instill.ranks import accelerator_type, local_rank
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,7 @@ def load_tokenizer(args: ModelArgs, model_dir: Path) -> Any:
 
 def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, model_dir: Path,
                gradient_checkpointing: bool = False) -> Any:
-    """The base causal LM, ready for an adapter method to be applied."""
-    from transformers import AutoModelForCausalLM
+    """The base causal LM (or vision-language model, `model/processor.py`), ready for a method to be applied."""
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     check_precision(precision)
@@ -176,7 +176,7 @@ def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, mode
     if attn:
         kwargs["attn_implementation"] = attn
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        model = auto_model_class(model_dir).from_pretrained(model_dir, **kwargs)
     except ValueError as err:
         if "trust_remote_code" in str(err):
             raise ModelError(f"{model_dir}: the model needs custom code; set trust_remote_code: true if you trust it") from None

@@ -27,6 +27,7 @@ from instill.evaluate.runner import task_metrics_callback
 from instill.hub import resolve_model
 from instill.model.adapters import apply_method, check_adapters, describe_parameters
 from instill.model.load import Precision, check_precision, device_type, load_model, load_tokenizer
+from instill.model.processor import load_image_inputs
 from instill.ranks import is_main, world_size
 from instill.ranks import start as start_ranks
 from instill.report.data_summary import write_data_summary
@@ -93,11 +94,12 @@ def _save_pissa_init(model: Any, config: RunConfig, out: Path) -> Path | None:
     return init_dir
 
 
-def _task_metrics(config: RunConfig, stage: Stage, tokenizer: Any, template: Any, has_eval: bool) -> list[Any]:
+def _task_metrics(config: RunConfig, stage: Stage, tokenizer: Any, template: Any, has_eval: bool,
+                  media: Any = None) -> list[Any]:
     """With do_eval, every evaluation also runs the eval task (accuracy, entity F1, ...)."""
     if not (config.eval.do_eval and stage.task_metrics and has_eval and config.train.eval_strategy != "no"):
         return []
-    return [task_metrics_callback(config, tokenizer, template)]
+    return [task_metrics_callback(config, tokenizer, template, media)]
 
 
 def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "full") -> Any:
@@ -147,7 +149,8 @@ class RunResult:
     trainer: Any  # the transformers Trainer, holding the trained model
 
 
-def _data(config: RunConfig, stage: Stage, template: Any, tokenizer: Any) -> tuple[Any, Any, TokenizedSet | None]:
+def _data(config: RunConfig, stage: Stage, template: Any, tokenizer: Any, media: Any = None
+          ) -> tuple[Any, Any, TokenizedSet | None]:
     """(train rows, eval rows, the tokenized train set with its summary; None when streaming)."""
     d, seed = config.data, config.train.seed
     if d.streaming:
@@ -158,7 +161,7 @@ def _data(config: RunConfig, stage: Stage, template: Any, tokenizer: Any) -> tup
             _, evaluation = prepare_datasets(d.model_copy(update={"dataset": [], "streaming": False}), template,
                                              tokenizer, seed, stage.data_kind)
         return train, evaluation.rows if evaluation else None, None
-    train_set, eval_set = prepare_datasets(d, template, tokenizer, seed, stage.data_kind)
+    train_set, eval_set = prepare_datasets(d, template, tokenizer, seed, stage.data_kind, media)
     for part in (train_set, eval_set):
         if part is not None:
             for line in part.summary.lines(part.name):
@@ -208,7 +211,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     tokenizer = load_tokenizer(m, model_dir)
     tokenizer.padding_side = "right"
     template = get_template(config.data.template, tokenizer)
-    train_rows, eval_rows, train_set = _data(config, stage, template, tokenizer)
+    media = load_image_inputs(m, model_dir, tokenizer)  # None for a text model
+    train_rows, eval_rows, train_set = _data(config, stage, template, tokenizer, media)
 
     has_eval = eval_rows is not None
     # Before the model loads: with ZeRO-3 the arguments make from_pretrained load it sharded.
@@ -229,10 +233,10 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
             log_path.unlink()
 
     callbacks = (([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else [])
-                 + _task_metrics(config, stage, tokenizer, template, has_eval)
+                 + _task_metrics(config, stage, tokenizer, template, has_eval, media)
                  + [JsonlLogCallback(log_path), *tracker_callbacks(config, out)])
     trainer = stage.build_trainer(StageInputs(config, model, tokenizer, template, train_rows, eval_rows,
-                                              training_args, callbacks))
+                                              training_args, callbacks, media))
     atomic_checkpoints(trainer)
     stop = GracefulStop()
     trainer.add_callback(stop)
@@ -244,6 +248,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         raise TrainingInterrupted(trainer.state.global_step, last_complete_checkpoint(out))
     with save_failures(out, f"the trained weights to {out}"):
         metrics = _save(trainer, config, template, tokenizer, result, pissa_init_dir, has_eval)
+        if media is not None and is_main():  # the image processor (with its pixel bounds) travels with the run
+            media.processor.save_pretrained(out)
     if t.plot_loss and is_main():
         plot = plot_loss(log_path, out)
         if plot:

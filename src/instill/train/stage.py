@@ -27,6 +27,7 @@ class StageInputs:
     eval_dataset: Any
     training_args: Any  # transformers.TrainingArguments
     callbacks: list[Any]
+    media: Any = None  # data.multimodal.ImageInputs for a vision-language model with image data
 
 
 @dataclass(frozen=True)
