@@ -148,9 +148,10 @@ def load_tokenizer(args: ModelArgs, model_dir: Path) -> Any:
 
 
 def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, model_dir: Path,
-               gradient_checkpointing: bool = False) -> Any:
-    """The base causal LM, ready for an adapter method to be applied."""
-    from transformers import AutoModelForCausalLM
+               gradient_checkpointing: bool = False, head: str = "lm") -> Any:
+    """The base causal LM (head "score": with a one-output value head, a reward model), ready for an adapter
+    method to be applied."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     check_precision(precision)
     dtype = torch.float32 if finetuning_type == "full" else precision.compute_dtype
@@ -161,7 +162,10 @@ def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, mode
     if attn:
         kwargs["attn_implementation"] = attn
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        if head == "score":
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     except ValueError as err:
         if "trust_remote_code" in str(err):
             raise ModelError(f"{model_dir}: the model needs custom code; set trust_remote_code: true if you trust it") from None

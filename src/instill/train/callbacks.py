@@ -83,9 +83,10 @@ class LogLineProgress(ProgressCallback):
 
 
 def _preference_metric(key: str) -> bool:
-    """trl's preference metrics: rewards/chosen, rewards/margins, ..., KTO's kl (and their eval_ forms)."""
+    """trl's preference metrics: rewards/chosen, rewards/margins, ..., KTO's kl, the reward model's accuracy
+    and margin (and their eval_ forms)."""
     key = key.removeprefix("eval_")
-    return key.startswith("rewards/") or key == "kl"
+    return key.startswith("rewards/") or key in ("kl", "accuracy", "margin", "mean_reward")
 
 
 _SHOWN = ("rewards/margins", "rewards/accuracies", "loss", "grad_norm", "learning_rate", "eval_loss", "train_loss", "train_tokens_per_second")

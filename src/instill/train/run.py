@@ -219,7 +219,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     template = get_template(config.data.template, tokenizer)
     train_rows, eval_rows, train_set = _data(config, stage, template, tokenizer)
 
-    model = load_model(m, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing)
+    model = load_model(m, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing,
+                       head=stage.head)
     total_steps = total_optimizer_steps(len(train_set) if train_set is not None else None, t)
     model = apply_method(model, config.method, m.adapter_name_or_path, total_steps)
     say(f"{stage.name}, {config.method.finetuning_type}: {describe_parameters(model)}")
