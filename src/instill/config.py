@@ -215,7 +215,8 @@ class EvalArgs(_Section):
     # eval task on eval_dataset, as `instill eval` would. LLaMA-Factory's predict YAMLs set both keys;
     # predictions are always generated (or scored), so predict_with_generate is accepted and ignored.
     do_predict: bool = False
-    eval_task: Literal["classification", "ner", "generation"] = "generation"
+    # preference: chosen-vs-rejected accuracy on ranking data (evaluate/preference.py)
+    eval_task: Literal["classification", "ner", "generation", "preference"] = "generation"
     # generate: decode greedily and read a label from the text; score: rank candidate labels by log-likelihood.
     eval_mode: Literal["generate", "score"] = "generate"
     # score mode only. batch: divide each label's probability by its mean over the evaluated rows

@@ -12,6 +12,7 @@ import torch
 
 from instill.config import build_config
 from instill.errors import ConfigError
+from instill.evaluate.runner import run as run_eval
 from instill.train.run import run_training
 from tests.conftest import write_dataset
 from tests.data.test_pairs import LF_PREFERENCE
@@ -60,6 +61,16 @@ def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_q
     embedding = trainer.model.get_input_embeddings().weight
     copies = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.shape == embedding.shape]
     assert len(copies) == 1  # the reference pass disables the adapter; no second base in memory
+
+    # instill eval, eval_task: preference, base vs tuned on the same pairs
+    reports = run_eval(config(tiny_qwen2, data_dir, tmp_path / "dpo", eval_task="preference",
+                              eval_dataset="planted", do_train=False), compare_base=True)
+    base, tuned = reports["base"], reports["tuned"]
+    assert base["pairs"] == tuned["pairs"] == len(QUESTIONS) and "implicit_reward_accuracy" not in base
+    assert tuned["implicit_reward_accuracy"] == 1.0 and tuned["reward_margin"] > 0
+    assert tuned["mean_logp_margin"] > base["mean_logp_margin"]
+    assert json.loads((tmp_path / "dpo/eval/comparison.json").read_text())["preference_accuracy"]["base"] == \
+        base["preference_accuracy"]
 
 
 @pytest.mark.parametrize("overrides, expect", [
