@@ -50,12 +50,13 @@ def log_rows(out_dir):
 
 
 def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_qwen2, data_dir, tmp_path):
-    result = run_training(config(tiny_qwen2, data_dir, tmp_path / "dpo", max_steps=4))
+    result = run_training(config(tiny_qwen2, data_dir, tmp_path / "dpo", max_steps=4, plot_loss=True))
     rows = [r for r in log_rows(tmp_path / "dpo") if "loss" in r]
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at step 1
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(rows[0])
     assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"] + 0.05
     assert rows[-1]["rewards/accuracies"] == 1.0 and rows[-1]["loss"] < rows[0]["loss"]
+    assert (tmp_path / "dpo/rewards.png").is_file()  # plot_loss: true also draws the reward terms
     trainer = result.trainer
     assert trainer.ref_model is None and trainer.args.loss_type == ["sigmoid"] and not trainer.args.bf16
     embedding = trainer.model.get_input_embeddings().weight
@@ -74,7 +75,7 @@ def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_q
 
 
 @pytest.mark.parametrize("overrides, expect", [
-    ({"dataset": "dpo_zh_demo", "pref_ftx": 0.5}, "sigmoid+sft"),
+    ({"dataset": "dpo_zh_demo", "pref_ftx": 0.5, "finetuning_type": "full"}, "sigmoid+sft"),
     ({"dataset": "dpo_zh_demo", "pref_loss": "orpo"}, "orpo"),
     ({"pref_loss": "simpo", "simpo_gamma": 0.5}, "simpo"),
     ({"stage": "kto", "dataset": "kto_en_demo"}, "kto"),
@@ -90,6 +91,10 @@ def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp
     if expect == "sigmoid+sft":
         assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]
         assert rows[0]["loss"] > math.log(2)  # the SFT term is added to ln 2
+        ref = result.trainer.ref_model  # full fine-tuning: trl's copy of the base, never optimised
+        optimised = {id(p) for group in result.trainer.optimizer.param_groups for p in group["params"]}
+        assert ref is not None and ref is not result.trainer.model
+        assert optimised and not optimised & {id(p) for p in ref.parameters()}
     elif expect == "kto":
         assert rows[0]["loss"] == pytest.approx(0.5, abs=1e-3) and "kl" in rows[0]
     elif expect == "simpo":

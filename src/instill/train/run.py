@@ -30,7 +30,7 @@ from instill.model.adapters import apply_method, check_adapters, describe_parame
 from instill.model.load import Precision, check_precision, device_type, load_model, load_tokenizer
 from instill.report.data_summary import write_data_summary
 from instill.report.html import try_write_report
-from instill.report.plots import plot_loss
+from instill.report.plots import plot_loss, plot_rewards
 from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
 from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_to
@@ -252,6 +252,9 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         plot = plot_loss(log_path, out)
         if plot:
             say(f"loss plot: {plot}")
+        rewards = plot_rewards(log_path, out)  # preference stages only
+        if rewards:
+            say(f"reward plot: {rewards}")
 
     seconds = time.perf_counter() - started
     if finish_run(trainer, out, seconds):  # trackers finished, run_info.json; true on the main process
