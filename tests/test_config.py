@@ -78,6 +78,7 @@ def test_overrides_parse_yaml_values():
         ({"adalora_init_r": 4, "adalora_target_r": 8}, "adalora_target_r must not exceed adalora_init_r"),
         ({"deepspeed": "ds.json"}, "DeepSpeed is not supported"),
         ({"packing": True}, "packing is not built yet"),
+        ({"save_only_model": True}, "set save_only_model: false"),
         ({"report_to": "wandb"}, "'wandb' is not a supported tracker"),
         ({"max_steps": 0}, "invalid value for 'max_steps': 0"),
     ],

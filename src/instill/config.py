@@ -296,6 +296,7 @@ _ACCEPTED_AND_IGNORED = {
     "predict_with_generate": None,  # predictions are always generated (or scored)
     "ignore_pad_token_for_loss": None,  # padding never carries a label
     "mix_strategy": None,  # refused below unless concat
+    "save_only_model": None,  # LLaMA-Factory's DPO/KTO/RM examples write save_only_model: false
 }
 _REFUSED = {
     "deepspeed": "DeepSpeed is not supported; remove 'deepspeed' (instill trains on one device)",
@@ -308,6 +309,7 @@ _REFUSED_VALUES = {
 _FALSE_ONLY = {
     "packing": "sequence packing is not built yet; set packing: false",
     "neat_packing": "sequence packing is not built yet; set neat_packing: false",
+    "save_only_model": "checkpoints always hold the optimizer state (for resuming); set save_only_model: false",
 }
 
 KNOWN_KEYS: dict[str, str] = {key: name for name, cls in SECTIONS.items() for key in cls.model_fields}

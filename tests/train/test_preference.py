@@ -50,7 +50,8 @@ def log_rows(out_dir):
 
 
 def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_qwen2, data_dir, tmp_path):
-    result = run_training(config(tiny_qwen2, data_dir, tmp_path / "dpo", max_steps=4, plot_loss=True))
+    result = run_training(config(tiny_qwen2, data_dir, tmp_path / "dpo", max_steps=4, plot_loss=True,
+                                 per_device_train_batch_size=2))
     rows = [r for r in log_rows(tmp_path / "dpo") if "loss" in r]
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at step 1
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(rows[0])
