@@ -38,7 +38,8 @@ class JsonlLogCallback(TrainerCallback):
         for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
             if key in logs:
                 record[key] = logs[key]
-        record.update({k: v for k, v in logs.items() if _preference_metric(k)})
+        if any(_preference_metric(k) and k.removeprefix("eval_") not in ("accuracy", "mean_reward") for k in logs):
+            record.update({k: v for k, v in logs.items() if _preference_metric(k)})
         if "loss" in logs and self._last_time is not None:
             seen = state.num_input_tokens_seen
             elapsed = now - self._last_time
@@ -84,7 +85,8 @@ class LogLineProgress(ProgressCallback):
 
 def _preference_metric(key: str) -> bool:
     """trl's preference metrics: rewards/chosen, rewards/margins, ..., KTO's kl, the reward model's accuracy
-    and margin (and their eval_ forms)."""
+    and margin (and their eval_ forms). Recorded only beside a margin, reward or kl, so an SFT run's
+    eval_accuracy task metric is not taken for one."""
     key = key.removeprefix("eval_")
     return key.startswith("rewards/") or key in ("kl", "accuracy", "margin", "mean_reward")
 
