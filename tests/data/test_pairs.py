@@ -137,3 +137,17 @@ def test_pairs_split_prompt_from_sft_example(qwen):
     columns, _ = encode_items(items, qwen, 64, "pairs")
     assert qwen.tokenizer.decode(columns["chosen_ids"][0]) == "Yes.<|im_end|>\n"
     assert qwen.tokenizer.decode(columns["rejected_ids"][0]) == "No.<|im_end|>\n"
+
+
+def test_doctor_checks_preference_rows(qwen, tmp_path):
+    from instill.config import build_config
+    from instill.doctor.data import data_checks
+
+    write_dataset(tmp_path, "prefs", [GOOD, GOOD], **ALPACA_RANKING)
+    write_dataset(tmp_path, "bad", [GOOD, {**GOOD, "rejected": "Blue."}], **ALPACA_RANKING)
+    for name, status, detail in (("prefs", "PASS", "2 preference pairs read from prefs"),
+                                 ("bad", "FAIL", "bad.json:#1: the chosen and rejected answers are identical")):
+        config = build_config({"model_name_or_path": "m", "stage": "dpo", "dataset": name,
+                               "dataset_dir": str(tmp_path)})
+        (check,) = data_checks(config, qwen, qwen.tokenizer).checks
+        assert check.status == status and detail in check.detail
