@@ -107,7 +107,7 @@ FINETUNING_TYPES = ("lora", "full", "freeze")
 
 
 class MethodArgs(_Section):
-    stage: Literal["sft", "pt"] = "sft"  # train/stages.py: STAGES
+    stage: Literal["sft", "pt", "dpo", "kto", "rm"] = "sft"  # train/stages.py: STAGES
     finetuning_type: Literal["lora", "adalora", "full", "freeze"] = "lora"
     lora_target: list[str] = Field(default_factory=lambda: ["all"])
     lora_rank: int = Field(default=8, ge=1)
@@ -133,6 +133,15 @@ class MethodArgs(_Section):
     # Vision-language models: the vision tower and the projector stay frozen (no LoRA on them) unless false.
     freeze_vision_tower: bool = True
     freeze_multi_modal_projector: bool = True
+    # Preference stages (train/preference.py, train/reward.py), LLaMA-Factory's names.
+    pref_beta: float = Field(default=0.1, gt=0)
+    pref_ftx: float = Field(default=0.0, ge=0)  # SFT loss on the chosen answer mixed into DPO
+    pref_loss: Literal["sigmoid", "ipo", "hinge", "orpo", "simpo"] = "sigmoid"
+    dpo_label_smoothing: float = Field(default=0.0, ge=0, le=0.5)
+    simpo_gamma: float = Field(default=0.5, ge=0)
+    kto_chosen_weight: float = Field(default=1.0, gt=0)
+    kto_rejected_weight: float = Field(default=1.0, gt=0)
+    ref_model: str | None = None  # full fine-tuning: the reference model (default: a frozen copy of the base)
 
     _split = field_validator(
         "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", mode="before"
@@ -243,7 +252,8 @@ class EvalArgs(_Section):
     # eval task on eval_dataset, as `instill eval` would. LLaMA-Factory's predict YAMLs set both keys;
     # predictions are always generated (or scored), so predict_with_generate is accepted and ignored.
     do_predict: bool = False
-    eval_task: Literal["classification", "ner", "generation"] = "generation"
+    # preference: chosen-vs-rejected accuracy on ranking data (evaluate/preference.py)
+    eval_task: Literal["classification", "ner", "generation", "preference"] = "generation"
     # generate: decode greedily and read a label from the text; score: rank candidate labels by log-likelihood.
     eval_mode: Literal["generate", "score"] = "generate"
     # score mode only. batch: divide each label's probability by its mean over the evaluated rows
@@ -326,16 +336,19 @@ _ACCEPTED_AND_IGNORED = {
     "video_min_pixels": "video datasets are refused on this build (images only)",
     "video_fps": "video datasets are refused on this build (images only)",
     "video_maxlen": "video datasets are refused on this build (images only)",
+    "save_only_model": None,  # LLaMA-Factory's DPO/KTO/RM examples write save_only_model: false
 }
 _REFUSED = {
     "use_unsloth": "unsloth is not supported; remove 'use_unsloth'",
     "enable_liger_kernel": "liger kernels are not supported; remove 'enable_liger_kernel'",
-    "pref_beta": "preference stages (dpo/kto) are not built yet",
-    "pref_loss": "preference stages (dpo/kto) are not built yet",
+}
+_REFUSED_VALUES = {
+    ("stage", "ppo"): "PPO was removed from trl (the library instill trains on); use stage: dpo or kto",
 }
 _FALSE_ONLY = {
     "packing": "sequence packing is not built yet; set packing: false",
     "neat_packing": "sequence packing is not built yet; set neat_packing: false",
+    "save_only_model": "checkpoints always hold the optimizer state (for resuming); set save_only_model: false",
 }
 
 KNOWN_KEYS: dict[str, str] = {key: name for name, cls in SECTIONS.items() for key in cls.model_fields}
@@ -371,6 +384,8 @@ class RunConfig(BaseModel):
             raise ValueError("streaming: true needs max_steps (a stream has no length to count epochs by)")
         if d.streaming and d.val_size:
             raise ValueError("streaming: true cannot hold out val_size; give eval_dataset instead")
+        if d.streaming and self.method.stage in ("dpo", "kto", "rm"):
+            raise ValueError(f"streaming: true is for sft/pt; stage {self.method.stage} reads its pairs up front")
         if self.data.mask_history and self.data.train_on_prompt:
             raise ValueError("mask_history and train_on_prompt cannot both be true")
         return self
@@ -457,6 +472,8 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
             raise ConfigError(f"{source}: key {key!r} is not a string")
         if key in _REFUSED:
             raise ConfigError(f"{source}: '{key}': {_REFUSED[key]}")
+        if isinstance(value, str) and (key, value) in _REFUSED_VALUES:
+            raise ConfigError(f"{source}: '{key}: {value}': {_REFUSED_VALUES[key, value]}")
         if key in _FALSE_ONLY and value:
             raise ConfigError(f"{source}: '{key}': {_FALSE_ONLY[key]}")
         if key == "mix_strategy" and value not in (None, "concat"):

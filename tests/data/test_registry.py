@@ -188,8 +188,8 @@ def test_resolve_keeps_order_and_rejects_unknown_names(tmp_path):
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("dpo_zh_demo", "preference stages (DPO/ORPO/RM) are not built yet"),
-        ("kto_en_demo", "the KTO stage is not built yet"),
+        ("dpo_zh_demo", "train it with stage: dpo or rm, not sft/pt"),
+        ("kto_en_demo", "train it with stage: kto, not sft/pt"),
         ("mllm_video_demo", "has videos columns; video and audio inputs are not built (images are)"),
     ],
 )

@@ -15,7 +15,8 @@ first and the other ranks wait, then load what it saved, so the data is tokenize
 
 Two kinds of data: conversations (SFT: labels on what the assistant says, `tokenize.encode`) and
 plain text (`stage: pt`: every token trained, documents joined with eos and cut into blocks of
-`cutoff_len`, as LLaMA-Factory and `run_clm` pack pretraining text).
+`cutoff_len`, as LLaMA-Factory and `run_clm` pack pretraining text). Preference pairs and KTO rows
+(`kind` "pairs" / "kto") are read and tokenized by data/pairs.py and cached here the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example, to_text
 from instill.data.media import attach_media
 from instill.data.multimodal import ImageInputs, encode_mixed
+from instill.data.pairs import PAIR_KINDS, encode_items, iter_items
 from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate
 from instill.data.tokenize import EncodeSummary, encode_batch
@@ -47,7 +49,7 @@ from instill.errors import DataError
 from instill.hub import cache_root
 from instill.ranks import main_first
 
-Kind = Literal["conversation", "text"]
+Kind = Literal["conversation", "text", "pairs", "kto"]
 _MIN_PARALLEL = 1000  # below this, starting processes costs more than it saves
 _BATCH = 256
 
@@ -300,7 +302,7 @@ def fingerprint(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: in
                 media: ImageInputs | None = None) -> str:
     """A key for everything that decides the tokenized data."""
     names = list(args.dataset or []) + list(args.eval_dataset or [])
-    specs = resolve(names, args.dataset_dir) if names else []
+    specs = resolve(names, args.dataset_dir, kind) if names else []
     key = {
         "kind": kind,
         "datasets": [[asdict(s), _file_identity(s, args.dataset_dir)] for s in specs],
@@ -362,8 +364,31 @@ def _load(path: Path, key: str) -> dict[str, TokenizedSet] | None:
         return None  # unreadable: rebuilt
 
 
+def _pair_set(name: str, items: list, args: DataArgs, template: ChatTemplate, kind: Kind) -> TokenizedSet:
+    from datasets import Dataset
+
+    columns, summary = encode_items(items, template, args.cutoff_len, kind, args.allow_special_tokens_in_data)
+    if not summary.kept:
+        why = ", ".join(f"{n} {r}" for r, n in summary.dropped.items())
+        raise DataError(f"{name}: no valid samples left ({why}); raise cutoff_len or check the data")
+    return TokenizedSet(name, Dataset.from_dict(columns), summary)
+
+
+def _build_pairs(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind) -> dict[str, TokenizedSet | None]:
+    def load(names: list[str]) -> list:
+        return list(iter_items(names, args.dataset_dir, args.max_samples, seed, kind))
+
+    train_items, eval_items = split_examples(load(args.dataset or []), args.val_size, seed)
+    if args.eval_dataset:
+        eval_items = load(args.eval_dataset)
+    return {"train": _pair_set("train", train_items, args, template, kind),
+            "eval": _pair_set("eval", eval_items, args, template, kind) if eval_items else None}
+
+
 def _build(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, kind: Kind,
            media: ImageInputs | None = None) -> dict[str, TokenizedSet | None]:
+    if kind in PAIR_KINDS:
+        return _build_pairs(args, template, seed, kind)
     load = load_texts if kind == "text" else load_examples
     train_items, eval_items = split_examples(load(args.dataset or [], args, seed), args.val_size, seed)
     if args.eval_dataset:

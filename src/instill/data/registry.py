@@ -13,8 +13,9 @@ Where we differ from LLaMA-Factory, and why:
 * Every entry is checked when the file is loaded: unknown keys (with a
   "did you mean"), wrong types, a missing source, unknown formatting, and
   ``columns``/``tags`` that the entry's formatting would silently ignore are
-  errors. Stages we have not built (``ranking: true``, a ``kto_tag`` column,
-  video/audio columns) are refused only when such an entry is *selected*
+  errors. An entry the stage cannot read (``ranking: true`` outside dpo/rm,
+  a ``kto_tag`` column outside kto, plain conversations for dpo/rm/kto,
+  video/audio columns) is refused only when such an entry is *selected*
   by :func:`resolve`, so LLaMA-Factory's own dataset_info.json, which mixes
   SFT, DPO and KTO entries, still loads.
 * A local ``file_name`` wins over hub urls when an entry has both (LLaMA-Factory
@@ -108,12 +109,18 @@ class DatasetSpec:
         self.columns = {**DEFAULT_COLUMNS[self.formatting], **self.columns}
         self.tags = {**DEFAULT_TAGS[self.formatting], **self.tags}
 
-    def unsupported(self) -> str | None:
-        """Why supervised fine-tuning cannot use this entry, or None if it can."""
-        if self.ranking:
-            return "is preference data (ranking: true); preference stages (DPO/ORPO/RM) are not built yet"
-        if "kto_tag" in self.columns:
-            return "is KTO data (columns.kto_tag); the KTO stage is not built yet"
+    def unsupported(self, kind: str = "conversation") -> str | None:
+        """Why a stage reading `kind` data ("conversation", "text", "pairs", "kto") cannot use this entry."""
+        if kind == "pairs" and not self.ranking:
+            return "is not preference data: stage dpo/rm needs an entry with ranking: true and chosen/rejected columns"
+        if kind == "kto" and "kto_tag" not in self.columns:
+            return "is not KTO data: stage kto needs an entry with a kto_tag column (a true/false label per answer)"
+        if kind not in ("pairs", "kto") and self.ranking:
+            return "is preference data (ranking: true): train it with stage: dpo or rm, not sft/pt"
+        if kind not in ("pairs", "kto") and "kto_tag" in self.columns:
+            return "is KTO data (columns.kto_tag): train it with stage: kto, not sft/pt"
+        if kind == "kto" and self.ranking:
+            return "is preference data (ranking: true): train it with stage: dpo or rm, not kto"
         media = [c for c in ("videos", "audios") if c in self.columns]
         if media:
             return (f"has {'/'.join(media)} columns; video and audio inputs are not built (images are): "
@@ -142,9 +149,10 @@ def load_registry(dataset_dir: str | os.PathLike) -> dict[str, DatasetSpec]:
     return {name: _parse_entry(name, entry, path) for name, entry in info.items()}
 
 
-def resolve(names: Iterable[str] | str, dataset_dir: str | os.PathLike) -> list[DatasetSpec]:
+def resolve(names: Iterable[str] | str, dataset_dir: str | os.PathLike, kind: str = "conversation"
+            ) -> list[DatasetSpec]:
     """Look up dataset names (a list, or "a,b" as LLaMA-Factory writes them); refuse unknown names and
-    entries SFT cannot use."""
+    entries a stage reading `kind` data cannot use."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     registry = load_registry(dataset_dir)
@@ -155,7 +163,7 @@ def resolve(names: Iterable[str] | str, dataset_dir: str | os.PathLike) -> list[
             near = difflib.get_close_matches(name, list(registry), n=5, cutoff=0.5)
             hint = f"nearest: {', '.join(near)}" if near else f"known: {', '.join(sorted(registry)[:20]) or 'none'}"
             raise DataError(f"{path}: no dataset named '{name}' ({hint})")
-        reason = registry[name].unsupported()
+        reason = registry[name].unsupported(kind)
         if reason:
             raise DataError(f"{path}: dataset '{name}' {reason}")
         specs.append(registry[name])

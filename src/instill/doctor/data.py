@@ -13,6 +13,7 @@ from instill.config import RunConfig
 from instill.console import percentile_line
 from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example
+from instill.data.pairs import iter_items
 from instill.data.registry import resolve
 from instill.data.templates import ChatTemplate
 from instill.doctor.table import FAIL, PASS, SKIP, WARN, Check
@@ -76,6 +77,22 @@ def _cutoff_check(report: DatasetReport, cutoff_len: int) -> Check:
     return Check(PASS, AREA, name, f"no sample exceeds cutoff_len {cutoff_len} (longest {longest} tokens)")
 
 
+PAIR_STAGES = {"dpo": "pairs", "rm": "pairs", "kto": "kto"}
+
+
+def _pair_checks(config: RunConfig, names: list[str], found: DataFindings) -> DataFindings:
+    """Preference / KTO data: every row read and checked as training reads it (data/pairs.py)."""
+    data, kind = config.data, PAIR_STAGES[config.method.stage]
+    try:
+        n = sum(1 for _ in iter_items(names, data.dataset_dir, data.max_samples, config.train.seed, kind))
+    except DataError as err:
+        found.checks.append(Check(FAIL, AREA, "dataset", str(err), "fix the row, or check the entry in dataset_info.json"))
+        return found
+    what = "preference pairs" if kind == "pairs" else "KTO rows"
+    found.checks.append(Check(PASS, AREA, "rows", f"{n} {what} read from {', '.join(names)}; every row valid"))
+    return found
+
+
 def data_checks(config: RunConfig, template: ChatTemplate, tokenizer: Any, template_ok: bool = True) -> DataFindings:
     """Rows and truncation of every dataset of the config; `template_ok` False: rows only (no token counts)."""
     data, found = config.data, DataFindings()
@@ -86,6 +103,8 @@ def data_checks(config: RunConfig, template: ChatTemplate, tokenizer: Any, templ
     names = list(dict.fromkeys(train_names + eval_names))
     if not names:
         return found
+    if config.method.stage in PAIR_STAGES:
+        return _pair_checks(config, names, found)
     try:
         specs = resolve(names, data.dataset_dir)
     except DataError as err:

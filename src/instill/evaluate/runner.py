@@ -18,6 +18,7 @@ from instill.config import RunConfig
 from instill.console import say
 from instill.data.dataset import load_examples
 from instill.errors import DataError
+from instill.evaluate.preference import run_preference
 from instill.evaluate.samples import Sample, load_samples
 from instill.evaluate.tasks import TASKS, settings_from
 from instill.infer.engine import Generator, load_generator
@@ -118,6 +119,8 @@ def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str
 
     `llamafactory_predictions` (do_predict) also writes output_dir/generated_predictions.jsonl.
     """
+    if config.eval.eval_task == "preference":  # pairs scored by log-likelihood, not generated answers
+        return run_preference(config, output_dir, which, compare_base)
     samples = load_samples(config, input_path)
     plan = check_samples(samples, config, with_metrics, _training_answers(config))
     out = Path(output_dir) if output_dir else Path(config.train.output_dir) / "eval"

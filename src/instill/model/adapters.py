@@ -31,6 +31,7 @@ def linear_module_names(model: nn.Module) -> list[str]:
             continue
         names.add(name.split(".")[-1])
     names.discard("lm_head")
+    names.discard("score")  # a reward model's value head is trained whole (peft's SEQ_CLS modules_to_save)
     return sorted(names)
 
 
@@ -38,6 +39,11 @@ def _uses_conv1d(model: nn.Module, targets: list[str]) -> bool:
     from transformers.pytorch_utils import Conv1D
 
     return any(isinstance(m, Conv1D) and n.split(".")[-1] in targets for n, m in model.named_modules())
+
+
+def _task_type(model: nn.Module) -> str:
+    """peft's task: SEQ_CLS for a reward model (its `score` head is then saved whole), else CAUSAL_LM."""
+    return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
 
 
 def _lora_targets(model: nn.Module, args: MethodArgs) -> list[str]:
@@ -109,7 +115,7 @@ def apply_lora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | No
     if args.pissa_init:
         init = "pissa" if args.pissa_iter == -1 else f"pissa_niter_{args.pissa_iter}"
     config = LoraConfig(
-        task_type="CAUSAL_LM",
+        task_type=_task_type(model),
         r=args.lora_rank,
         lora_alpha=args.lora_alpha or args.lora_rank * 2,
         lora_dropout=args.lora_dropout,
@@ -141,7 +147,7 @@ def apply_adalora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] |
                           f"{total_steps} training steps, or no budgeting phase is left")
     targets = _lora_targets(model, args)
     config = AdaLoraConfig(
-        task_type="CAUSAL_LM",
+        task_type=_task_type(model),
         init_r=args.adalora_init_r,
         target_r=args.adalora_target_r,
         tinit=tinit,

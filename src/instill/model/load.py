@@ -163,8 +163,10 @@ def load_tokenizer(args: ModelArgs, model_dir: Path) -> Any:
 
 
 def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, model_dir: Path,
-               gradient_checkpointing: bool = False) -> Any:
-    """The base causal LM (or vision-language model, `model/processor.py`), ready for a method to be applied."""
+               gradient_checkpointing: bool = False, head: str = "lm") -> Any:
+    """The base causal LM (or vision-language model, `model/processor.py`; head "score": with a one-output
+    value head, a reward model), ready for an adapter method to be applied."""
+    from transformers import AutoModelForSequenceClassification
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     check_precision(precision)
@@ -176,7 +178,10 @@ def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, mode
     if attn:
         kwargs["attn_implementation"] = attn
     try:
-        model = auto_model_class(model_dir).from_pretrained(model_dir, **kwargs)
+        if head == "score":
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, **kwargs)
+        else:
+            model = auto_model_class(model_dir).from_pretrained(model_dir, **kwargs)
     except ValueError as err:
         if "trust_remote_code" in str(err):
             raise ModelError(f"{model_dir}: the model needs custom code; set trust_remote_code: true if you trust it") from None

@@ -219,7 +219,8 @@ def section_training(run: Run) -> str:
     if not run.log:
         return _note("No trainer_log.jsonl: this directory holds no training run.")
     parts = [_img(plots.plot_loss(log_path, run.out), "Training loss"),
-             _img(plots.plot_learning_rate(log_path, run.out), "Learning rate and gradient norm")]
+             _img(plots.plot_learning_rate(log_path, run.out), "Learning rate and gradient norm"),
+             _img(plots.plot_rewards(log_path, run.out), "Preference rewards and accuracy")]
     r = run.results
     steps = max((x["step"] for x in run.log), default=0)
     pairs = [("optimizer steps", _num(steps)),

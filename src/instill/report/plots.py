@@ -90,6 +90,40 @@ def plot_learning_rate(log_path: str | Path, out_dir: str | Path) -> Path | None
     return _save(fig, Path(out_dir) / "learning_rate.png")
 
 
+REWARD_LINES = ("rewards/chosen", "rewards/rejected", "rewards/margins", "kl", "margin", "mean_reward")
+ACCURACY_LINES = ("rewards/accuracies", "accuracy")
+
+
+def plot_rewards(log_path: str | Path, out_dir: str | Path) -> Path | None:
+    """rewards.png (preference stages): trl's reward terms per step, accuracies on a second axis."""
+    records = [r for r in read_log(log_path) if "loss" in r]
+    lines = {k: [(r["step"], r[k]) for r in records if k in r] for k in REWARD_LINES + ACCURACY_LINES}
+    lines = {k: v for k, v in lines.items() if v}
+    if not lines:
+        return None
+    fig = Figure(figsize=(7, 3.5), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    for key in REWARD_LINES:
+        if key in lines:
+            ax.plot(*zip(*lines[key]), linewidth=1.5, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward")
+    ax.grid(alpha=0.3)
+    handles = ax.get_legend_handles_labels()
+    accuracy = [k for k in ACCURACY_LINES if k in lines]
+    if accuracy:
+        ax2 = ax.twinx()
+        for key in accuracy:
+            ax2.plot(*zip(*lines[key]), "--", color="#555555", linewidth=1, label=key)
+        ax2.set_ylim(-0.05, 1.05)
+        ax2.set_ylabel("accuracy")
+        h2 = ax2.get_legend_handles_labels()
+        handles = (handles[0] + h2[0], handles[1] + h2[1])
+    ax.legend(*handles, loc="best", fontsize=8)
+    ax.set_title("Preference rewards")
+    return _save(fig, Path(out_dir) / "rewards.png")
+
+
 def plot_throughput(log_path: str | Path, out_dir: str | Path) -> Path | None:
     """throughput.png: tokens/s, process CPU % and memory (RSS, GPU) per logging step."""
     records = [r for r in read_log(log_path) if "loss" in r]

@@ -39,6 +39,8 @@ class JsonlLogCallback(TrainerCallback):
         for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
             if key in logs:
                 record[key] = logs[key]
+        if any(_preference_metric(k) and k.removeprefix("eval_") not in ("accuracy", "mean_reward") for k in logs):
+            record.update({k: v for k, v in logs.items() if _preference_metric(k)})
         if "loss" in logs and self._last_time is not None:
             seen = state.num_input_tokens_seen
             elapsed = now - self._last_time
@@ -82,4 +84,12 @@ class LogLineProgress(ProgressCallback):
             self.training_bar.write(f"[instill] step {state.global_step}/{state.max_steps}: {' · '.join(shown)}")
 
 
-_SHOWN = ("loss", "grad_norm", "learning_rate", "eval_loss", "train_loss", "train_tokens_per_second")
+def _preference_metric(key: str) -> bool:
+    """trl's preference metrics: rewards/chosen, rewards/margins, ..., KTO's kl, the reward model's accuracy
+    and margin (and their eval_ forms). Recorded only beside a margin, reward or kl, so an SFT run's
+    eval_accuracy task metric is not taken for one."""
+    key = key.removeprefix("eval_")
+    return key.startswith("rewards/") or key in ("kl", "accuracy", "margin", "mean_reward")
+
+
+_SHOWN = ("rewards/margins", "rewards/accuracies", "loss", "grad_norm", "learning_rate", "eval_loss", "train_loss", "train_tokens_per_second")

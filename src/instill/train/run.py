@@ -32,7 +32,7 @@ from instill.ranks import is_main, world_size
 from instill.ranks import start as start_ranks
 from instill.report.data_summary import write_data_summary
 from instill.report.html import try_write_report
-from instill.report.plots import plot_loss
+from instill.report.plots import plot_loss, plot_rewards
 from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
 from instill.train.checkpoint import atomic_checkpoints, last_complete_checkpoint, save_failures
@@ -218,7 +218,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     # Before the model loads: with ZeRO-3 the arguments make from_pretrained load it sharded.
     training_args = training_arguments(t, has_eval, config.method.finetuning_type)
     check_world_size(training_args)
-    model = load_model(m, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing)
+    model = load_model(m, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing,
+                       head=stage.head)
     total_steps = total_optimizer_steps(len(train_set) if train_set is not None else None, t)
     model = apply_method(model, config.method, m.adapter_name_or_path, total_steps)
     say(f"{stage.name}, {config.method.finetuning_type}: {describe_parameters(model)}")
@@ -254,6 +255,9 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         plot = plot_loss(log_path, out)
         if plot:
             say(f"loss plot: {plot}")
+        rewards = plot_rewards(log_path, out)  # preference stages only
+        if rewards:
+            say(f"reward plot: {rewards}")
 
     seconds = time.perf_counter() - started
     if finish_run(trainer, out, seconds):  # trackers finished, run_info.json; true on the main process

@@ -39,3 +39,5 @@ class Stage:
     build_trainer: Callable[[StageInputs], Any]
     # Whether `do_eval` task metrics (accuracy, entity F1, ...) make sense for this stage's eval data.
     task_metrics: bool = False
+    # "lm": the causal LM; "score": a one-output value head on the same body (stage: rm).
+    head: str = "lm"

@@ -1,0 +1,156 @@
+"""`stage: dpo` and `stage: kto`: preference training on trl's trainers (the losses are trl's).
+
+`pref_loss` (LLaMA-Factory's names) picks the trl trainer that implements it:
+sigmoid / ipo / hinge -> `trl.DPOTrainer` (`loss_type`), orpo -> `trl.experimental.orpo.ORPOTrainer`,
+simpo -> `trl.experimental.cpo.CPOTrainer` with `loss_type="simpo"`. `pref_ftx` mixes in the SFT
+loss on the chosen answer: for DPO it is trl's `sft` loss term (a token mean over the chosen
+answers, weight `pref_ftx`; LLaMA-Factory's is a per-sequence length average), for SimPO trl's
+`cpo_alpha`. ORPO's own SFT term is part of its loss (`pref_beta` weighs the odds-ratio term).
+
+The ids are ours (data/pairs.py: the SFT template and truncation); each trainer's own dataset
+preparation is replaced by one that passes them through. Every training argument is passed from
+our config explicitly (trl's configs default to bf16, gradient checkpointing and lr 1e-6).
+
+Reference model: LoRA/AdaLoRA -> none loaded, trl runs the reference pass with the adapter disabled
+(one copy of the base weights); full/freeze -> `ref_model` when given, else trl loads a frozen copy
+of the base from `model_name_or_path`; ORPO and SimPO need none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from instill.console import say
+from instill.data.tokenize import IGNORE_INDEX
+from instill.errors import ConfigError
+from instill.train.stage import Stage, StageInputs
+
+DPO_LOSSES = ("sigmoid", "ipo", "hinge")
+REFERENCE_FREE = ("orpo", "simpo")
+
+
+def trl_config(config_cls: type, training_args: Any, **extra: Any) -> Any:
+    """A trl config holding every value of our TrainingArguments, plus the stage's own."""
+    values = {f.name: getattr(training_args, f.name) for f in fields(training_args) if f.init}
+    values.update(extra)
+    return config_cls(**values)
+
+
+def _ids_as_given(self: Any, dataset: Any, *args: Any, **kwargs: Any) -> Any:
+    """Stands in for trl's `_prepare_dataset`: the dataset already holds our token ids."""
+    return dataset
+
+
+def _legacy_row(self: Any, feature: dict, model: Any = None) -> dict:
+    """Stands in for ORPO/CPO's `tokenize_row`: their column layout, built from our ids."""
+    prompt = feature["prompt_ids"]
+    row = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+    for side in ("chosen", "rejected"):
+        answer = feature[f"{side}_ids"]
+        row[f"{side}_input_ids"] = prompt + answer
+        row[f"{side}_attention_mask"] = [1] * (len(prompt) + len(answer))
+        row[f"{side}_labels"] = [IGNORE_INDEX] * len(prompt) + answer
+    return row
+
+
+def _megabytes(model: Any) -> float:
+    return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+
+
+def reference_model(inputs: StageInputs) -> Any:
+    """The reference model to hand trl (None: adapter disabled, or trl's copy of the base), said once."""
+    m = inputs.config.method
+    if m.finetuning_type in ("lora", "adalora"):
+        if m.ref_model:
+            raise ConfigError("ref_model: with LoRA the reference is the base with the adapter disabled; "
+                              "remove ref_model (or train with finetuning_type: full)")
+        say("reference model: the base with the adapter disabled (no second copy of the weights)")
+        return None
+    if not m.ref_model:
+        say(f"reference model: a frozen copy of {inputs.config.model.model_name_or_path} loaded by trl "
+            f"(+{_megabytes(inputs.model):,.0f} MiB)")
+        return None
+    from transformers import AutoModelForCausalLM
+
+    from instill.hub import resolve_model
+
+    ref = AutoModelForCausalLM.from_pretrained(resolve_model(m.ref_model), dtype=inputs.model.dtype)
+    ref.requires_grad_(False).eval()
+    say(f"reference model: {m.ref_model}, frozen ({_megabytes(ref):,.0f} MiB)")
+    return ref
+
+
+def _common(inputs: StageInputs) -> dict[str, Any]:
+    return {"model": inputs.model, "train_dataset": inputs.train_dataset, "eval_dataset": inputs.eval_dataset,
+            "processing_class": inputs.tokenizer, "callbacks": inputs.callbacks}
+
+
+def build_dpo(inputs: StageInputs) -> Any:
+    m = inputs.config.method
+    if m.pref_loss == "orpo":
+        return _build_orpo(inputs)
+    if m.pref_loss == "simpo":
+        return _build_simpo(inputs)
+    from trl import DPOConfig, DPOTrainer
+
+    losses, weights = [m.pref_loss], [1.0]
+    if m.pref_ftx > 0:
+        losses, weights = [m.pref_loss, "sft"], [1.0, m.pref_ftx]
+    args = trl_config(DPOConfig, inputs.training_args, beta=m.pref_beta, loss_type=losses, loss_weights=weights,
+                      label_smoothing=m.dpo_label_smoothing, max_length=None, gradient_checkpointing=False)
+    trainer_cls = type("InstillDPOTrainer", (DPOTrainer,), {"_prepare_dataset": _ids_as_given})
+    return trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs))
+
+
+def _legacy_trainer(trainer_cls: type, config_cls: type, inputs: StageInputs, **extra: Any) -> Any:
+    say(f"reference model: none ({inputs.config.method.pref_loss} is reference-free)")
+    args = trl_config(config_cls, inputs.training_args, max_length=None, gradient_checkpointing=False, **extra)
+    patched = type(f"Instill{trainer_cls.__name__}", (trainer_cls,), {"tokenize_row": _legacy_row})
+    return patched(args=args, **_common(inputs))
+
+
+def _build_orpo(inputs: StageInputs) -> Any:
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    return _legacy_trainer(ORPOTrainer, ORPOConfig, inputs, beta=inputs.config.method.pref_beta)
+
+
+def _build_simpo(inputs: StageInputs) -> Any:
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    m = inputs.config.method
+    return _legacy_trainer(CPOTrainer, CPOConfig, inputs, loss_type="simpo", beta=m.pref_beta,
+                           simpo_gamma=m.simpo_gamma, cpo_alpha=m.pref_ftx, label_smoothing=m.dpo_label_smoothing)
+
+
+def _with_kl_completions(self: Any, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+    """KTO's KL term pairs each prompt with another row's answer: rotate answers by one within each batch
+    (trl's own rule, applied to our ids)."""
+    if not self.calculate_KL:
+        return dataset
+
+    def rotate(batch: dict) -> dict:
+        batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
+        return batch
+
+    return dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
+
+
+def build_kto(inputs: StageInputs) -> Any:
+    from trl import KTOConfig, KTOTrainer
+
+    m, t = inputs.config.method, inputs.config.train
+    if t.per_device_train_batch_size < 2:
+        raise ConfigError("stage: kto needs per_device_train_batch_size >= 2: trl's KTO estimates its KL term by "
+                          "pairing each prompt with another answer of the same batch")
+    args = trl_config(KTOConfig, inputs.training_args, beta=m.pref_beta, desirable_weight=m.kto_chosen_weight,
+                      undesirable_weight=m.kto_rejected_weight, max_length=None, gradient_checkpointing=False,
+                      train_sampling_strategy="sequential")
+    trainer_cls = type("InstillKTOTrainer", (KTOTrainer,), {"_prepare_dataset": _with_kl_completions})
+    return trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs))
+
+
+DPO = Stage("dpo", "preference optimisation on chosen/rejected pairs (DPO, IPO, hinge, ORPO, SimPO)", "pairs",
+            build_dpo)
+KTO = Stage("kto", "KTO on answers labelled desirable or not", "kto", build_kto)

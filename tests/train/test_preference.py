@@ -1,0 +1,136 @@
+"""stage dpo / kto / rm on the tiny Qwen2: a planted preference is learnt, reward metrics are logged,
+LoRA DPO holds one copy of the base weights, every pref_loss runs on LLaMA-Factory's demo files."""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+
+import pytest
+import torch
+
+from instill.config import build_config
+from instill.errors import ConfigError
+from instill.evaluate.runner import run as run_eval
+from instill.train.run import run_training
+from tests.conftest import write_dataset
+from tests.data.test_pairs import LF_PREFERENCE
+
+PHRASE = " Thank you for asking."  # every chosen answer ends with it; no rejected one does
+QUESTIONS = ["Name a colour.", "Name a fruit.", "Name a river.", "Name a city.", "Pick a number.", "Name a bird.",
+             "Name a tree.", "Name a metal."]
+ANSWERS = ["Blue.", "Pear.", "Nile.", "Oslo.", "Seven.", "Owl.", "Oak.", "Iron."]
+
+
+@pytest.fixture()
+def data_dir(tmp_path):
+    rows = [{"instruction": q, "input": "", "chosen": a + PHRASE, "rejected": a} for q, a in zip(QUESTIONS, ANSWERS)]
+    ranking = {"ranking": True, "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen",
+                                            "rejected": "rejected"}}
+    write_dataset(tmp_path / "data", "planted", rows, **ranking)
+    info = json.loads((tmp_path / "data/dataset_info.json").read_text())
+    (tmp_path / "data/dataset_info.json").write_text(json.dumps({**info, **LF_PREFERENCE}))
+    return tmp_path / "data"
+
+
+def config(model_dir, data_dir, out_dir, **overrides):
+    raw = {
+        "model_name_or_path": str(model_dir), "template": "qwen", "dataset": "planted", "dataset_dir": str(data_dir),
+        "output_dir": str(out_dir), "stage": "dpo", "cutoff_len": 48, "per_device_train_batch_size": 4,
+        "learning_rate": 5e-3, "max_steps": 6, "logging_steps": 1, "lr_scheduler_type": "constant",
+        "save_strategy": "no", "lora_rank": 8, "report_to": "none", "seed": 7,
+    }
+    raw.update(overrides)
+    return build_config(raw)
+
+
+def log_rows(out_dir):
+    return [json.loads(line) for line in (out_dir / "trainer_log.jsonl").read_text().splitlines()]
+
+
+def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_qwen2, data_dir, tmp_path):
+    result = run_training(config(tiny_qwen2, data_dir, tmp_path / "dpo", max_steps=4, plot_loss=True,
+                                 per_device_train_batch_size=2))
+    rows = [r for r in log_rows(tmp_path / "dpo") if "loss" in r]
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at step 1
+    assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(rows[0])
+    assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"] + 0.05
+    assert rows[-1]["rewards/accuracies"] == 1.0 and rows[-1]["loss"] < rows[0]["loss"]
+    assert (tmp_path / "dpo/rewards.png").is_file()  # plot_loss: true also draws the reward terms
+    trainer = result.trainer
+    assert trainer.ref_model is None and trainer.args.loss_type == ["sigmoid"] and not trainer.args.bf16
+    embedding = trainer.model.get_input_embeddings().weight
+    copies = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.shape == embedding.shape]
+    assert len(copies) == 1  # the reference pass disables the adapter; no second base in memory
+
+    # instill eval, eval_task: preference, base vs tuned on the same pairs
+    reports = run_eval(config(tiny_qwen2, data_dir, tmp_path / "dpo", eval_task="preference",
+                              eval_dataset="planted", do_train=False), compare_base=True)
+    base, tuned = reports["base"], reports["tuned"]
+    assert base["pairs"] == tuned["pairs"] == len(QUESTIONS) and "implicit_reward_accuracy" not in base
+    assert tuned["implicit_reward_accuracy"] == 1.0 and tuned["reward_margin"] > 0
+    assert tuned["mean_logp_margin"] > base["mean_logp_margin"]
+    assert json.loads((tmp_path / "dpo/eval/comparison.json").read_text())["preference_accuracy"]["base"] == \
+        base["preference_accuracy"]
+
+
+@pytest.mark.parametrize("overrides, expect", [
+    ({"dataset": "dpo_zh_demo", "pref_ftx": 0.5, "finetuning_type": "full"}, "sigmoid+sft"),
+    ({"dataset": "dpo_zh_demo", "pref_loss": "orpo"}, "orpo"),
+    ({"pref_loss": "simpo", "simpo_gamma": 0.5}, "simpo"),
+    ({"stage": "kto", "dataset": "kto_en_demo"}, "kto"),
+])
+def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp_path, overrides, expect):
+    out = tmp_path / "run"
+    result = run_training(config(tiny_qwen2, data_dir, out, max_steps=2, per_device_train_batch_size=2, cutoff_len=32,
+                                 max_samples=8, **overrides))
+    rows = [r for r in log_rows(out) if "loss" in r]
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    assert "rewards/chosen" in rows[0] or "rewards/chosen_sum" in rows[0] or "kl" in rows[0], rows[0]
+    args = result.trainer.args
+    if expect == "sigmoid+sft":
+        assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]
+        assert rows[0]["loss"] > math.log(2)  # the SFT term is added to ln 2
+        ref = result.trainer.ref_model  # full fine-tuning: trl's copy of the base, never optimised
+        optimised = {id(p) for group in result.trainer.optimizer.param_groups for p in group["params"]}
+        assert ref is not None and ref is not result.trainer.model
+        assert optimised and not optimised & {id(p) for p in ref.parameters()}
+    elif expect == "kto":
+        assert rows[0]["loss"] == pytest.approx(0.5, abs=1e-3) and "kl" in rows[0]
+    elif expect == "simpo":
+        assert args.loss_type == "simpo" and args.simpo_gamma == 0.5 and not hasattr(result.trainer, "ref_model")
+    assert args.learning_rate == 5e-3 and not args.bf16 and not args.gradient_checkpointing
+
+
+def test_reward_model_scores_the_planted_chosen_higher(tiny_qwen2, data_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path / "rm"
+    run_training(config(tiny_qwen2, data_dir, out, stage="rm", max_steps=10))
+    assert "accuracy" in log_rows(out)[0]
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_qwen2, num_labels=1, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, out).eval()  # the saved adapter + value head score text
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    wins = 0
+    for question, answer in zip(QUESTIONS, ANSWERS):
+        scores = []
+        for reply in (answer + PHRASE, answer):
+            text = tokenizer.apply_chat_template([{"role": "user", "content": question},
+                                                  {"role": "assistant", "content": reply}], tokenize=False)
+            with torch.no_grad():
+                scores.append(model(**tokenizer(text, return_tensors="pt")).logits[0, 0].item())
+        wins += scores[0] > scores[1]
+    assert wins == len(QUESTIONS)
+
+
+def test_stage_checks_at_the_door(tiny_qwen2, data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="PPO was removed from trl"):
+        config(tiny_qwen2, data_dir, tmp_path, stage="ppo")
+    with pytest.raises(ConfigError, match="pref_loss"):
+        config(tiny_qwen2, data_dir, tmp_path, pref_loss="kto_pair")
+    with pytest.raises(ConfigError, match="per_device_train_batch_size >= 2"):
+        run_training(config(tiny_qwen2, data_dir, tmp_path / "k", stage="kto", dataset="kto_en_demo",
+                            per_device_train_batch_size=1))
