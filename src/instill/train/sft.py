@@ -7,13 +7,13 @@ from typing import Any
 from instill.data.collate import PadCollator
 from instill.model.load import device_type
 from instill.train.stage import Stage, StageInputs
+from instill.train.trainer import LabelledLossTrainer
 
 
 def build_trainer(inputs: StageInputs) -> Any:
-    """A transformers Trainer on padded batches (pad to the longest, to a multiple of 8 on CUDA)."""
-    from transformers import Trainer
-
-    return Trainer(
+    """A Trainer whose loss is computed only where labels are trained (train/trainer.py), on padded
+    batches (pad to the longest, to a multiple of 8 on CUDA)."""
+    return LabelledLossTrainer(
         model=inputs.model,
         args=inputs.training_args,
         train_dataset=inputs.train_dataset,
