@@ -76,7 +76,7 @@ def test_overrides_parse_yaml_values():
         ({"quantization_bit": 3}, "invalid value for 'quantization_bit': 3"),
         ({"adalora_init_r": 4, "adalora_target_r": 8}, "adalora_target_r must not exceed adalora_init_r"),
         ({"deepspeed": "ds.json"}, "DeepSpeed is not supported"),
-        ({"packing": True}, "packing is not built yet"),
+        ({"bf16": "fast"}, "invalid value for 'bf16'"),
         ({"report_to": "wandb"}, "'wandb' is not a supported tracker"),
         ({"max_steps": 0}, "invalid value for 'max_steps': 0"),
     ],

@@ -22,12 +22,12 @@ def _batch(vocab: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _model(tiny_qwen2, method: str):
+def _model(tiny_qwen2, method: str, attention: str = "sdpa"):
     from peft import AdaLoraConfig, LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32, attn_implementation=attention)
     if method == "lora":
         cfg = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
     else:
@@ -80,3 +80,32 @@ def test_labelled_loss_equals_full_loss_and_grads(tiny_qwen2, tmp_path, method):
     assert abs(got_eval.item() - want_eval.item()) < 1e-5
     _, outputs = fast.compute_loss(model, dict(batch), return_outputs=True)
     assert outputs["logits"].shape[0] == int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # only kept rows
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_rows_give_the_unpacked_loss_and_grads(tiny_qwen2, tmp_path, attention):
+    """packing: rows packed with per-sequence position_ids and the 4-D float block mask == the same rows padded."""
+    from transformers import TrainingArguments
+
+    from instill.data.collate import PackCollator, PadCollator
+
+    model = _model(tiny_qwen2, "lora", attention)
+    model.train()
+    g = torch.Generator().manual_seed(5)
+    features = []
+    for n, trained in ((11, 3), (7, 2), (16, 5), (5, 5)):
+        ids = torch.randint(0, 151_000, (n,), generator=g).tolist()
+        features.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (n - trained) + ids[n - trained:]})
+    packed = PackCollator(pad_id=0, capacity=24)(features)
+    assert packed["input_ids"].shape[0] == 2 and packed["packed_attention_mask"].shape[1:] == (1, 23, 23)  # 16+7, 11+5
+    assert packed["position_ids"][packed["attention_mask"] == 1].tolist().count(0) == 4  # four sequences
+    assert int(packed["attention_mask"].sum()) == 39  # no token lost
+    padded = PadCollator(pad_id=0)(features)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = LabelledLossTrainer(model=model, args=args)
+    items = torch.tensor(15)
+    want, want_grads = _loss_and_grads(trainer, model, padded, items)
+    got, grads = _loss_and_grads(trainer, model, packed, items)
+    assert abs(got.item() - want.item()) < 1e-5
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, want_grads[name], atol=1e-6, rtol=1e-4, msg=name)

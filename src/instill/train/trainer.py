@@ -70,7 +70,36 @@ class LabelledLossTrainer(Trainer):
 
     force_head_hook = False  # tests set it to exercise the path for models without `logits_to_keep`
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What training batches held: sequences, token slots (padding included), labelled positions.
+        self.batch_counts = {"samples": 0, "slots": 0, "labelled": 0}
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        ids, counts = inputs["input_ids"], self.batch_counts
+        positions = inputs.get("position_ids")
+        if positions is not None and "packed_attention_mask" in inputs:  # packed: a sequence starts at position 0
+            counts["samples"] += int(((positions == 0) & (inputs["attention_mask"] == 1)).sum())
+        else:
+            counts["samples"] += ids.shape[0]
+        counts["slots"] += ids.numel()
+        if "labels" in inputs:
+            counts["labelled"] += int((shifted_labels(inputs["labels"]) != IGNORE_INDEX).sum())
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self.batch_counts["slots"]:
+            logs["samples_seen"] = self.batch_counts["samples"]
+            logs["padding_ratio"] = round(1 - self.state.num_input_tokens_seen / self.batch_counts["slots"], 4)
+        super().log(logs, start_time)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "packed_attention_mask" in inputs:  # packed rows: the exact 4-D mask replaces the 2-D padding mask
+            inputs = dict(inputs)
+            dtype = self.accelerator.unwrap_model(model).get_input_embeddings().weight.dtype
+            blocked = inputs.pop("packed_attention_mask") != 0
+            inputs["attention_mask"] = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device).masked_fill_(
+                blocked, torch.finfo(dtype).min)
         labels = inputs.get("labels")
         if (labels is None or self.label_smoother is not None or self.compute_loss_func is not None
                 or (return_outputs and not self.args.prediction_loss_only)):
