@@ -2,7 +2,8 @@
 
 - `available_cpus()`: the cores this process may run on: its CPU affinity, capped by a cgroup
   CPU quota (containers), never more than `os.cpu_count()`. torch's default thread count is the
-  machine's core count, which oversubscribes a container or a pinned process.
+  machine's core count, which oversubscribes a container or a pinned process. A smaller
+  OMP_NUM_THREADS (or torch_num_threads) is honoured.
 - `peak_flops(dtype)`: on CPU a short matmul probe (fp32 / bf16, the threads in use), measured once
   and cached under ~/.cache/instill; on CUDA the device's dense spec figure from a small table
   (None for a device not in it, and then no MFU is reported).
@@ -59,6 +60,9 @@ def set_torch_threads(requested: int | None) -> str:
         torch.set_num_threads(requested)
         more = f" (more than the {n} available by {why})" if requested > n else ""
         return f"threads: {requested} torch threads (torch_num_threads){more}"
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and 0 < int(env) < n:
+        n, why = int(env), f"OMP_NUM_THREADS; {why} allows {n}"
     torch.set_num_threads(n)
     return f"threads: {n} torch threads ({why}; of {os.cpu_count()} cores on the machine)"
 

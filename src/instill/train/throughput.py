@@ -56,24 +56,22 @@ def throughput(trainer: Any, train_runtime: float, compute_dtype: torch.dtype, f
     return out
 
 
+_TEXT = (  # (key, how the summary line shows it)
+    ("train_tokens_per_s", lambda v: f"{v:.0f} tokens/s"),
+    ("train_samples_per_s", lambda v: f"{v:.2f} samples/s"),
+    ("train_s_per_step", lambda v: f"{v:.2f} s/step"),
+    ("padding_ratio", lambda v: f"padding {100 * v:.1f}%"),
+    ("peak_rss_mb", lambda v: f"peak RSS {v / 1024:.2f} GiB"),
+    ("gpu_peak_mem_mb", lambda v: f"peak GPU memory {v / 1024:.2f} GiB"),
+    ("mfu", lambda v: f"MFU {100 * v:.1f}%"),
+)
+
+
 def throughput_text(figures: dict[str, float]) -> str:
-    """The summary line's part: '237 tokens/s, 1.4 samples/s, 11.2 s/step, padding 3.1%, peak RSS 4.1 GiB, MFU 2.3%'."""
-    parts = []
-    if "train_tokens_per_s" in figures:
-        parts.append(f"{figures['train_tokens_per_s']:.0f} tokens/s")
-    if "train_samples_per_s" in figures:
-        parts.append(f"{figures['train_samples_per_s']:.2f} samples/s")
-    if "train_s_per_step" in figures:
-        parts.append(f"{figures['train_s_per_step']:.2f} s/step")
-    if "padding_ratio" in figures:
-        parts.append(f"padding {100 * figures['padding_ratio']:.1f}%")
-    if "peak_rss_mb" in figures:
-        parts.append(f"peak RSS {figures['peak_rss_mb'] / 1024:.2f} GiB")
-    if "gpu_peak_mem_mb" in figures:
-        parts.append(f"peak GPU memory {figures['gpu_peak_mem_mb'] / 1024:.2f} GiB")
-    if "mfu" in figures:
-        parts.append(f"MFU {100 * figures['mfu']:.1f}% of {figures['peak_tflops']:g} TFLOP/s")
-    return ", ".join(parts)
+    """The summary line's part: '237 tokens/s, 1.43 samples/s, 11.20 s/step, padding 3.1%, peak RSS 4.11 GiB, MFU 2.3%
+    of 0.044 TFLOP/s'."""
+    text = ", ".join(show(figures[key]) for key, show in _TEXT if key in figures)
+    return text + (f" of {figures['peak_tflops']:g} TFLOP/s" if "mfu" in figures else "")
 
 
 def expected_padding(config: Any, summary: Any) -> dict[str, Any]:
