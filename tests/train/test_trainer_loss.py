@@ -22,12 +22,12 @@ def _batch(vocab: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _model(tiny_qwen2, method: str, attention: str = "sdpa"):
+def _model(tiny_qwen2, method: str, attention: str = "sdpa", dtype: torch.dtype = torch.float32):
     from peft import AdaLoraConfig, LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32, attn_implementation=attention)
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=dtype, attn_implementation=attention)
     if method == "lora":
         cfg = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
     else:
@@ -109,3 +109,28 @@ def test_packed_rows_give_the_unpacked_loss_and_grads(tiny_qwen2, tmp_path, atte
     assert abs(got.item() - want.item()) < 1e-5
     for name, grad in grads.items():
         torch.testing.assert_close(grad, want_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_bf16_frozen_base_fast_paths_match(tiny_qwen2, tmp_path):
+    """bf16 as instill trains LoRA in it (frozen base bf16, adapters fp32): labelled-only and packed losses
+    match the plain bf16 computation within bf16 rounding (bf16 is emulated on AVX2 CPUs: kept tiny)."""
+    from transformers import Trainer, TrainingArguments
+
+    from instill.data.collate import PackCollator, PadCollator
+
+    model = _model(tiny_qwen2, "lora", dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    model.train()
+    batch = _batch(model.config.vocab_size)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    want, want_grads = _loss_and_grads(Trainer(model=model, args=args), model, batch, None)
+    fast = LabelledLossTrainer(model=model, args=args)
+    got, grads = _loss_and_grads(fast, model, batch, None)
+    assert abs(got.item() - want.item()) < 1e-3 * want.item()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, want_grads[name], atol=1e-3, rtol=2e-2, msg=name)
+    features = [{"input_ids": row[m == 1].tolist(), "labels": lab[m == 1].tolist()}
+                for row, m, lab in zip(batch["input_ids"], batch["attention_mask"], batch["labels"])]
+    padded, _ = _loss_and_grads(fast, model, PadCollator(0)(features), None)
+    packed, _ = _loss_and_grads(fast, model, PackCollator(0, 64)(features), None)
+    assert abs(packed.item() - padded.item()) < 1e-2 * padded.item()
