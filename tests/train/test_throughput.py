@@ -32,6 +32,7 @@ def test_throughput_figures_and_no_unasked_eval(tiny_qwen2, tmp_path, capsys):
     log = _log(out)
     assert [r["samples_seen"] for r in log if "loss" in r] == [4, 8]  # batch 4
     assert log[-1]["train_tokens_per_s"] == figures["train_tokens_per_s"]
+    assert "padding (padded / all batch tokens)" in (out / "report.html").read_text(encoding="utf-8")
     batching = json.loads((out / "data_summary.json").read_text())["batching"]
     assert batching["group_by_length"] and 0 <= batching["padding_ratio"] <= batching["padding_ratio_random_order"]
 
