@@ -72,6 +72,10 @@ class ModelArgs(_Section):
 class DataArgs(_Section):
     dataset: list[str] | None = None
     dataset_dir: str = "data"
+    # Pack each batch's rows into rows of cutoff_len tokens with exact per-sequence masks (data/collate.py).
+    # packing and neat_packing are the same here: instill never lets packed sequences see each other.
+    packing: bool = False
+    neat_packing: bool = False
     eval_dataset: list[str] | None = None
     template: str = "auto"
     cutoff_len: int = Field(default=2048, ge=8)
@@ -187,9 +191,14 @@ class TrainArgs(_Section):
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, ge=0)
     optim: str = "adamw_torch"
-    bf16: bool = False
+    # auto: bf16 where the hardware runs it natively (CUDA with bf16, a CPU with AMX / AVX512-BF16), else fp32.
+    bf16: bool | Literal["auto"] = False
     fp16: bool = False
     gradient_checkpointing: bool = False
+    # Batches of similar lengths (transformers' LengthGroupedSampler): less padding, same data each epoch.
+    group_by_length: bool = True
+    torch_compile: bool = False  # CUDA only
+    enable_liger_kernel: bool = False  # CUDA only, needs the liger-kernel package
     seed: int = 42
     eval_strategy: Literal["no", "steps", "epoch"] = "no"
     eval_steps: int | None = Field(default=None, ge=1)
@@ -327,8 +336,6 @@ _ACCEPTED_AND_IGNORED = {
     "include_num_input_tokens_seen": "tokens/s is always logged",
     "logging_dir": "TensorBoard events go to output_dir/runs",
     "disable_tqdm": "progress bars are always shown",
-    "packing": None,
-    "neat_packing": None,
     "predict_with_generate": None,  # predictions are always generated (or scored)
     "ignore_pad_token_for_loss": None,  # padding never carries a label
     "mix_strategy": None,  # refused below unless concat
@@ -340,14 +347,11 @@ _ACCEPTED_AND_IGNORED = {
 }
 _REFUSED = {
     "use_unsloth": "unsloth is not supported; remove 'use_unsloth'",
-    "enable_liger_kernel": "liger kernels are not supported; remove 'enable_liger_kernel'",
 }
 _REFUSED_VALUES = {
     ("stage", "ppo"): "PPO was removed from trl (the library instill trains on); use stage: dpo or kto",
 }
 _FALSE_ONLY = {
-    "packing": "sequence packing is not built yet; set packing: false",
-    "neat_packing": "sequence packing is not built yet; set neat_packing: false",
     "save_only_model": "checkpoints always hold the optimizer state (for resuming); set save_only_model: false",
 }
 
@@ -370,7 +374,7 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
         t, d = self.train, self.data
-        if t.bf16 and t.fp16:
+        if t.bf16 is True and t.fp16:
             raise ValueError("bf16 and fp16 are both true; choose one")
         if d.val_size and d.eval_dataset:
             raise ValueError("give either val_size or eval_dataset, not both")

@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Precision:
-    bf16: bool = False
+    bf16: bool | str = False  # "auto": bf16 where native_bf16() says the hardware runs it
     fp16: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bf16 == "auto":
+            self.bf16 = not self.fp16 and native_bf16()
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -71,6 +75,19 @@ def check_precision(precision: Precision) -> None:
         raise ConfigError("bf16: true but this GPU does not support bfloat16; use fp16: true instead")
     if precision.bf16 and device_type() == "cpu" and not native_bf16() and not _warned_bf16:
         _warn_emulated_bf16()
+
+
+def check_speed_flags(torch_compile: bool, liger_kernel: bool) -> None:
+    """torch_compile and enable_liger_kernel are GPU levers: one line when they cannot work here."""
+    import importlib.util
+
+    if torch_compile and not torch.cuda.is_available():
+        raise ConfigError("torch_compile: true needs a CUDA GPU in instill (on the CPU it compiles for minutes "
+                          "for little gain); remove it")
+    if liger_kernel and not torch.cuda.is_available():
+        raise ConfigError("enable_liger_kernel: true needs a CUDA GPU (Liger's kernels are Triton); remove it")
+    if liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError("enable_liger_kernel: true needs the liger-kernel package: pip install liger-kernel")
 
 
 _warned_bf16 = False

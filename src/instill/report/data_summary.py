@@ -57,10 +57,14 @@ def summarize(summary: Any) -> dict[str, Any]:
     }
 
 
-def write_data_summary(path: str | Path, sets: dict[str, Any], cutoff_len: int | None = None) -> Path:
-    """Write {split name: EncodeSummary or None} (None entries skipped) to `path`."""
+def write_data_summary(path: str | Path, sets: dict[str, Any], cutoff_len: int | None = None,
+                       batching: dict[str, Any] | None = None) -> Path:
+    """Write {split name: EncodeSummary or None} (None entries skipped) to `path`; `batching`: how the
+    training rows are batched (batch size, grouping, expected padding ratio)."""
     data = {"cutoff_len": cutoff_len,
             "sets": {name: summarize(s) for name, s in sets.items() if s is not None}}
+    if batching:
+        data["batching"] = batching
     path = Path(path)
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
     return path

@@ -12,6 +12,10 @@ from transformers.trainer_callback import ProgressCallback
 from instill.tracking import hardware
 from instill.train.checkpoint import save_failures
 
+# Logged by the Trainer subclass at every log step (samples, padding) and once after training (train/throughput.py).
+THROUGHPUT_KEYS = ("samples_seen", "padding_ratio", "train_tokens_per_s", "train_samples_per_s", "train_s_per_step",
+                   "peak_rss_mb", "gpu_peak_mem_mb", "mfu", "peak_tflops")
+
 
 class JsonlLogCallback(TrainerCallback):
     """Appends every log event to `trainer_log.jsonl`: step, epoch, loss, lr, grad_norm, tokens/s,
@@ -36,7 +40,7 @@ class JsonlLogCallback(TrainerCallback):
             return
         now = time.perf_counter()
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-        for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
+        for key in ("loss", "eval_loss", "learning_rate", "grad_norm", *THROUGHPUT_KEYS):
             if key in logs:
                 record[key] = logs[key]
         if any(_preference_metric(k) and k.removeprefix("eval_") not in ("accuracy", "mean_reward") for k in logs):

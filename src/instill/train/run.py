@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers.trainer_callback import ProgressCallback
 
 from instill.config import RunConfig, TrainArgs, save_config
@@ -26,13 +25,14 @@ from instill.errors import ConfigError
 from instill.evaluate.runner import task_metrics_callback
 from instill.hub import resolve_model
 from instill.model.adapters import apply_method, check_adapters, describe_parameters
-from instill.model.load import Precision, check_precision, device_type, load_model, load_tokenizer
+from instill.model.load import Precision, check_precision, check_speed_flags, device_type, load_model, load_tokenizer
 from instill.model.processor import load_image_inputs
 from instill.ranks import is_main, world_size
 from instill.ranks import start as start_ranks
 from instill.report.data_summary import write_data_summary
 from instill.report.html import try_write_report
 from instill.report.plots import plot_loss, plot_rewards
+from instill.tracking.compute import set_torch_threads
 from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
 from instill.train.checkpoint import atomic_checkpoints, last_complete_checkpoint, save_failures
@@ -47,6 +47,7 @@ from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_t
 from instill.train.lock import LOCK_NAME
 from instill.train.stage import Stage, StageInputs
 from instill.train.stages import STAGES
+from instill.train.throughput import expected_padding, padding_line, throughput, throughput_text
 
 
 def resolve_resume(args: TrainArgs) -> str | None:
@@ -120,7 +121,7 @@ def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "
         weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm,
         optim=args.optim,
-        bf16=args.bf16,
+        bf16=bool(Precision(args.bf16, args.fp16).bf16),  # bf16: auto resolved for this hardware
         fp16=args.fp16,
         use_cpu=on_cpu,
         logging_steps=args.logging_steps,
@@ -133,6 +134,9 @@ def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "
         prediction_loss_only=True,  # eval loss only: full-vocab logits of every eval batch would fill memory
         seed=args.seed,
         data_seed=args.seed,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
+        torch_compile=args.torch_compile,
+        use_liger_kernel=args.enable_liger_kernel,
         report_to="none",  # trackers are ours (tracking/trackers.py): transformers' swanlab one fails with swanlab 0.10
         run_name=args.run_name,
         **parallel_arguments(args, finetuning_type),  # ddp_timeout, deepspeed, fsdp (train/distributed.py)
@@ -166,12 +170,14 @@ def _data(config: RunConfig, stage: Stage, template: Any, tokenizer: Any, media:
         if part is not None:
             for line in part.summary.lines(part.name):
                 say(line)
+    batching = expected_padding(config, train_set.summary)
+    say(padding_line(batching))
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if is_main():
         write_data_summary(out / "data_summary.json",
                            {"train": train_set.summary, "eval": eval_set.summary if eval_set else None},
-                           d.cutoff_len)
+                           d.cutoff_len, batching)
     return train_set.rows, eval_set.rows if eval_set else None, train_set
 
 
@@ -184,6 +190,7 @@ def run_training(config: RunConfig) -> RunResult:
     t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
     stage = STAGES[config.method.stage]
     check_precision(precision)
+    check_speed_flags(config.train.torch_compile, config.train.enable_liger_kernel)
     if not config.data.dataset:
         raise ConfigError("training needs 'dataset' (names from dataset_info.json in dataset_dir)")
     check_trackers(t)
@@ -199,8 +206,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     from transformers import set_seed
 
     t = config.train
-    if config.model.torch_num_threads:
-        torch.set_num_threads(config.model.torch_num_threads)
+    if device_type() == "cpu":
+        say(set_torch_threads(config.model.torch_num_threads))
     set_seed(t.seed)
     for note in config.notes:
         say(note)
@@ -247,6 +254,10 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         result = trainer.train(resume_from_checkpoint=resume)
     if stop.acted:
         raise TrainingInterrupted(trainer.state.global_step, last_complete_checkpoint(out))
+    figures = throughput(trainer, result.metrics.get("train_runtime", 0.0), precision.compute_dtype,
+                         config.method.finetuning_type == "full")
+    result.metrics.update(figures)
+    trainer.log(figures)  # trainer_log.jsonl and the trackers
     with save_failures(out, f"the trained weights to {out}"):
         metrics = _save(trainer, config, template, tokenizer, result, pissa_init_dir, has_eval)
         if media is not None and is_main():  # the image processor (with its pixel bounds) travels with the run
@@ -264,7 +275,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         report = try_write_report(out)
         if report:
             say(f"report: {report}")
-    _summary_line(config, stage, trainer, metrics, seconds)
+    _summary_line(config, stage, trainer, metrics, seconds, figures)
     return RunResult(metrics, trainer)
 
 
@@ -283,25 +294,31 @@ def _save(trainer: Any, config: RunConfig, template: Any, tokenizer: Any, result
     metrics = dict(result.metrics)
     metrics["num_input_tokens_seen"] = trainer.state.num_input_tokens_seen
     trainer.save_metrics("train", metrics)
-    if has_eval:
+    asked = config.eval.do_eval or config.train.eval_strategy != "no"
+    if has_eval and not asked:
+        say("no evaluation after training: eval_strategy is 'no' and do_eval is false (set do_eval: true to score "
+            "the eval set)")
+    if has_eval and asked:
         # Reuse the evaluation of the final step when the schedule already ran one (it is logged once).
         step = trainer.state.global_step
         last = {k: v for h in trainer.state.log_history if h.get("step") == step for k, v in h.items()
                 if k.startswith("eval_")}
+        if "eval_loss" not in last:
+            say(f"final evaluation: eval loss on {len(trainer.eval_dataset):,} eval rows")
         eval_metrics = last if "eval_loss" in last else trainer.evaluate()
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     return metrics
 
 
-def _summary_line(config: RunConfig, stage: Stage, trainer: Any, metrics: dict, seconds: float) -> None:
+def _summary_line(config: RunConfig, stage: Stage, trainer: Any, metrics: dict, seconds: float,
+                  figures: dict[str, float]) -> None:
     tokens = trainer.state.num_input_tokens_seen
-    tps = tokens / metrics["train_runtime"] if metrics.get("train_runtime") else 0.0  # tokens: all ranks
-    ranks = f" over {world_size()} processes" if world_size() > 1 else ""
+    ranks = f" over {world_size()} processes" if world_size() > 1 else ""  # tokens and tokens/s: all ranks
     what = "adapter" if config.method.finetuning_type in ("lora", "adalora") else "weights"
     say(
         f"done ({stage.name}): {trainer.state.global_step} steps, {tokens:,} tokens, "
-        f"train {metrics.get('train_runtime', 0):.0f} s ({tps:.0f} tokens/s{ranks}), "
+        f"train {metrics.get('train_runtime', 0):.0f} s ({throughput_text(figures)}{ranks}), "
         f"mean train loss {metrics.get('train_loss', float('nan')):.4f}, total {seconds:.0f} s; "
         f"{what} in {config.train.output_dir}"
     )

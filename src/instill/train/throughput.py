@@ -1,0 +1,106 @@
+"""What a training run achieved per second and per GiB: the figures of the summary line,
+all_results.json, trainer_log.jsonl, the report and the trackers.
+
+- tokens/s: non-padding input tokens (Trainer's `num_input_tokens_seen`) per second of training;
+- samples/s, s/step, padding ratio (padded slots / all slots, from the batches the Trainer ran);
+- peak RSS (and peak CUDA memory);
+- MFU = train_flops_per_token × tokens/s ÷ peak FLOP/s of the compute dtype (tracking/compute.py
+  states the formula; CPU peak from a cached matmul probe, GPU peak from a spec table).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from instill.data.collate import padding_ratio
+from instill.tracking import hardware
+from instill.tracking.compute import peak_flops, train_flops_per_token
+
+
+def model_flops_per_token(model: Any, labelled_fraction: float, full: bool) -> float:
+    """`train_flops_per_token` for this model: body = every matmul weight except embedding and head."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    embedding = inner.get_input_embeddings().weight
+    head = inner.get_output_embeddings().weight
+    total = sum(p.numel() for p in inner.parameters() if full or not p.requires_grad)
+    body = total - embedding.numel() - (0 if head is embedding else head.numel())
+    return train_flops_per_token(body, head.numel(), labelled_fraction, full)
+
+
+def throughput(trainer: Any, train_runtime: float, compute_dtype: torch.dtype, full: bool) -> dict[str, float]:
+    """The run's throughput figures (keys as logged); MFU only where a peak is known.
+
+    Under N processes the token count is already summed over them; this process's batch counts are
+    scaled by N (every rank sees batches of the same shape) and MFU is against N devices' peak."""
+    ranks = max(1, int(getattr(trainer.args, "world_size", 1) or 1))
+    counts = {key: value * ranks for key, value in (getattr(trainer, "batch_counts", None) or {}).items()}
+    tokens = trainer.state.num_input_tokens_seen
+    steps = trainer.state.global_step
+    out: dict[str, float] = {}
+    if train_runtime > 0:
+        out["train_tokens_per_s"] = round(tokens / train_runtime, 1)
+        if counts.get("samples"):
+            out["train_samples_per_s"] = round(counts["samples"] / train_runtime, 3)
+        if steps:
+            out["train_s_per_step"] = round(train_runtime / steps, 3)
+    if counts.get("slots"):
+        out["padding_ratio"] = round(1 - tokens / counts["slots"], 4)
+    memory = hardware.sample(steps)
+    for key in ("peak_rss_mb", "gpu_peak_mem_mb"):
+        if key in memory:
+            out[key] = memory[key]
+    peak = peak_flops(compute_dtype)
+    if peak and tokens and train_runtime > 0:
+        fraction = counts.get("labelled", 0) / tokens if counts.get("labelled") else 1.0
+        flops = model_flops_per_token(trainer.accelerator.unwrap_model(trainer.model), fraction, full)
+        out["mfu"] = round(flops * tokens / train_runtime / (peak * ranks), 4)
+        out["peak_tflops"] = round(peak / 1e12, 3)
+    return out
+
+
+_TEXT = (  # (key, how the summary line shows it)
+    ("train_tokens_per_s", lambda v: f"{v:.0f} tokens/s"),
+    ("train_samples_per_s", lambda v: f"{v:.2f} samples/s"),
+    ("train_s_per_step", lambda v: f"{v:.2f} s/step"),
+    ("padding_ratio", lambda v: f"padding {100 * v:.1f}%"),
+    ("peak_rss_mb", lambda v: f"peak RSS {v / 1024:.2f} GiB"),
+    ("gpu_peak_mem_mb", lambda v: f"peak GPU memory {v / 1024:.2f} GiB"),
+    ("mfu", lambda v: f"MFU {100 * v:.1f}%"),
+)
+
+
+def throughput_text(figures: dict[str, float]) -> str:
+    """The summary line's part: '237 tokens/s, 1.43 samples/s, 11.20 s/step, padding 3.1%, peak RSS 4.11 GiB, MFU 2.3%
+    of 0.044 TFLOP/s'."""
+    text = ", ".join(show(figures[key]) for key, show in _TEXT if key in figures)
+    return text + (f" of {figures['peak_tflops']:g} TFLOP/s" if "mfu" in figures else "")
+
+
+def expected_padding(config: Any, summary: Any) -> dict[str, Any]:
+    """How the training rows will be batched and the padding ratio that gives (data_summary.json's `batching`)."""
+    t, d = config.train, config.data
+    lengths = [p + r for p, r in zip(summary.prompt_lengths, summary.response_lengths)]
+    out: dict[str, Any] = {"batch_size": t.per_device_train_batch_size, "group_by_length": t.group_by_length,
+                           "packing": d.packing or d.neat_packing}
+    if out["packing"]:
+        return out  # packed rows: padding is measured during training
+    group = t.per_device_train_batch_size * t.gradient_accumulation_steps
+    out["padding_ratio"] = round(padding_ratio(lengths, t.per_device_train_batch_size, t.group_by_length,
+                                               t.seed, group), 4)
+    if t.group_by_length:
+        out["padding_ratio_random_order"] = round(padding_ratio(lengths, t.per_device_train_batch_size, False,
+                                                                t.seed), 4)
+    return out
+
+
+def padding_line(batching: dict[str, Any]) -> str:
+    if batching["packing"]:
+        return (f"batching: {batching['batch_size']} rows a batch packed into rows of cutoff_len tokens "
+                "(exact per-sequence masks); padding is measured during training")
+    line = (f"batching: {batching['batch_size']} rows a batch, padded to the longest: "
+            f"padding {100 * batching['padding_ratio']:.1f}% of batch tokens")
+    if batching["group_by_length"]:
+        line += f" grouped by length (random order: {100 * batching['padding_ratio_random_order']:.1f}%)"
+    return line + " (estimate from the sampler's order)"
