@@ -100,7 +100,7 @@ def run_preference(config: RunConfig, output_dir: str | Path | None, which: str,
     for choice in choices:
         say(f"evaluating {choice.name} model: {choice.describe()}")
         generator = load_generator(choice.model_args, config.data.template, choice.adapters,
-                                   Precision(config.train.bf16, config.train.fp16))
+                                   Precision(config.train.bf16, config.train.fp16), merge=False)
         pairs = pairs or load_pairs(config, generator.template)
         report = preference_metrics(generator.model.eval(), pairs, generator.pad_id, batch)
         target = out / choice.name if compare_base else out

@@ -144,13 +144,14 @@ def tokenizer_dir(model_dir: str | Path, adapters: Sequence[str | Path] = ()) ->
 
 def load_generator(model_args: ModelArgs, template_name: str = "auto",
                    adapter: str | Path | Sequence[str | Path] | None = None,
-                   precision: Precision | None = None) -> Generator:
+                   precision: Precision | None = None, merge: bool = True) -> Generator:
     """Base model (plus optional LoRA adapters) ready to generate.
 
     Adapters are applied in order and merged into an inference copy of the weights (nothing trains
     afterwards): an unmerged LoRA runs its extra matmuls on every layer, which made scoring a tuned model
     2.2x slower than its base. A quantized base keeps the last adapter unmerged (merging re-quantizes).
-    A merged (full) model directory is just `model_args.model_name_or_path`. The tokenizer (and so the
+    `merge=False` keeps the last adapter unmerged (to compare with it disabled, as the preference
+    eval does). A merged (full) model directory is just `model_args.model_name_or_path`. The tokenizer (and so the
     chat template) is the one saved with the last adapter when there is one (`tokenizer_dir`).
     """
     model_dir = resolve_model(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision,
@@ -164,7 +165,7 @@ def load_generator(model_args: ModelArgs, template_name: str = "auto",
 
         for i, path in enumerate(adapters):
             model = PeftModel.from_pretrained(model, str(path))
-            if i < len(adapters) - 1 or not getattr(model, "is_quantized", False):
+            if i < len(adapters) - 1 or (merge and not getattr(model, "is_quantized", False)):
                 model = model.merge_and_unload()
     model.eval()
     media = load_image_inputs(model_args, model_dir, tokenizer)  # None for a text model

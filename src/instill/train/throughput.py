@@ -23,10 +23,11 @@ def model_flops_per_token(model: Any, labelled_fraction: float, full: bool) -> f
     """`train_flops_per_token` for this model: body = every matmul weight except embedding and head."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     embedding = inner.get_input_embeddings().weight
-    head = inner.get_output_embeddings().weight
+    output = inner.get_output_embeddings()  # None for a reward model: its one-output score head is in the body
+    head = output.weight if output is not None else None
     total = sum(p.numel() for p in inner.parameters() if full or not p.requires_grad)
-    body = total - embedding.numel() - (0 if head is embedding else head.numel())
-    return train_flops_per_token(body, head.numel(), labelled_fraction, full)
+    body = total - embedding.numel() - (0 if head is None or head is embedding else head.numel())
+    return train_flops_per_token(body, 0 if head is None else head.numel(), labelled_fraction, full)
 
 
 def throughput(trainer: Any, train_runtime: float, compute_dtype: torch.dtype, full: bool) -> dict[str, float]:
