@@ -49,7 +49,17 @@ def log_rows(out_dir):
     return [json.loads(line) for line in (out_dir / "trainer_log.jsonl").read_text().splitlines()]
 
 
+def _embedding_sized(shape) -> list[torch.Tensor]:
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.shape == shape]
+
+
 def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_qwen2, data_dir, tmp_path):
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(tiny_qwen2)
+    shape = torch.Size([model_config.vocab_size, model_config.hidden_size])
+    before = {id(o) for o in _embedding_sized(shape)}  # models other tests in this process still hold
     result = run_training(config(tiny_qwen2, data_dir, tmp_path / "dpo", max_steps=4, plot_loss=True,
                                  per_device_train_batch_size=2))
     rows = [r for r in log_rows(tmp_path / "dpo") if "loss" in r]
@@ -61,7 +71,8 @@ def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_q
     trainer = result.trainer
     assert trainer.ref_model is None and trainer.args.loss_type == ["sigmoid"] and not trainer.args.bf16
     embedding = trainer.model.get_input_embeddings().weight
-    copies = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.shape == embedding.shape]
+    assert embedding.shape == shape
+    copies = [o for o in _embedding_sized(shape) if id(o) not in before]
     assert len(copies) == 1  # the reference pass disables the adapter; no second base in memory
 
     # instill eval, eval_task: preference, base vs tuned on the same pairs
