@@ -31,13 +31,8 @@ REFERENCE_FREE = ("orpo", "simpo")
 
 
 def trl_config(config_cls: type, training_args: Any, **extra: Any) -> Any:
-    """A trl config holding every value of our TrainingArguments, plus the stage's own.
-
-    Pairs are not grouped by length (transformers' length-grouped sampler reads `input_ids`, which pair
-    rows do not have): `group_by_length` falls back to random order for these stages."""
+    """A trl config holding every value of our TrainingArguments, plus the stage's own."""
     values = {f.name: getattr(training_args, f.name) for f in fields(training_args) if f.init}
-    if values.get("train_sampling_strategy") == "group_by_length":
-        values["train_sampling_strategy"] = "random"
     values.update(extra)
     return config_cls(**values)
 

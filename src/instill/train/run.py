@@ -20,6 +20,7 @@ from transformers.trainer_callback import ProgressCallback
 from instill.config import RunConfig, TrainArgs, save_config
 from instill.console import say
 from instill.data.dataset import TokenizedSet, iterable_dataset, prepare_datasets
+from instill.data.pairs import PAIR_KINDS
 from instill.data.templates import get_template
 from instill.errors import ConfigError
 from instill.evaluate.runner import task_metrics_callback
@@ -189,6 +190,11 @@ def run_training(config: RunConfig) -> RunResult:
     started = time.perf_counter()
     t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
     stage = STAGES[config.method.stage]
+    if stage.data_kind in PAIR_KINDS and t.group_by_length:
+        # transformers' length-grouped sampler reads input_ids, which pair rows do not have: random order,
+        # and the data summary, the saved run_config.yaml and the Trainer all say so.
+        t = t.model_copy(update={"group_by_length": False})
+        config = config.model_copy(update={"train": t})
     check_precision(precision)
     check_speed_flags(config.train.torch_compile, config.train.enable_liger_kernel)
     if not config.data.dataset:
