@@ -131,3 +131,26 @@ def test_every_numeric_key_refuses_booleans_and_infinities():
                           (float("nan"), "finite")):
             with pytest.raises(ConfigError, match=f"invalid value for '{key}'.*{says}"):
                 build_config({**BASE, key: bad})
+
+
+def test_unset_training_keys_get_defaults_that_learn():
+    """A YAML that leaves the learning rate, batch and warmup unset gets the method's values
+    and the run summary's note names each; keys the user sets (or overrides) are never changed."""
+    lora = build_config({"model_name_or_path": "m"})
+    t = lora.train
+    assert (t.learning_rate, t.per_device_train_batch_size, t.gradient_accumulation_steps,
+            t.warmup_ratio) == (5e-4, 4, 2, 0.1)
+    assert lora.notes == ["defaults for sft, lora (not in the config; set a key to override): learning_rate 0.0005, "
+                          "per_device_train_batch_size 4, gradient_accumulation_steps 2, warmup_ratio 0.1"]
+    assert build_config({"model_name_or_path": "m", "finetuning_type": "full"}).train.learning_rate == 1e-5
+    assert build_config({"model_name_or_path": "m", "stage": "dpo"}).train.learning_rate == 5e-5
+    given = build_config({"model_name_or_path": "m", "per_device_train_batch_size": 1, "warmup_steps": 3},
+                         ["learning_rate=2e-5"])
+    assert (given.train.learning_rate, given.train.per_device_train_batch_size,
+            given.train.gradient_accumulation_steps, given.train.warmup_ratio) == (2e-5, 1, 1, 0.0)
+    assert given.notes == []
+
+
+def test_llamafactory_yaml_trains_as_written():
+    """The seed's LLaMA-Factory YAML sets every learning key: nothing is chosen for it."""
+    assert build_config(seed_yaml()).notes == []

@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from instill.defaults import defaults_note, learning_defaults
 from instill.errors import ConfigError
 from instill.textfile import read_text
 
@@ -470,6 +471,10 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
         flat["report_to"] = [r for r in trackers if r != "none"] + (["swanlab"] if "swanlab" not in trackers else [])
     if flat.get("do_predict") and "do_train" not in flat:  # LLaMA-Factory's predict YAMLs omit do_train
         flat["do_train"] = False
+    chosen = learning_defaults(flat)
+    if chosen:
+        notes.append(defaults_note(chosen, flat))
+        flat = {**flat, **chosen}
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for key, value in flat.items():
         if not isinstance(key, str):
