@@ -90,12 +90,13 @@ def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_q
     ({"dataset": "dpo_zh_demo", "pref_ftx": 0.5, "finetuning_type": "full"}, "sigmoid+sft"),
     ({"dataset": "dpo_zh_demo", "pref_loss": "orpo"}, "orpo"),
     ({"pref_loss": "simpo", "simpo_gamma": 0.5}, "simpo"),
-    ({"stage": "kto", "dataset": "kto_en_demo"}, "kto"),
+    # LLaMA-Factory's *_kto.yaml trains at batch 1: the KL answers rotate across the dataset
+    ({"stage": "kto", "dataset": "kto_en_demo", "per_device_train_batch_size": 1}, "kto"),
 ])
 def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp_path, overrides, expect):
     out = tmp_path / "run"
-    result = run_training(config(tiny_qwen2, data_dir, out, max_steps=2, per_device_train_batch_size=2, cutoff_len=32,
-                                 max_samples=8, **overrides))
+    result = run_training(config(tiny_qwen2, data_dir, out, **{"max_steps": 2, "per_device_train_batch_size": 2,
+                                                                "cutoff_len": 32, "max_samples": 8, **overrides}))
     rows = [r for r in log_rows(out) if "loss" in r]
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
     assert "rewards/chosen" in rows[0] or "rewards/chosen_sum" in rows[0] or "kl" in rows[0], rows[0]
@@ -109,6 +110,12 @@ def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp
         assert optimised and not optimised & {id(p) for p in ref.parameters()}
     elif expect == "kto":
         assert rows[0]["loss"] == pytest.approx(0.5, abs=1e-3) and "kl" in rows[0]
+        trainer = result.trainer
+        assert args.per_device_train_batch_size == trainer._train_batch_size == 1
+        assert len(trainer.get_train_dataloader()) == len(trainer.train_dataset) == 8  # 8 batches of one row
+        answers, kl_answers = trainer.train_dataset["completion_ids"], trainer.train_dataset["KL_completion_ids"]
+        assert kl_answers == answers[-1:] + answers[:-1]  # row i's KL answer is row i-1's
+        assert all(kl != own for kl, own in zip(kl_answers, answers))
     elif expect == "simpo":
         assert args.loss_type == "simpo" and args.simpo_gamma == 0.5 and not hasattr(result.trainer, "ref_model")
     assert args.learning_rate == 5e-3 and not args.bf16 and not args.gradient_checkpointing
@@ -142,6 +149,17 @@ def test_stage_checks_at_the_door(tiny_qwen2, data_dir, tmp_path):
         config(tiny_qwen2, data_dir, tmp_path, stage="ppo")
     with pytest.raises(ConfigError, match="pref_loss"):
         config(tiny_qwen2, data_dir, tmp_path, pref_loss="kto_pair")
-    with pytest.raises(ConfigError, match="per_device_train_batch_size >= 2"):
-        run_training(config(tiny_qwen2, data_dir, tmp_path / "k", stage="kto", dataset="kto_en_demo",
-                            per_device_train_batch_size=1))
+
+
+@pytest.mark.parametrize("batch, expected", [(2, [2, 1, 4, 3, 5]), (1, [5, 1, 2, 3, 4])])
+def test_kto_kl_answers_rotate_within_a_batch_or_across_the_dataset(batch, expected):
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from instill.train.preference import _with_kl_completions
+
+    rows = Dataset.from_dict({"prompt_ids": [[0]] * 5, "completion_ids": [[1], [2], [3], [4], [5]]})
+    trainer = SimpleNamespace(calculate_KL=True, kl_batch_size=batch)  # batch 2: trl's rule; 1: LLaMA-Factory's
+    rotated = _with_kl_completions(trainer, rows, None, None, "train")["KL_completion_ids"]
+    assert [ids[0] for ids in rotated] == expected

@@ -125,8 +125,9 @@ def _build_simpo(inputs: StageInputs) -> Any:
 
 
 def _with_kl_completions(self: Any, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
-    """KTO's KL term pairs each prompt with another row's answer: rotate answers by one within each batch
-    (trl's own rule, applied to our ids)."""
+    """KTO's KL term pairs each prompt with another row's answer. Batch >= 2: rotate the answers by one
+    within each batch (trl's own rule, applied to our ids). Batch 1: rotate them across the whole dataset
+    (row i gets row i-1's answer), as LLaMA-Factory builds its KL pairs at preprocessing time."""
     if not self.calculate_KL:
         return dataset
 
@@ -134,21 +135,45 @@ def _with_kl_completions(self: Any, dataset: Any, processing_class: Any, args: A
         batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
         return batch
 
-    return dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
+    size = self.kl_batch_size
+    return dataset.map(rotate, batched=True, batch_size=size if size > 1 else None)
+
+
+def _kto_trainer_class() -> type:
+    from trl import KTOTrainer
+
+    class InstillKTOTrainer(KTOTrainer):
+        _prepare_dataset = _with_kl_completions
+
+        def __init__(self, *, args: Any, **kwargs: Any) -> None:
+            """trl refuses batch 1 in `__init__` (its KL pairs rotate within a batch, so a batch of one would pair
+            each prompt with its own answer). Ours rotate across the dataset at batch 1, so trl's check is
+            passed with batch 2 for `__init__` only; the batch and `_train_batch_size` are 1 again right after."""
+            self.kl_batch_size = args.per_device_train_batch_size
+            if self.kl_batch_size > 1:
+                super().__init__(args=args, **kwargs)
+                return
+            args.per_device_train_batch_size = 2
+            try:
+                super().__init__(args=args, **kwargs)
+            finally:
+                args.per_device_train_batch_size = 1
+            self._train_batch_size = args.train_batch_size
+
+    return InstillKTOTrainer
 
 
 def build_kto(inputs: StageInputs) -> Any:
-    from trl import KTOConfig, KTOTrainer
+    from trl import KTOConfig
 
-    m, t = inputs.config.method, inputs.config.train
-    if t.per_device_train_batch_size < 2:
-        raise ConfigError("stage: kto needs per_device_train_batch_size >= 2: trl's KTO estimates its KL term by "
-                          "pairing each prompt with another answer of the same batch")
+    m = inputs.config.method
     args = trl_config(KTOConfig, inputs.training_args, beta=m.pref_beta, desirable_weight=m.kto_chosen_weight,
                       undesirable_weight=m.kto_rejected_weight, max_length=None, gradient_checkpointing=False,
                       train_sampling_strategy="sequential")
-    trainer_cls = type("InstillKTOTrainer", (KTOTrainer,), {"_prepare_dataset": _with_kl_completions})
-    return trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs))
+    if args.per_device_train_batch_size == 1:
+        say("kto, batch 1: each prompt's KL answer is the previous row's (rotated across the dataset, "
+            "as LLaMA-Factory does)")
+    return _kto_trainer_class()(ref_model=reference_model(inputs), args=args, **_common(inputs))
 
 
 DPO = Stage("dpo", "preference optimisation on chosen/rejected pairs (DPO, IPO, hinge, ORPO, SimPO)", "pairs",
