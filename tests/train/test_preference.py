@@ -88,7 +88,7 @@ def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_q
 
 @pytest.mark.parametrize("overrides, expect", [
     ({"dataset": "dpo_zh_demo", "pref_ftx": 0.5, "finetuning_type": "full"}, "sigmoid+sft"),
-    ({"dataset": "dpo_zh_demo", "pref_loss": "orpo"}, "orpo"),
+    ({"dataset": "dpo_zh_demo", "pref_loss": "orpo", "max_samples": 4}, "orpo"),  # 2 steps of 2: every pair once
     ({"pref_loss": "simpo", "simpo_gamma": 0.5}, "simpo"),
     # LLaMA-Factory's *_kto.yaml trains at batch 1: the KL answers rotate across the dataset
     ({"stage": "kto", "dataset": "kto_en_demo", "per_device_train_batch_size": 1}, "kto"),
@@ -116,6 +116,11 @@ def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp
         answers, kl_answers = trainer.train_dataset["completion_ids"], trainer.train_dataset["KL_completion_ids"]
         assert kl_answers == answers[-1:] + answers[:-1]  # row i's KL answer is row i-1's
         assert all(kl != own for kl, own in zip(kl_answers, answers))
+    elif expect == "orpo":  # tokens seen: prompt+chosen and prompt+rejected of every pair, as DPO counts
+        pairs = result.trainer.train_dataset
+        trained = sum(len(c) + len(r) for c, r in zip(pairs["chosen_input_ids"], pairs["rejected_input_ids"]))
+        assert len(pairs) == 4 and result.trainer.state.num_input_tokens_seen == trained
+        assert rows[-1]["tokens_seen"] == trained
     elif expect == "simpo":
         assert args.loss_type == "simpo" and args.simpo_gamma == 0.5 and not hasattr(result.trainer, "ref_model")
     assert args.learning_rate == 5e-3 and not args.bf16 and not args.gradient_checkpointing

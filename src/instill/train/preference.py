@@ -54,6 +54,19 @@ def _legacy_row(self: Any, feature: dict, model: Any = None) -> dict:
     return row
 
 
+def _count_pair_tokens(self: Any, inputs: dict) -> None:
+    """Stands in for Trainer's `_track_num_input_tokens` in ORPO/CPO, whose batches have no `input_ids`
+    (it would warn and count nothing): the non-padding tokens of prompt+chosen and prompt+rejected,
+    what DPO's batches count."""
+    if self.args.include_num_input_tokens_seen == "no":
+        return
+    import torch
+
+    tokens = torch.as_tensor(inputs["chosen_attention_mask"].sum() + inputs["rejected_attention_mask"].sum(),
+                             device=self.args.device, dtype=torch.int64)
+    self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
+
+
 def _megabytes(model: Any) -> float:
     return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
 
@@ -106,7 +119,8 @@ def build_dpo(inputs: StageInputs) -> Any:
 def _legacy_trainer(trainer_cls: type, config_cls: type, inputs: StageInputs, **extra: Any) -> Any:
     say(f"reference model: none ({inputs.config.method.pref_loss} is reference-free)")
     args = trl_config(config_cls, inputs.training_args, max_length=None, gradient_checkpointing=False, **extra)
-    patched = type(f"Instill{trainer_cls.__name__}", (trainer_cls,), {"tokenize_row": _legacy_row})
+    patched = type(f"Instill{trainer_cls.__name__}", (trainer_cls,), {"tokenize_row": _legacy_row,
+                                                                       "_track_num_input_tokens": _count_pair_tokens})
     return patched(args=args, **_common(inputs))
 
 
