@@ -88,12 +88,15 @@ def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_q
 
 @pytest.mark.parametrize("overrides, expect", [
     ({"dataset": "dpo_zh_demo", "pref_ftx": 0.5, "finetuning_type": "full"}, "sigmoid+sft"),
+    ({"use_dora": True}, "dora"),
+    ({"finetuning_type": "freeze"}, "freeze"),
+    ({"quantization_bit": 4}, "qlora"),  # bitsandbytes >= 0.45 runs 4-bit on the CPU (fp32 compute)
     ({"dataset": "dpo_zh_demo", "pref_loss": "orpo", "max_samples": 4}, "orpo"),  # 2 steps of 2: every pair once
     ({"pref_loss": "simpo", "simpo_gamma": 0.5}, "simpo"),
     # LLaMA-Factory's *_kto.yaml trains at batch 1: the KL answers rotate across the dataset
     ({"stage": "kto", "dataset": "kto_en_demo", "per_device_train_batch_size": 1}, "kto"),
 ])
-def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp_path, overrides, expect):
+def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp_path, capsys, overrides, expect):
     out = tmp_path / "run"
     result = run_training(config(tiny_qwen2, data_dir, out, **{"max_steps": 2, "per_device_train_batch_size": 2,
                                                                 "cutoff_len": 32, "max_samples": 8, **overrides}))
@@ -108,6 +111,22 @@ def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp
         optimised = {id(p) for group in result.trainer.optimizer.param_groups for p in group["params"]}
         assert ref is not None and ref is not result.trainer.model
         assert optimised and not optimised & {id(p) for p in ref.parameters()}
+    elif expect in ("dora", "freeze", "qlora"):
+        assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at step 1
+        trainer = result.trainer
+        names = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+        if expect == "freeze":  # the base's last layers train; the reference is trl's frozen copy of the base
+            assert "frozen copy of" in capsys.readouterr().out
+            ref = trainer.ref_model
+            assert ref is not None and ref is not trainer.model and not any(p.requires_grad for p in ref.parameters())
+            assert names and not any("lora" in n for n in names)
+        else:  # the adapter is disabled for the reference pass: no copy
+            assert trainer.ref_model is None and "adapter disabled" in capsys.readouterr().out
+            assert any("lora_magnitude_vector" in n for n in names) == (expect == "dora")
+        if expect == "qlora":
+            import bitsandbytes as bnb
+
+            assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
     elif expect == "kto":
         assert rows[0]["loss"] == pytest.approx(0.5, abs=1e-3) and "kl" in rows[0]
         trainer = result.trainer

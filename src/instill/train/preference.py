@@ -94,6 +94,14 @@ def reference_model(inputs: StageInputs) -> Any:
     return ref
 
 
+def _frozen_reference(trainer: Any) -> Any:
+    """trl runs its reference copy under no_grad but leaves its parameters trainable; freeze them, so the
+    copy is frozen as the run says (and no later code can train it by mistake)."""
+    if trainer.ref_model is not None:
+        trainer.ref_model.requires_grad_(False)
+    return trainer
+
+
 def _common(inputs: StageInputs) -> dict[str, Any]:
     return {"model": inputs.model, "train_dataset": inputs.train_dataset, "eval_dataset": inputs.eval_dataset,
             "processing_class": inputs.tokenizer, "callbacks": inputs.callbacks}
@@ -113,7 +121,7 @@ def build_dpo(inputs: StageInputs) -> Any:
     args = trl_config(DPOConfig, inputs.training_args, beta=m.pref_beta, loss_type=losses, loss_weights=weights,
                       label_smoothing=m.dpo_label_smoothing, max_length=None, gradient_checkpointing=False)
     trainer_cls = type("InstillDPOTrainer", (DPOTrainer,), {"_prepare_dataset": _ids_as_given})
-    return trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs))
+    return _frozen_reference(trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs)))
 
 
 def _legacy_trainer(trainer_cls: type, config_cls: type, inputs: StageInputs, **extra: Any) -> Any:
@@ -187,7 +195,7 @@ def build_kto(inputs: StageInputs) -> Any:
     if args.per_device_train_batch_size == 1:
         say("kto, batch 1: each prompt's KL answer is the previous row's (rotated across the dataset, "
             "as LLaMA-Factory does)")
-    return _kto_trainer_class()(ref_model=reference_model(inputs), args=args, **_common(inputs))
+    return _frozen_reference(_kto_trainer_class()(ref_model=reference_model(inputs), args=args, **_common(inputs)))
 
 
 DPO = Stage("dpo", "preference optimisation on chosen/rejected pairs (DPO, IPO, hinge, ORPO, SimPO)", "pairs",
