@@ -84,3 +84,35 @@ def test_check_config_errors_exit_2(tmp_path, tiny_qwen2, capsys):
     (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}), encoding="utf-8")
     assert run("check", _config(tmp_path, ["dd"], model=tiny_qwen2)) == 2
     assert "no dataset named 'dd' (nearest: d)" in capsys.readouterr().err
+
+
+def test_check_reads_preference_and_kto_data_as_their_stage_does(tmp_path, tiny_qwen2, capsys):
+    from tests.data.test_pairs import ALPACA_RANKING, LF_PREFERENCE
+
+    pair = {"instruction": "天空是什么颜色？", "input": "", "chosen": "蓝色。", "rejected": "绿色。"}
+    lines = [pair, {k: v for k, v in pair.items() if k != "rejected"}, pair, {**pair, "rejected": "蓝色。"}]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in lines) + "\n",
+                                          encoding="utf-8")
+    kto = {**LF_PREFERENCE["kto_en_demo"], "file_name": "kto.jsonl"}
+    kto_rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+                 "label": label} for label in (True, "yes")]
+    (tmp_path / "kto.jsonl").write_text("\n".join(json.dumps(r) for r in kto_rows) + "\n", encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        **LF_PREFERENCE, "pairs": {"file_name": "pairs.jsonl", **ALPACA_RANKING}, "kto": kto}), encoding="utf-8")
+
+    # LLaMA-Factory's demo files, as its dataset_info.json names them, pass (read as pairs / KTO rows, not SFT)
+    assert run("check", _config(tmp_path, ["dpo_zh_demo"], stage="dpo", model=tiny_qwen2)) == 0
+    assert "dpo_zh_demo: 300 rows, 0 bad" in capsys.readouterr().out
+    assert run("check", _config(tmp_path, ["kto_en_demo"], stage="kto", model=tiny_qwen2)) == 0
+    assert "kto_en_demo: 300 rows, 0 bad" in capsys.readouterr().out
+
+    assert run("check", _config(tmp_path, ["pairs"], cutoff_len=12, stage="dpo", model=tiny_qwen2)) == 1
+    out = capsys.readouterr().out
+    path = tmp_path / "pairs.jsonl"
+    assert [line for line in out.splitlines() if not line.startswith("[instill]")] == [
+        f"{path}:2: missing column 'rejected' (a preference row needs chosen and rejected answers)",
+        f"{path}:4: the chosen and rejected answers are identical"]
+    assert "pairs: 4 rows, 2 bad; tokens p50 " in out and "2 truncated at cutoff_len 12" in out
+    assert run("check", _config(tmp_path, ["kto"], stage="kto", model=tiny_qwen2)) == 1
+    assert f"{tmp_path / 'kto.jsonl'}:2: column 'label' (kto_tag) must be true or false, got 'yes'" in \
+        capsys.readouterr().out

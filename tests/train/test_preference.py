@@ -88,14 +88,18 @@ def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_q
 
 @pytest.mark.parametrize("overrides, expect", [
     ({"dataset": "dpo_zh_demo", "pref_ftx": 0.5, "finetuning_type": "full"}, "sigmoid+sft"),
-    ({"dataset": "dpo_zh_demo", "pref_loss": "orpo"}, "orpo"),
+    ({"use_dora": True}, "dora"),
+    ({"finetuning_type": "freeze"}, "freeze"),
+    ({"quantization_bit": 4}, "qlora"),  # bitsandbytes >= 0.45 runs 4-bit on the CPU (fp32 compute)
+    ({"dataset": "dpo_zh_demo", "pref_loss": "orpo", "max_samples": 4}, "orpo"),  # 2 steps of 2: every pair once
     ({"pref_loss": "simpo", "simpo_gamma": 0.5}, "simpo"),
-    ({"stage": "kto", "dataset": "kto_en_demo"}, "kto"),
+    # LLaMA-Factory's *_kto.yaml trains at batch 1: the KL answers rotate across the dataset
+    ({"stage": "kto", "dataset": "kto_en_demo", "per_device_train_batch_size": 1}, "kto"),
 ])
-def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp_path, overrides, expect):
+def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp_path, capsys, overrides, expect):
     out = tmp_path / "run"
-    result = run_training(config(tiny_qwen2, data_dir, out, max_steps=2, per_device_train_batch_size=2, cutoff_len=32,
-                                 max_samples=8, **overrides))
+    result = run_training(config(tiny_qwen2, data_dir, out, **{"max_steps": 2, "per_device_train_batch_size": 2,
+                                                                "cutoff_len": 32, "max_samples": 8, **overrides}))
     rows = [r for r in log_rows(out) if "loss" in r]
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
     assert "rewards/chosen" in rows[0] or "rewards/chosen_sum" in rows[0] or "kl" in rows[0], rows[0]
@@ -107,8 +111,35 @@ def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp
         optimised = {id(p) for group in result.trainer.optimizer.param_groups for p in group["params"]}
         assert ref is not None and ref is not result.trainer.model
         assert optimised and not optimised & {id(p) for p in ref.parameters()}
+    elif expect in ("dora", "freeze", "qlora"):
+        assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at step 1
+        trainer = result.trainer
+        names = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+        if expect == "freeze":  # the base's last layers train; the reference is trl's frozen copy of the base
+            assert "frozen copy of" in capsys.readouterr().out
+            ref = trainer.ref_model
+            assert ref is not None and ref is not trainer.model and not any(p.requires_grad for p in ref.parameters())
+            assert names and not any("lora" in n for n in names)
+        else:  # the adapter is disabled for the reference pass: no copy
+            assert trainer.ref_model is None and "adapter disabled" in capsys.readouterr().out
+            assert any("lora_magnitude_vector" in n for n in names) == (expect == "dora")
+        if expect == "qlora":
+            import bitsandbytes as bnb
+
+            assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
     elif expect == "kto":
         assert rows[0]["loss"] == pytest.approx(0.5, abs=1e-3) and "kl" in rows[0]
+        trainer = result.trainer
+        assert args.per_device_train_batch_size == trainer._train_batch_size == 1
+        assert len(trainer.get_train_dataloader()) == len(trainer.train_dataset) == 8  # 8 batches of one row
+        answers, kl_answers = trainer.train_dataset["completion_ids"], trainer.train_dataset["KL_completion_ids"]
+        assert kl_answers == answers[-1:] + answers[:-1]  # row i's KL answer is row i-1's
+        assert all(kl != own for kl, own in zip(kl_answers, answers))
+    elif expect == "orpo":  # tokens seen: prompt+chosen and prompt+rejected of every pair, as DPO counts
+        pairs = result.trainer.train_dataset
+        trained = sum(len(c) + len(r) for c, r in zip(pairs["chosen_input_ids"], pairs["rejected_input_ids"]))
+        assert len(pairs) == 4 and result.trainer.state.num_input_tokens_seen == trained
+        assert rows[-1]["tokens_seen"] == trained
     elif expect == "simpo":
         assert args.loss_type == "simpo" and args.simpo_gamma == 0.5 and not hasattr(result.trainer, "ref_model")
     assert args.learning_rate == 5e-3 and not args.bf16 and not args.gradient_checkpointing
@@ -142,6 +173,17 @@ def test_stage_checks_at_the_door(tiny_qwen2, data_dir, tmp_path):
         config(tiny_qwen2, data_dir, tmp_path, stage="ppo")
     with pytest.raises(ConfigError, match="pref_loss"):
         config(tiny_qwen2, data_dir, tmp_path, pref_loss="kto_pair")
-    with pytest.raises(ConfigError, match="per_device_train_batch_size >= 2"):
-        run_training(config(tiny_qwen2, data_dir, tmp_path / "k", stage="kto", dataset="kto_en_demo",
-                            per_device_train_batch_size=1))
+
+
+@pytest.mark.parametrize("batch, expected", [(2, [2, 1, 4, 3, 5]), (1, [5, 1, 2, 3, 4])])
+def test_kto_kl_answers_rotate_within_a_batch_or_across_the_dataset(batch, expected):
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from instill.train.preference import _with_kl_completions
+
+    rows = Dataset.from_dict({"prompt_ids": [[0]] * 5, "completion_ids": [[1], [2], [3], [4], [5]]})
+    trainer = SimpleNamespace(calculate_KL=True, kl_batch_size=batch)  # batch 2: trl's rule; 1: LLaMA-Factory's
+    rotated = _with_kl_completions(trainer, rows, None, None, "train")["KL_completion_ids"]
+    assert [ids[0] for ids in rotated] == expected

@@ -155,6 +155,22 @@ def truncate(prompt: list[int], answers: list[list[int]], cutoff_len: int, closi
     return cut_middle(prompt, keep_prompt), cut, True, any(len(a) > keep_answer for a in answers)
 
 
+def fit(prompt: list[int], answers: list[list[int]], cutoff_len: int, closing: int, summary: EncodeSummary
+        ) -> tuple[list[int], list[list[int]]] | None:
+    """One row truncated to `cutoff_len` and counted in `summary`: (prompt, answers), or None when dropped
+    (an answer left with no token but its closing ones)."""
+    prompt, answers, truncated, answer_cut = truncate(prompt, answers, cutoff_len, closing)
+    if min(len(a) for a in answers) <= closing:
+        summary.drop("with no answer token left within cutoff_len")
+        return None
+    summary.kept += 1
+    summary.truncated += truncated
+    summary.response_cut += answer_cut
+    summary.prompt_lengths.append(len(prompt))
+    summary.response_lengths.append(sum(len(a) for a in answers))
+    return prompt, answers
+
+
 def encode_items(items: list[PairItem], template: ChatTemplate, cutoff_len: int, kind: str,
                  allow_special_tokens: bool = False) -> tuple[dict[str, list], EncodeSummary]:
     """Columns for trl (pairs: prompt_ids/chosen_ids/rejected_ids; kto: prompt_ids/completion_ids/label)
@@ -164,15 +180,10 @@ def encode_items(items: list[PairItem], template: ChatTemplate, cutoff_len: int,
                                 else {"prompt_ids": [], "completion_ids": [], "label": []})
     summary = EncodeSummary()
     for item, (prompt, answers) in zip(items, _encoded(items, template, allow_special_tokens)):
-        prompt, answers, truncated, answer_cut = truncate(prompt, answers, cutoff_len, closing)
-        if min(len(a) for a in answers) <= closing:
-            summary.drop("with no answer token left within cutoff_len")
+        fitted = fit(prompt, answers, cutoff_len, closing, summary)
+        if fitted is None:
             continue
-        summary.kept += 1
-        summary.truncated += truncated
-        summary.response_cut += answer_cut
-        summary.prompt_lengths.append(len(prompt))
-        summary.response_lengths.append(sum(len(a) for a in answers))
+        prompt, answers = fitted
         columns["prompt_ids"].append(prompt)
         if kind == "pairs":
             columns["chosen_ids"].append(answers[0])

@@ -13,12 +13,13 @@ from instill.config import RunConfig
 from instill.console import percentile_line
 from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example
-from instill.data.pairs import iter_items
+from instill.data.pairs import PAIR_KINDS, iter_items
 from instill.data.registry import resolve
 from instill.data.templates import ChatTemplate
 from instill.doctor.table import FAIL, PASS, SKIP, WARN, Check
 from instill.errors import DataError
 from instill.prep.check import DatasetReport, check_dataset, dataset_items
+from instill.train.stages import STAGES
 
 AREA = "data"
 _SCAN_ROWS = 5000  # rows read per dataset when looking for a sample and for <think> reasoning
@@ -77,12 +78,9 @@ def _cutoff_check(report: DatasetReport, cutoff_len: int) -> Check:
     return Check(PASS, AREA, name, f"no sample exceeds cutoff_len {cutoff_len} (longest {longest} tokens)")
 
 
-PAIR_STAGES = {"dpo": "pairs", "rm": "pairs", "kto": "kto"}
-
-
-def _pair_checks(config: RunConfig, names: list[str], found: DataFindings) -> DataFindings:
+def _pair_checks(config: RunConfig, names: list[str], found: DataFindings, kind: str) -> DataFindings:
     """Preference / KTO data: every row read and checked as training reads it (data/pairs.py)."""
-    data, kind = config.data, PAIR_STAGES[config.method.stage]
+    data = config.data
     try:
         n = sum(1 for _ in iter_items(names, data.dataset_dir, data.max_samples, config.train.seed, kind))
     except DataError as err:
@@ -103,8 +101,9 @@ def data_checks(config: RunConfig, template: ChatTemplate, tokenizer: Any, templ
     names = list(dict.fromkeys(train_names + eval_names))
     if not names:
         return found
-    if config.method.stage in PAIR_STAGES:
-        return _pair_checks(config, names, found)
+    kind = STAGES[config.method.stage].data_kind
+    if kind in PAIR_KINDS:
+        return _pair_checks(config, names, found, kind)
     try:
         specs = resolve(names, data.dataset_dir)
     except DataError as err:

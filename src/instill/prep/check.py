@@ -2,7 +2,8 @@
 
 Loads every dataset of a training config (``dataset`` and ``eval_dataset``) the way
 ``instill train`` will: the registry, the row formats, the config's placeholders, its
-chat template and its model's real tokenizer, ``cutoff_len`` and masking options. Unlike
+chat template and its model's real tokenizer, ``cutoff_len`` and masking options; a
+``stage: dpo``/``rm``/``kto`` config's data as preference pairs or KTO rows (data/pairs.py). Unlike
 training, it does not stop at the first bad row: every bad row is reported as
 ``file:line: reason`` (JSON Lines files are read line by line, so an unparseable line
 does not hide the lines after it). It also counts the samples that ``cutoff_len`` would
@@ -26,10 +27,11 @@ from instill.config import load_config
 from instill.console import percentile_line, say
 from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example
+from instill.data.pairs import PAIR_KINDS, closing_tokens, fit, split_prompt, to_kto, to_pair
 from instill.data.readers import DATA_EXTENSIONS, jsonl_rows
 from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate, get_template
-from instill.data.tokenize import IGNORE_INDEX, encode
+from instill.data.tokenize import IGNORE_INDEX, EncodeSummary, encode
 from instill.errors import ConfigError, DataError, EncodingError, TemplateError
 from instill.hub import resolve_model
 from instill.model.load import load_tokenizer
@@ -114,22 +116,36 @@ def dataset_items(spec: DatasetSpec, dataset_dir: str) -> Iterator[Item]:
             yield from _reader_items(replace(spec, file_name=str(path.resolve())), dataset_dir)
 
 
-def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, tokenizer: Any) -> DatasetReport:
-    report = DatasetReport(spec.name)
+def _loadable(spec: DatasetSpec, data_args: Any, report: DatasetReport) -> Iterator[tuple[str, dict]]:
+    """Every row that reads, counted; rows the reader refuses are recorded as bad."""
     for source, item in progress(dataset_items(spec, data_args.dataset_dir), f"Checking {spec.name}"):
         report.rows += 1
         if isinstance(item, DataError):
             report.errors.append(str(item))
-            continue
+        else:
+            yield source, item
+
+
+def _bad(report: DatasetReport, source: str, err: Exception) -> None:
+    message = str(err)
+    report.errors.append(message if message.startswith(source) else f"{source}: {message}")
+
+
+def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, tokenizer: Any,
+                  kind: str = "conversation") -> DatasetReport:
+    """Every row of one dataset read as a stage reading `kind` data reads it (train/stages.py)."""
+    report = DatasetReport(spec.name)
+    if kind in PAIR_KINDS:
+        return _check_pairs(spec, data_args, template, kind, report)
+    for source, row in _loadable(spec, data_args, report):
         try:
-            example: Example = to_example(item, spec, source)
+            example: Example = to_example(row, spec, source)
             if data_args.dataset_placeholders:
                 example = fill_placeholders(example, data_args.dataset_placeholders)
             encoded = encode(example, template, tokenizer, data_args.cutoff_len, data_args.train_on_prompt,
                              data_args.mask_history, data_args.allow_special_tokens_in_data)
         except (DataError, TemplateError) as err:
-            message = str(err)
-            report.errors.append(message if message.startswith(source) else f"{source}: {message}")
+            _bad(report, source, err)
             continue
         report.lengths.append(encoded.original_tokens)
         report.truncated += encoded.truncated
@@ -138,18 +154,43 @@ def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, tok
     return report
 
 
+def _check_pairs(spec: DatasetSpec, data_args: Any, template: ChatTemplate, kind: str,
+                 report: DatasetReport) -> DatasetReport:
+    """Preference (`pairs`) or KTO rows, each converted and tokenized as training does (data/pairs.py);
+    a length is the prompt plus the longer answer, what `cutoff_len` is held against."""
+    convert, group = (to_pair, 2) if kind == "pairs" else (to_kto, 1)
+    closing, summary = closing_tokens(template), EncodeSummary()
+    for source, row in _loadable(spec, data_args, report):
+        try:
+            item = convert(row, spec, source)
+            conversations = [c for c in (item.chosen, item.rejected) if c is not None]
+            [(prompt, answers)] = split_prompt(conversations, template, group, data_args.allow_special_tokens_in_data)
+        except (DataError, TemplateError) as err:
+            _bad(report, source, err)
+            continue
+        report.lengths.append(len(prompt) + max(len(a) for a in answers))
+        fit(prompt, answers, data_args.cutoff_len, closing, summary)
+    report.answer_lost = sum(summary.dropped.values())
+    report.truncated = summary.truncated + report.answer_lost  # a dropped pair was cut too
+    report.answer_cut = summary.response_cut
+    return report
+
+
 def check_config(config_path: str, overrides: list[str]) -> tuple[list[DatasetReport], int]:
-    """A report per dataset of the config, and its cutoff_len."""
+    """A report per dataset of the config, read as the config's stage reads it, and its cutoff_len."""
+    from instill.train.stages import STAGES  # here, not at the top: it imports torch and the Trainer
+
     config = load_config(config_path, overrides)
     data = config.data
     names = list(dict.fromkeys((data.dataset or []) + (data.eval_dataset or [])))
     if not names:
         raise ConfigError(f"{config_path}: no 'dataset' or 'eval_dataset' to check")
-    specs = resolve(names, data.dataset_dir)
+    kind = STAGES[config.method.stage].data_kind
+    specs = resolve(names, data.dataset_dir, kind)
     m = config.model
     tokenizer = load_tokenizer(m, resolve_model(m.model_name_or_path, m.cache_dir, m.model_revision, m.hf_hub_token))
     template = get_template(data.template, tokenizer)
-    return [check_dataset(spec, data, template, tokenizer) for spec in specs], data.cutoff_len
+    return [check_dataset(spec, data, template, tokenizer, kind) for spec in specs], data.cutoff_len
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -54,6 +54,19 @@ def _legacy_row(self: Any, feature: dict, model: Any = None) -> dict:
     return row
 
 
+def _count_pair_tokens(self: Any, inputs: dict) -> None:
+    """Stands in for Trainer's `_track_num_input_tokens` in ORPO/CPO, whose batches have no `input_ids`
+    (it would warn and count nothing): the non-padding tokens of prompt+chosen and prompt+rejected,
+    what DPO's batches count."""
+    if self.args.include_num_input_tokens_seen == "no":
+        return
+    import torch
+
+    tokens = torch.as_tensor(inputs["chosen_attention_mask"].sum() + inputs["rejected_attention_mask"].sum(),
+                             device=self.args.device, dtype=torch.int64)
+    self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
+
+
 def _megabytes(model: Any) -> float:
     return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
 
@@ -81,6 +94,14 @@ def reference_model(inputs: StageInputs) -> Any:
     return ref
 
 
+def _frozen_reference(trainer: Any) -> Any:
+    """trl runs its reference copy under no_grad but leaves its parameters trainable; freeze them, so the
+    copy is frozen as the run says (and no later code can train it by mistake)."""
+    if trainer.ref_model is not None:
+        trainer.ref_model.requires_grad_(False)
+    return trainer
+
+
 def _common(inputs: StageInputs) -> dict[str, Any]:
     return {"model": inputs.model, "train_dataset": inputs.train_dataset, "eval_dataset": inputs.eval_dataset,
             "processing_class": inputs.tokenizer, "callbacks": inputs.callbacks}
@@ -100,13 +121,14 @@ def build_dpo(inputs: StageInputs) -> Any:
     args = trl_config(DPOConfig, inputs.training_args, beta=m.pref_beta, loss_type=losses, loss_weights=weights,
                       label_smoothing=m.dpo_label_smoothing, max_length=None, gradient_checkpointing=False)
     trainer_cls = type("InstillDPOTrainer", (DPOTrainer,), {"_prepare_dataset": _ids_as_given})
-    return trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs))
+    return _frozen_reference(trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs)))
 
 
 def _legacy_trainer(trainer_cls: type, config_cls: type, inputs: StageInputs, **extra: Any) -> Any:
     say(f"reference model: none ({inputs.config.method.pref_loss} is reference-free)")
     args = trl_config(config_cls, inputs.training_args, max_length=None, gradient_checkpointing=False, **extra)
-    patched = type(f"Instill{trainer_cls.__name__}", (trainer_cls,), {"tokenize_row": _legacy_row})
+    patched = type(f"Instill{trainer_cls.__name__}", (trainer_cls,), {"tokenize_row": _legacy_row,
+                                                                       "_track_num_input_tokens": _count_pair_tokens})
     return patched(args=args, **_common(inputs))
 
 
@@ -125,8 +147,9 @@ def _build_simpo(inputs: StageInputs) -> Any:
 
 
 def _with_kl_completions(self: Any, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
-    """KTO's KL term pairs each prompt with another row's answer: rotate answers by one within each batch
-    (trl's own rule, applied to our ids)."""
+    """KTO's KL term pairs each prompt with another row's answer. Batch >= 2: rotate the answers by one
+    within each batch (trl's own rule, applied to our ids). Batch 1: rotate them across the whole dataset
+    (row i gets row i-1's answer), as LLaMA-Factory builds its KL pairs at preprocessing time."""
     if not self.calculate_KL:
         return dataset
 
@@ -134,21 +157,45 @@ def _with_kl_completions(self: Any, dataset: Any, processing_class: Any, args: A
         batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
         return batch
 
-    return dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
+    size = self.kl_batch_size
+    return dataset.map(rotate, batched=True, batch_size=size if size > 1 else None)
+
+
+def _kto_trainer_class() -> type:
+    from trl import KTOTrainer
+
+    class InstillKTOTrainer(KTOTrainer):
+        _prepare_dataset = _with_kl_completions
+
+        def __init__(self, *, args: Any, **kwargs: Any) -> None:
+            """trl refuses batch 1 in `__init__` (its KL pairs rotate within a batch, so a batch of one would pair
+            each prompt with its own answer). Ours rotate across the dataset at batch 1, so trl's check is
+            passed with batch 2 for `__init__` only; the batch and `_train_batch_size` are 1 again right after."""
+            self.kl_batch_size = args.per_device_train_batch_size
+            if self.kl_batch_size > 1:
+                super().__init__(args=args, **kwargs)
+                return
+            args.per_device_train_batch_size = 2
+            try:
+                super().__init__(args=args, **kwargs)
+            finally:
+                args.per_device_train_batch_size = 1
+            self._train_batch_size = args.train_batch_size
+
+    return InstillKTOTrainer
 
 
 def build_kto(inputs: StageInputs) -> Any:
-    from trl import KTOConfig, KTOTrainer
+    from trl import KTOConfig
 
-    m, t = inputs.config.method, inputs.config.train
-    if t.per_device_train_batch_size < 2:
-        raise ConfigError("stage: kto needs per_device_train_batch_size >= 2: trl's KTO estimates its KL term by "
-                          "pairing each prompt with another answer of the same batch")
+    m = inputs.config.method
     args = trl_config(KTOConfig, inputs.training_args, beta=m.pref_beta, desirable_weight=m.kto_chosen_weight,
                       undesirable_weight=m.kto_rejected_weight, max_length=None, gradient_checkpointing=False,
                       train_sampling_strategy="sequential")
-    trainer_cls = type("InstillKTOTrainer", (KTOTrainer,), {"_prepare_dataset": _with_kl_completions})
-    return trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs))
+    if args.per_device_train_batch_size == 1:
+        say("kto, batch 1: each prompt's KL answer is the previous row's (rotated across the dataset, "
+            "as LLaMA-Factory does)")
+    return _frozen_reference(_kto_trainer_class()(ref_model=reference_model(inputs), args=args, **_common(inputs)))
 
 
 DPO = Stage("dpo", "preference optimisation on chosen/rejected pairs (DPO, IPO, hinge, ORPO, SimPO)", "pairs",
