@@ -9,7 +9,9 @@ number of optimizer steps), same threads; each tool runs alone in its own subpro
 - hf: the seeds' recipe: chat template -> ids with prompt labels -100, a plain `Trainer` with
   `DataCollatorForSeq2Seq` (pad to the longest), random order;
 - trl: `SFTTrainer` on prompt-completion rows (completion-only loss);
-- llamafactory: `PATH/bin/llamafactory-cli train` in a side venv (--llamafactory PATH), when given.
+- llamafactory: `PATH/bin/llamafactory-cli train` in a side venv (--llamafactory PATH), when given;
+  non-padding token count, the model's own chat template (--lf-template auto), its own truncation
+  (it cuts the end of a long prompt, the assistant header included; instill cuts its middle).
 
 Data sets: `cls` = the Fudan-news 4-class rows in ../shared/data (long inputs, one-word answers);
 `alpaca` = LLaMA-Factory's alpaca_zh_demo (long answers).
@@ -159,9 +161,11 @@ def _train_yaml(a: argparse.Namespace, data_dir: Path, out: Path, info: str) -> 
     if info == "instill":
         keys.update(template="auto", torch_num_threads=a.threads)
     else:
-        keys.update(template=a.lf_template, use_cpu=True, include_num_input_tokens_seen=True,
+        keys.update(use_cpu=True, include_num_input_tokens_seen="non_padding",
                     disable_gradient_checkpointing=not a.checkpointing)
         keys.pop("gradient_checkpointing")
+        if a.lf_template != "auto":  # auto: no key, LLaMA-Factory parses the tokenizer's own chat template
+            keys["template"] = a.lf_template
     return keys
 
 
@@ -243,7 +247,9 @@ def main() -> int:
     parser.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 or both (comma-separated)")
     parser.add_argument("--tools", default="instill,hf,trl")
     parser.add_argument("--llamafactory", help="a venv with LLaMA-Factory installed (adds its row)")
-    parser.add_argument("--lf-template", default="default", help="LLaMA-Factory's template name for the model")
+    parser.add_argument("--lf-template", default="auto",
+                        help="LLaMA-Factory's template name, or auto: parse the model's chat template (the ids the "
+                             "other tools train on; LF's registered smollm2 adds a '.' to SmolLM2's default system)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--batch", type=int, default=4)
