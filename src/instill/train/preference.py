@@ -152,6 +152,9 @@ def _with_kl_completions(self: Any, dataset: Any, processing_class: Any, args: A
     (row i gets row i-1's answer), as LLaMA-Factory builds its KL pairs at preprocessing time."""
     if not self.calculate_KL:
         return dataset
+    if len(dataset) < 2:
+        raise ConfigError(f"stage: kto: the {dataset_name} set has {len(dataset)} row(s); KTO's KL term pairs each "
+                          "prompt with another row's answer, so it needs at least 2")
 
     def rotate(batch: dict) -> dict:
         batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
