@@ -161,7 +161,7 @@ def _train_yaml(a: argparse.Namespace, data_dir: Path, out: Path, info: str) -> 
             "dataset_dir": str(data_dir), "cutoff_len": a.cutoff, "output_dir": str(out),
             "overwrite_output_dir": True, "per_device_train_batch_size": a.batch,
             "gradient_accumulation_steps": a.accum, "learning_rate": a.lr, "max_steps": a.steps,
-            "lr_scheduler_type": "linear", "logging_steps": 1, "save_strategy": "no", "report_to": "none",
+            "lr_scheduler_type": "linear", "warmup_ratio": 0.0, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
             "bf16": a.precision == "bf16", "gradient_checkpointing": a.checkpointing, "seed": 42}
     if info == "instill":
         keys.update(template="auto", torch_num_threads=a.threads)
