@@ -154,3 +154,23 @@ def test_unset_training_keys_get_defaults_that_learn():
 def test_llamafactory_yaml_trains_as_written():
     """The seed's LLaMA-Factory YAML sets every learning key: nothing is chosen for it."""
     assert build_config(seed_yaml()).notes == []
+
+
+@pytest.mark.parametrize("stage, extra", [
+    ("dpo", {"pref_beta": 0.1, "pref_loss": "sigmoid", "dataset": "dpo_en_demo", "learning_rate": 5.0e-6}),
+    ("kto", {"pref_beta": 0.1, "dataset": "kto_en_demo", "learning_rate": 5.0e-6}),
+    ("rm", {"dataset": "dpo_en_demo", "learning_rate": 1.0e-4}),
+])
+def test_llamafactory_preference_yamls_load_as_written(stage, extra):
+    """LLaMA-Factory's examples/train_lora/qwen3_lora_{dpo,kto,reward}.yaml, keys as that repository writes them."""
+    raw = {"model_name_or_path": "Qwen/Qwen3-4B-Instruct-2507", "trust_remote_code": True, "stage": stage,
+           "do_train": True, "finetuning_type": "lora", "lora_rank": 8, "lora_target": "all", "template": "qwen",
+           "cutoff_len": 2048, "max_samples": 1000, "overwrite_cache": True, "preprocessing_num_workers": 16,
+           "dataloader_num_workers": 4, "output_dir": f"saves/qwen3-4b/lora/{stage}", "logging_steps": 10,
+           "save_steps": 500, "plot_loss": True, "overwrite_output_dir": True, "save_only_model": False,
+           "report_to": "none", "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
+           "num_train_epochs": 3.0, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1, "bf16": True,
+           "ddp_timeout": 180000000, "resume_from_checkpoint": None, **extra}
+    config = build_config(raw)
+    assert config.method.stage == stage and config.train.learning_rate == extra["learning_rate"]
+    assert config.notes == []  # every learning key is the YAML's own
