@@ -354,7 +354,8 @@ def test_bad_input_is_one_line_exit_2(case, world, capsys, monkeypatch):
 
 
 def _stats(world: World, path: str, capsys, *extra: str) -> str:
-    code, out, err = run_cli(["data", "stats", path, *extra], capsys)
+    """`instill data stats` with its plot written next to the data (not into the current folder)."""
+    code, out, err = run_cli(["data", "stats", path, "--plot", f"{path}.png", *extra], capsys)
     assert code == 0, err
     return out
 
