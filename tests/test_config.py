@@ -174,3 +174,9 @@ def test_llamafactory_preference_yamls_load_as_written(stage, extra):
     config = build_config(raw)
     assert config.method.stage == stage and config.train.learning_rate == extra["learning_rate"]
     assert config.notes == []  # every learning key is the YAML's own
+
+
+def test_adalora_default_rate_is_ten_times_loras():
+    """AdaLoRA's singular values start at zero: at LoRA's rate it barely moves (README, Methods)."""
+    lora = build_config({"model_name_or_path": "m"}).train.learning_rate
+    assert build_config({"model_name_or_path": "m", "finetuning_type": "adalora"}).train.learning_rate == 10 * lora

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-# learning_rate by (stage family, finetuning_type). Adapters: 5e-4 (alpha = 2 × rank); full and freeze
-# update the base weights themselves, where 1e-5 / 1e-4 are the usual values (LLaMA-Factory's examples).
+# learning_rate by (stage family, finetuning_type). LoRA: 5e-4 (alpha = 2 × rank); AdaLoRA 10× that (its
+# singular values start at zero: at LoRA's rate it barely moves, README "Methods"); full and freeze update
+# the base weights themselves, where 1e-5 / 1e-4 are the usual values (LLaMA-Factory's examples).
 # Preference stages start from a tuned model and move it a little (trl's DPO examples: 5e-7 to 5e-5).
 _LEARNING_RATE = {
-    ("sft", "lora"): 5e-4, ("sft", "adalora"): 5e-4, ("sft", "freeze"): 1e-4, ("sft", "full"): 1e-5,
-    ("pref", "lora"): 5e-5, ("pref", "adalora"): 5e-5, ("pref", "freeze"): 5e-6, ("pref", "full"): 1e-6,
+    ("sft", "lora"): 5e-4, ("sft", "adalora"): 5e-3, ("sft", "freeze"): 1e-4, ("sft", "full"): 1e-5,
+    ("pref", "lora"): 5e-5, ("pref", "adalora"): 5e-4, ("pref", "freeze"): 5e-6, ("pref", "full"): 1e-6,
 }
 # Both batch keys unset: 4 rows per step, gradients of 2 steps per update (8 rows per update keeps
 # the activation memory of 4 rows and gives a small set enough updates).
