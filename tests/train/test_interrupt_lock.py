@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -284,3 +285,27 @@ def test_kill_9_five_times_then_resume_ends_with_the_same_weights(tmp_path, tiny
     assert got.keys() == want.keys()
     worst = max(float((got[k] - want[k]).abs().max()) for k in want)
     assert worst < 1e-5, worst
+
+    # Resumed in the middle of the second epoch (8 steps an epoch): the length-grouped order of that epoch
+    # must be the interrupted run's (it was drawn from the global RNG, so such a resume trained other rows).
+    mid = tmp_path / "mid"
+    shutil.copytree(reference_dir / "out" / "checkpoint-10", mid / "checkpoint-10")
+    resumed = _start(["train", str(config), f"max_steps={steps}", "save_steps=100000", f"output_dir={mid}",
+                      f"resume_from_checkpoint={mid / 'checkpoint-10'}"], tmp_path)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out + err
+    got = load_file(mid / "adapter_model.safetensors")
+    assert max(float((got[k] - want[k]).abs().max()) for k in want) < 1e-5
+
+
+def test_length_grouped_order_depends_on_seed_and_epoch_only():
+    import torch
+
+    from instill.train.trainer import EpochSeededLengthSampler
+
+    lengths = [5, 5, 5, 7, 7, 9, 9, 9, 3, 3, 3, 3, 5, 7, 9, 3]
+    orders = []
+    for global_seed, epoch in ((0, 1), (123, 1), (0, 0)):
+        torch.manual_seed(global_seed)  # a fresh run and a resumed one hold different global RNG states
+        orders.append(list(EpochSeededLengthSampler(2, lengths, 42, lambda epoch=epoch: epoch)))
+    assert orders[0] == orders[1] and orders[0] != orders[2] and sorted(orders[0]) == list(range(16))

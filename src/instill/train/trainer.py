@@ -12,6 +12,9 @@ A model whose forward takes no `logits_to_keep` gets the same effect by hand (no
 this for an arbitrary model): a pre-hook on its output head keeps only the labelled hidden
 states, and the cross-entropy (plus AdaLoRA's regulariser) is computed here with the
 Trainer's own reduction rules.
+
+Length-grouped batches (`group_by_length`) come in an order seeded by (seed, epoch), so a run
+resumed in the middle of any epoch trains exactly the batches the interrupted run would have.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from instill.data.tokenize import IGNORE_INDEX
 
@@ -62,6 +66,23 @@ def adalora_regulariser(model: nn.Module) -> torch.Tensor | None:
     return weight * torch.stack(terms).mean() if terms else None
 
 
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """transformers' length-grouped order, drawn from a generator seeded by (seed, epoch).
+
+    transformers draws it from the global RNG when the epoch's iterator is made; a run resumed in the
+    middle of epoch 2 or later holds another RNG state at that point, so it skipped the trained batches
+    of a different order and trained other rows than the interrupted run would have. Seeded by epoch,
+    the order of every epoch is the same in a fresh and in a resumed run (and on every rank)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int, epoch: Any) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, epoch  # epoch: a callable giving the epoch being started
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch())
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 class LabelledLossTrainer(Trainer):
     """A transformers Trainer whose loss projects onto the vocabulary only where labels are trained.
 
@@ -74,6 +95,18 @@ class LabelledLossTrainer(Trainer):
         super().__init__(*args, **kwargs)
         # What training batches held: sequences, token slots (padding included), labelled positions.
         self.batch_counts = {"samples": 0, "slots": 0, "labelled": 0}
+        self.sampler_epoch = 0
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            return EpochSeededLengthSampler(sampler.batch_size, sampler.lengths, self.args.seed,
+                                            lambda: self.sampler_epoch)
+        return sampler
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        self.sampler_epoch = kwargs["epoch"]  # read by EpochSeededLengthSampler when the epoch's iterator is made
+        return super()._run_epoch(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         ids, counts = inputs["input_ids"], self.batch_counts
