@@ -44,9 +44,7 @@ def learning_defaults(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def defaults_note(chosen: dict[str, Any], given: dict[str, Any]) -> str:
-    """The run summary's line naming what was chosen (empty when the YAML set everything)."""
-    if not chosen:
-        return ""
+    """The run summary's line naming what was chosen."""
     what = f"{given.get('stage', 'sft')}, {given.get('finetuning_type', 'lora')}"
     values = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
                        for key, value in chosen.items())

@@ -8,7 +8,7 @@ import pytest
 from instill.config import DataArgs
 from instill.data.dataset import prepare_datasets
 from instill.data.example import Example
-from instill.data.pairs import closing_tokens, encode_items, iter_items, truncate
+from instill.data.pairs import PairItem, closing_tokens, encode_items, iter_items, truncate
 from instill.data.templates import get_template
 from instill.data.tokenize import encode
 from instill.errors import DataError
@@ -132,8 +132,8 @@ def test_a_dataset_given_to_the_wrong_stage(qwen, tmp_path, row, entry, kind, me
 def test_pairs_split_prompt_from_sft_example(qwen):
     """Tokens are shared up to the answer even when the answers start differently."""
     base = [{"role": "user", "content": "Say it"}]
-    items = [type("I", (), {"chosen": Example(base + [{"role": "assistant", "content": "Yes."}]),
-                            "rejected": Example(base + [{"role": "assistant", "content": "No."}]), "label": None})()]
+    items = [PairItem(Example(base + [{"role": "assistant", "content": "Yes."}]),
+                      Example(base + [{"role": "assistant", "content": "No."}]))]
     columns, _ = encode_items(items, qwen, 64, "pairs")
     assert qwen.tokenizer.decode(columns["chosen_ids"][0]) == "Yes.<|im_end|>\n"
     assert qwen.tokenizer.decode(columns["rejected_ids"][0]) == "No.<|im_end|>\n"

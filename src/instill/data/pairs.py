@@ -42,6 +42,11 @@ class PairItem:
     rejected: Example | None = None
     label: bool | None = None
 
+    @property
+    def conversations(self) -> list[Example]:
+        """What is tokenized: chosen then rejected (pairs), or the one conversation (KTO)."""
+        return [c for c in (self.chosen, self.rejected) if c is not None]
+
 
 # ---------------------------------------------------------------- rows -> conversations
 
@@ -198,6 +203,6 @@ def _encoded(items: list[PairItem], template: ChatTemplate, allow_special_tokens
              ) -> Iterator[tuple[list[int], list[list[int]]]]:
     for i in range(0, len(items), _BATCH):
         chunk = items[i:i + _BATCH]
-        conversations = [c for item in chunk for c in (item.chosen, item.rejected) if c is not None]
+        conversations = [c for item in chunk for c in item.conversations]
         yield from split_prompt(conversations, template, 1 if items[0].rejected is None else 2,
                                 allow_special_tokens)

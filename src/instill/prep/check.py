@@ -162,8 +162,7 @@ def _check_pairs(spec: DatasetSpec, data_args: Any, template: ChatTemplate, kind
     closing, summary = closing_tokens(template), EncodeSummary()
     for source, row in _loadable(spec, data_args, report):
         try:
-            item = convert(row, spec, source)
-            conversations = [c for c in (item.chosen, item.rejected) if c is not None]
+            conversations = convert(row, spec, source).conversations
             [(prompt, answers)] = split_prompt(conversations, template, group, data_args.allow_special_tokens_in_data)
         except (DataError, TemplateError) as err:
             _bad(report, source, err)

@@ -175,14 +175,11 @@ def _kto_trainer_class() -> type:
             each prompt with its own answer). Ours rotate across the dataset at batch 1, so trl's check is
             passed with batch 2 for `__init__` only; the batch and `_train_batch_size` are 1 again right after."""
             self.kl_batch_size = args.per_device_train_batch_size
-            if self.kl_batch_size > 1:
-                super().__init__(args=args, **kwargs)
-                return
-            args.per_device_train_batch_size = 2
+            args.per_device_train_batch_size = max(2, self.kl_batch_size)
             try:
                 super().__init__(args=args, **kwargs)
             finally:
-                args.per_device_train_batch_size = 1
+                args.per_device_train_batch_size = self.kl_batch_size
             self._train_batch_size = args.train_batch_size
 
     return InstillKTOTrainer
