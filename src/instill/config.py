@@ -198,6 +198,8 @@ class TrainArgs(_Section):
     gradient_checkpointing: bool = False
     # Batches of similar lengths (transformers' LengthGroupedSampler): less padding, same data each epoch.
     group_by_length: bool = True
+    # A prefix every row of a batch shares (a system prompt and instruction) runs once per batch (exact).
+    share_prefix: bool = True
     torch_compile: bool = False  # CUDA only
     enable_liger_kernel: bool = False  # CUDA only, needs the liger-kernel package
     seed: int = 42

@@ -51,3 +51,42 @@ def test_lora_memorises_facts(smollm2_dir, tmp_path):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         answers = gen.generate([[{"role": "user", "content": q}] for q in questions], max_new_tokens=16, batch_size=4)
     assert answers == [a for _, a in FACTS[:4]]
+
+
+def test_fast_loss_paths_equal_the_plain_loss_on_real_rows(smollm2_dir, tmp_path):
+    """Labelled-only logits and the shared prefix (Fudan-news rows: the system prompt and instruction, 130
+    tokens, are common) give the plain Trainer's loss and gradients on a real Llama-architecture model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    from instill.data.collate import PadCollator
+    from instill.data.tokenize import IGNORE_INDEX
+    from instill.train.trainer import LabelledLossTrainer
+    from tests.conftest import SHARED
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    lines = (SHARED / "data" / "cls_fudan_derived_msswiftlearn" / "fudan_news_4class__val.jsonl").read_text().splitlines()
+    features = []
+    for line in lines[:3]:
+        messages = [{**m, "content": m["content"][:40]} if m["role"] == "user" else m for m in json.loads(line)["messages"]]
+        prompt = tok(tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False),
+                     add_special_tokens=False)["input_ids"]
+        full = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+        features.append({"input_ids": full, "labels": [IGNORE_INDEX] * len(prompt) + full[len(prompt):]})
+    batch = PadCollator(pad_id=tok.pad_token_id)(features)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32),
+                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"))
+    model.train()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    results = []
+    for trainer in (Trainer(model=model, args=args), LabelledLossTrainer(model=model, args=args)):
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(20))
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    assert trainer.batch_counts["shared"] >= 2 * 100  # the prefix ran once instead of three times
+    (want, want_grads), (got, grads) = results
+    assert abs(got - want) < 1e-5 * max(1.0, want)
+    worst = max(((g - want_grads[n]).abs().max() / want_grads[n].abs().max()).item() for n, g in grads.items())
+    assert worst < 1e-4, worst

@@ -24,7 +24,7 @@ def test_throughput_figures_and_no_unasked_eval(tiny_qwen2, tmp_path, capsys):
     assert "no evaluation after training" in said and "eval_loss" not in result.metrics
     assert "threads: 1 torch threads (OMP_NUM_THREADS" in said  # conftest pins one thread
     summary = next(line for line in said.splitlines() if line.startswith("[instill] done"))
-    for part in ("tokens/s", "samples/s", "s/step", "padding ", "peak RSS", "MFU "):
+    for part in ("tokens/s", "samples/s", "s/step", "padding ", "shared prefix ", "peak RSS", "MFU "):
         assert part in summary, part
     figures = json.loads((out / "all_results.json").read_text())
     assert figures["train_samples_per_s"] > 0 and 0 < figures["mfu"] < 1 and 0 <= figures["padding_ratio"] < 1
@@ -32,7 +32,9 @@ def test_throughput_figures_and_no_unasked_eval(tiny_qwen2, tmp_path, capsys):
     log = _log(out)
     assert [r["samples_seen"] for r in log if "loss" in r] == [4, 8]  # batch 4
     assert log[-1]["train_tokens_per_s"] == figures["train_tokens_per_s"]
-    assert "padding (padded / all batch tokens)" in (out / "report.html").read_text(encoding="utf-8")
+    assert 0 < figures["shared_prefix_ratio"] < 1  # the template's system prompt is common to every row
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "padding (padded / all batch tokens)" in report and "shared prefix (tokens run once" in report
     batching = json.loads((out / "data_summary.json").read_text())["batching"]
     assert batching["group_by_length"] and 0 <= batching["padding_ratio"] <= batching["padding_ratio_random_order"]
 

@@ -48,14 +48,21 @@ def _loss_and_grads(trainer, model, batch, items):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("method", ["lora", "adalora"])
-def test_labelled_loss_equals_full_loss_and_grads(tiny_qwen2, tmp_path, method):
-    from transformers import Trainer, TrainingArguments
+def _training(tiny_qwen2, tmp_path, method, make_batch):
+    """A model in training mode, a batch for it, loss-only TrainingArguments."""
+    from transformers import TrainingArguments
 
     model = _model(tiny_qwen2, method)
     model.train()
-    batch = _batch(model.config.vocab_size)
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", prediction_loss_only=True)
+    return model, make_batch(model.config.vocab_size), args
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+def test_labelled_loss_equals_full_loss_and_grads(tiny_qwen2, tmp_path, method):
+    from transformers import Trainer
+
+    model, batch, args = _training(tiny_qwen2, tmp_path, method, _batch)
     plain, fast = Trainer(model=model, args=args), LabelledLossTrainer(model=model, args=args)
     hooked = LabelledLossTrainer(model=model, args=args)
     hooked.force_head_hook = True
@@ -134,3 +141,93 @@ def test_bf16_frozen_base_fast_paths_match(tiny_qwen2, tmp_path):
     padded, _ = _loss_and_grads(fast, model, PadCollator(0)(features), None)
     packed, _ = _loss_and_grads(fast, model, PackCollator(0, 64)(features), None)
     assert abs(packed.item() - padded.item()) < 1e-2 * padded.item()
+
+
+def _prefixed_batch(vocab: int, prefix: int = 20) -> dict[str, torch.Tensor]:
+    """Rows that begin with the same `prefix` tokens (a system prompt), then differ; right-padded."""
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, vocab, (4, prefix + 14), generator=g)
+    ids[:, :prefix] = ids[0, :prefix]
+    mask = torch.ones_like(ids)
+    mask[1, prefix + 9:] = 0
+    mask[3, prefix + 4:] = 0
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for row, (start, end) in enumerate(((prefix + 10, prefix + 14), (prefix + 6, prefix + 9),
+                                        (prefix + 1, prefix + 14), (prefix + 2, prefix + 4))):
+        labels[row, start:end] = ids[row, start:end]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def test_shared_prefix_length_stops_at_the_first_difference_or_scored_position():
+    from instill.train.trainer import shared_prefix_length
+
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 1, 2], [5, 6, 7, 8, 0]])
+    none = torch.zeros_like(ids, dtype=torch.bool)
+    assert shared_prefix_length(ids, None, none) == 3
+    keep = none.clone()
+    keep[2, 1] = True  # position 1 scores token 2 of row 2: the prefix must end before it
+    assert shared_prefix_length(ids, None, keep) == 1
+    mask = torch.ones_like(ids)
+    mask[1, 2:] = 0  # row 1 is 2 tokens long
+    assert shared_prefix_length(ids, mask, none) == 2
+    assert shared_prefix_length(ids[:1], None, none[:1]) == 0  # one row: nothing to share
+    same = torch.tensor([[4, 4, 4], [4, 4, 4]])
+    assert shared_prefix_length(same, None, torch.zeros_like(same, dtype=torch.bool)) == 2  # a position is left
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+def test_shared_prefix_gives_the_same_loss_and_grads(tiny_qwen2, tmp_path, method):
+    """share_prefix: the common prefix once + the rest on its repeated cache == every row in full."""
+    from transformers import Trainer
+
+    model, batch, args = _training(tiny_qwen2, tmp_path, method, _prefixed_batch)
+    shared, unshared = LabelledLossTrainer(model=model, args=args), LabelledLossTrainer(model=model, args=args,
+                                                                                        share_prefix=False)
+    assert shared.share_prefix and not unshared.share_prefix
+    items = torch.tensor(int((batch["labels"] != IGNORE_INDEX).sum()) + 3)
+    want, want_grads = _loss_and_grads(Trainer(model=model, args=args), model, batch, items)
+    for trainer in (shared, unshared):
+        got, grads = _loss_and_grads(trainer, model, batch, items)
+        assert abs(got.item() - want.item()) < 1e-5
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, want_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+    assert shared.batch_counts["shared"] == 20 * 3 and unshared.batch_counts["shared"] == 0  # 3 rows skipped 20
+    prefix_grads = [g for n, g in grads.items() if "layers.0." in n]
+    assert prefix_grads and all(g.abs().sum() > 0 for g in prefix_grads)  # gradients reach the first layer
+
+    model.eval()
+    with torch.no_grad():
+        want_eval = Trainer(model=model, args=args).prediction_step(model, dict(batch), prediction_loss_only=True)[0]
+        got_eval = shared.prediction_step(model, dict(batch), prediction_loss_only=True)[0]
+    assert abs(got_eval.item() - want_eval.item()) < 1e-5
+    assert shared.batch_counts["shared"] == 60  # evaluation batches are not training counts
+
+
+def test_shared_prefix_is_off_where_it_would_not_be_exact(tiny_qwen2, tmp_path):
+    from transformers import TrainingArguments
+
+    model = _model(tiny_qwen2, "lora")
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    checkpointed = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                     gradient_checkpointing=True)
+    assert not LabelledLossTrainer(model=model, args=checkpointed).share_prefix  # no cache under checkpointing
+    model.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert not LabelledLossTrainer(model=model, args=args).share_prefix  # as model/load.py turns it on
+    model.base_model.model.gradient_checkpointing_disable()
+    model.train()
+    batch = _prefixed_batch(model.config.vocab_size)
+    model.config.attention_dropout = 0.1  # one dropout mask for every row's prefix would differ from per-row masks
+    trainer = LabelledLossTrainer(model=model, args=args)
+    trainer.compute_loss(model, dict(batch))
+    assert trainer.batch_counts["shared"] == 0
+    model.eval()  # no dropout in evaluation: shared
+    trainer.compute_loss(model, dict(batch))
+    model.train()
+    model.config.attention_dropout = 0.0
+    assert trainer.batch_counts["shared"] == 0  # (evaluation batches are not counted)
+    trainer = LabelledLossTrainer(model=model, args=args)
+    positions = torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"])
+    trainer.compute_loss(model, {**batch, "position_ids": positions})  # positions given: one pass
+    assert trainer.batch_counts["shared"] == 0
+    trainer.compute_loss(model, dict(batch))
+    assert trainer.batch_counts["shared"] == 60

@@ -337,6 +337,8 @@ def section_performance(run: Run) -> str:
         ("train samples / s", _num(r.get("train_samples_per_second"))),
         ("seconds / optimizer step", _num(r.get("train_s_per_step"))),
         ("padding (padded / all batch tokens)", f"{100 * r['padding_ratio']:.1f}%" if "padding_ratio" in r else "—"),
+        ("shared prefix (tokens run once a batch / all tokens)",
+         f"{100 * r['shared_prefix_ratio']:.1f}%" if "shared_prefix_ratio" in r else "—"),
         ("MFU (see README: Speed)", f"{100 * r['mfu']:.2f}% of {r['peak_tflops']:g} TFLOP/s" if "mfu" in r else "—"),
         ("peak RSS", f"{_peak(run, 'peak_rss_mb') / 1024:.2f} GiB" if _peak(run, "peak_rss_mb") else "—"),
         ("process CPU % (median; 100 = one core)", _num(statistics.median(cpu), 1) if cpu else "—"),

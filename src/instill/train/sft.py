@@ -13,9 +13,10 @@ from instill.train.trainer import LabelledLossTrainer
 
 
 def build_trainer(inputs: StageInputs) -> Any:
-    """A Trainer whose loss is computed only where labels are trained (train/trainer.py), on padded
-    batches (pad to the longest, to a multiple of 8 on CUDA), or packed ones with packing / neat_packing;
-    with images, each batch also carries their pixel values (`data/multimodal.py`)."""
+    """A Trainer whose loss is computed only where labels are trained and whose batches run a prefix all
+    their rows share once (train/trainer.py), on padded batches (pad to the longest, to a multiple of 8
+    on CUDA), or packed ones with packing / neat_packing; with images, each batch also carries their
+    pixel values (`data/multimodal.py`)."""
     d, pad_id = inputs.config.data, inputs.tokenizer.pad_token_id
     if inputs.media is not None and (d.packing or d.neat_packing):
         raise ConfigError("packing / neat_packing: not built for image datasets; set packing: false")
@@ -29,6 +30,7 @@ def build_trainer(inputs: StageInputs) -> Any:
         data_collator=collator if inputs.media is None else ImageCollator(collator, inputs.media),
         processing_class=inputs.tokenizer,
         callbacks=inputs.callbacks,
+        share_prefix=inputs.config.train.share_prefix,
     )
 
 

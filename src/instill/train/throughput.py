@@ -3,9 +3,11 @@ all_results.json, trainer_log.jsonl, the report and the trackers.
 
 - tokens/s: non-padding input tokens (Trainer's `num_input_tokens_seen`) per second of training;
 - samples/s, s/step, padding ratio (padded slots / all slots, from the batches the Trainer ran);
+- shared prefix: the fraction of tokens that a prefix common to a batch's rows let run once;
 - peak RSS (and peak CUDA memory);
-- MFU = train_flops_per_token × tokens/s ÷ peak FLOP/s of the compute dtype (tracking/compute.py
-  states the formula; CPU peak from a cached matmul probe, GPU peak from a spec table).
+- MFU = train_flops_per_token × tokens computed/s ÷ peak FLOP/s of the compute dtype (tracking/compute.py
+  states the formula; CPU peak from a cached matmul probe, GPU peak from a spec table). Tokens computed
+  leave out those a shared prefix saved, so MFU is what the hardware did, and tokens/s what was trained.
 """
 
 from __future__ import annotations
@@ -48,15 +50,18 @@ def throughput(trainer: Any, train_runtime: float, compute_dtype: torch.dtype, f
             out["train_s_per_step"] = round(train_runtime / steps, 3)
     if counts.get("slots"):
         out["padding_ratio"] = round(1 - tokens / counts["slots"], 4)
+    if counts.get("shared") and tokens:
+        out["shared_prefix_ratio"] = round(counts["shared"] / tokens, 4)
     memory = hardware.sample(steps)
     for key in ("peak_rss_mb", "gpu_peak_mem_mb"):
         if key in memory:
             out[key] = memory[key]
     peak = peak_flops(compute_dtype)
     if peak and tokens and train_runtime > 0:
-        fraction = counts.get("labelled", 0) / tokens if counts.get("labelled") else 1.0
+        computed = tokens - counts.get("shared", 0)
+        fraction = counts.get("labelled", 0) / computed if counts.get("labelled") else 1.0
         flops = model_flops_per_token(trainer.accelerator.unwrap_model(trainer.model), fraction, full)
-        out["mfu"] = round(flops * tokens / train_runtime / (peak * ranks), 4)
+        out["mfu"] = round(flops * computed / train_runtime / (peak * ranks), 4)
         out["peak_tflops"] = round(peak / 1e12, 3)
     return out
 
@@ -66,6 +71,7 @@ _TEXT = (  # (key, how the summary line shows it)
     ("train_samples_per_s", lambda v: f"{v:.2f} samples/s"),
     ("train_s_per_step", lambda v: f"{v:.2f} s/step"),
     ("padding_ratio", lambda v: f"padding {100 * v:.1f}%"),
+    ("shared_prefix_ratio", lambda v: f"shared prefix {100 * v:.1f}% of tokens (run once a batch)"),
     ("peak_rss_mb", lambda v: f"peak RSS {v / 1024:.2f} GiB"),
     ("gpu_peak_mem_mb", lambda v: f"peak GPU memory {v / 1024:.2f} GiB"),
     ("mfu", lambda v: f"MFU {100 * v:.1f}%"),

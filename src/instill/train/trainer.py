@@ -13,6 +13,14 @@ this for an arbitrary model): a pre-hook on its output head keeps only the label
 states, and the cross-entropy (plus AdaLoRA's regulariser) is computed here with the
 Trainer's own reduction rules.
 
+Rows that begin alike (a classification set's system prompt and instruction) share that prefix's
+work: the longest unlabelled prefix common to every row of a batch runs once, its key/value cache is
+repeated for each row, and the rest of the rows runs on it (`share_prefix`). Causal attention makes
+this the same computation, and gradients reach the prefix's adapters through the cache. It is off
+where it would not be exact or not apply: active dropout (one mask for all rows), activation
+checkpointing (no cache), DeepSpeed / FSDP (the prefix pass runs outside their forward), packed
+rows, images, sliding-window attention, router losses.
+
 Length-grouped batches (`group_by_length`) come in an order seeded by (seed, epoch), so a run
 resumed in the middle of any epoch trains exactly the batches the interrupted run would have.
 """
@@ -51,6 +59,37 @@ def accepts_keep_mask(model: nn.Module) -> bool:
     return "logits_to_keep" in params and any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, keep: torch.Tensor) -> int:
+    """How many leading tokens every row of the batch has in common, none of them scored (keep: the
+    shifted-label mask: position t scores token t + 1); at least one position is left to each row."""
+    if input_ids.shape[0] < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(0) & ~keep.any(0)
+    if attention_mask is not None:
+        same &= (attention_mask == 1).all(0)
+    return min(int(same.long().cumprod(0).sum()), input_ids.shape[1] - 1)
+
+
+def can_share_prefix(model: nn.Module) -> bool:
+    """Whether a prefix pass plus a cached pass computes exactly what one pass does for this model."""
+    params = inspect.signature(_base_forward(model)).parameters
+    config = getattr(model, "config", None)
+    sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    return ("past_key_values" in params and config is not None and not sliding
+            and not hasattr(config, "vision_config") and not getattr(config, "output_router_logits", False))
+
+
+def checkpointed(model: nn.Module) -> bool:
+    """Whether activation checkpointing is on in any layer (checkpointed layers drop the cache)."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
+def has_dropout(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return (any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+            or bool(getattr(config, "attention_dropout", 0)))
+
+
 def adalora_regulariser(model: nn.Module) -> torch.Tensor | None:
     """AdaLoRA's orthogonal regulariser, as peft's `AdaLoraModel.forward` adds it to `outputs.loss`."""
     base = getattr(model, "base_model", None)
@@ -64,6 +103,9 @@ def adalora_regulariser(model: nn.Module) -> torch.Tensor | None:
             cov = p @ p.T if "lora_A" in n else p.T @ p
             terms.append(torch.linalg.matrix_norm(cov - torch.eye(*cov.shape, dtype=cov.dtype, device=cov.device)))
     return weight * torch.stack(terms).mean() if terms else None
+
+
+_PLAIN_KEYS = {"input_ids", "attention_mask", "labels"}  # batches with more (positions, images) run in one pass
 
 
 class EpochSeededLengthSampler(LengthGroupedSampler):
@@ -90,12 +132,20 @@ class LabelledLossTrainer(Trainer):
     full logits are asked for (`prediction_loss_only` off)."""
 
     force_head_hook = False  # tests set it to exercise the path for models without `logits_to_keep`
+    min_shared_prefix = 16  # tokens; a shorter common prefix is not worth a second forward call
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, share_prefix: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # What training batches held: sequences, token slots (padding included), labelled positions.
-        self.batch_counts = {"samples": 0, "slots": 0, "labelled": 0}
+        # What training batches held: sequences, token slots (padding included), labelled positions, and
+        # the tokens a shared prefix saved (computed once instead of once per row).
+        self.batch_counts = {"samples": 0, "slots": 0, "labelled": 0, "shared": 0}
         self.sampler_epoch = 0
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        processes = self.accelerator.distributed_type.value  # one process or plain DDP; not DeepSpeed / FSDP / XLA
+        self.share_prefix = (share_prefix and can_share_prefix(unwrapped)
+                             and not self.args.gradient_checkpointing and not checkpointed(unwrapped)
+                             and (processes == "NO" or processes.startswith("MULTI_")))
+        self._dropout = has_dropout(unwrapped)
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -143,8 +193,26 @@ class LabelledLossTrainer(Trainer):
         if accepts_keep_mask(model) and not self.force_head_hook:
             rest = {k: v for k, v in inputs.items() if k != "labels"}
             fast = {**rest, "labels": kept, "shift_labels": kept, "logits_to_keep": keep}
+            if self.share_prefix and (not model.training or not self._dropout) and inputs.keys() <= _PLAIN_KEYS:
+                fast = self._after_shared_prefix(model, fast, keep)
             return super().compute_loss(model, fast, return_outputs, num_items_in_batch)
         return self._loss_by_head_hook(model, inputs, keep, kept, return_outputs, num_items_in_batch)
+
+    def _after_shared_prefix(self, model, fast: dict[str, Any], keep: torch.Tensor) -> dict[str, Any]:
+        """The inputs for the rows' remainders, after the batch's common prefix has run once into a cache."""
+        ids = fast["input_ids"]
+        length = shared_prefix_length(ids, fast.get("attention_mask"), keep)
+        if length < self.min_shared_prefix:
+            return fast
+        inner = self.accelerator.unwrap_model(model)  # under DDP the prefix pass is not a second DDP forward
+        cache = inner(input_ids=ids[:1, :length], use_cache=True, logits_to_keep=1).past_key_values
+        if cache is None:  # the model declined to cache (checkpointing turned on some other way): one pass
+            return fast
+        cache.batch_repeat_interleave(ids.shape[0])
+        if model.training:
+            self.batch_counts["shared"] += length * (ids.shape[0] - 1)
+        return {**fast, "input_ids": ids[:, length:], "past_key_values": cache, "use_cache": True,
+                "logits_to_keep": keep[:, length:]}
 
     def _loss_by_head_hook(self, model, inputs, keep, kept, return_outputs, num_items_in_batch):
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
