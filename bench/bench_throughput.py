@@ -19,9 +19,10 @@ news text cut to its first --max-chars characters, 150 by default, so every row 
 
 Columns: non-padding tokens/s (Trainer's num_input_tokens_seen / train_runtime), samples/s, s/step,
 peak RSS of the tool's process (ru_maxrss from wait4), mean train loss, MFU and the tokens/s ratio of
-instill to each tool. MFU = 4 x (body params + head params x labelled fraction) x tokens/s / peak,
-the peak measured once by a matmul probe at these threads (instill/tracking/compute.py); the labelled
-fraction is the data's (the same for every tool), so MFU ratios equal tokens/s ratios.
+instill to each tool. MFU = 4 x (body params x computed tokens/s + head params x labelled fraction x
+tokens/s) / peak, the peak measured once by a matmul probe at these threads (instill/tracking/compute.py);
+computed tokens leave out those instill's shared prefix ran once for a batch (`instill-unshared`:
+share_prefix false, every row in full); the labelled fraction is the data's (the same for every tool).
 
     # the real measurement (idle machine, ~1 h): both data sets, fp32 and bf16
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_throughput.py --threads 2 --steps 25 --rows 400
@@ -188,7 +189,8 @@ def _from_output_dir(out: Path) -> dict:
     state = json.loads((out / "trainer_state.json").read_text())
     tokens = results.get("num_input_tokens_seen") or state.get("num_input_tokens_seen") or 0
     return {"tokens": tokens, "runtime": results["train_runtime"], "steps": state["global_step"],
-            "samples_per_s": results.get("train_samples_per_second", 0.0), "loss": results.get("train_loss")}
+            "samples_per_s": results.get("train_samples_per_second", 0.0), "loss": results.get("train_loss"),
+            "shared": results.get("shared_prefix_ratio", 0.0)}
 
 
 def run_tool(tool: str, a: argparse.Namespace, rows_dir: Path, work: Path) -> dict | None:
@@ -199,10 +201,12 @@ def run_tool(tool: str, a: argparse.Namespace, rows_dir: Path, work: Path) -> di
         cmd = [sys.executable, __file__, "--worker", tool, "--worker-out", str(result), *sys.argv[1:]]
         status, rss = _run(cmd, env)
         return {**json.loads(result.read_text()), "rss_mb": rss} if status == 0 else None
-    info = "instill" if tool == "instill" else "lf"
+    info = "instill" if tool.startswith("instill") else "lf"
     cfg = work / f"{tool}-{a.data}-{a.precision}.yaml"
     keys = _train_yaml(a, rows_dir, out, info)
-    if tool == "instill":
+    if tool == "instill-unshared":  # instill with every row run in full (no shared prefix)
+        keys["share_prefix"] = False
+    if info == "instill":
         (rows_dir / "instill").mkdir(exist_ok=True)
         (rows_dir / "instill" / "dataset_info.json").write_text((rows_dir / "instill_info.json").read_text())
         (rows_dir / "instill" / "rows.jsonl").write_bytes((rows_dir / "rows.jsonl").read_bytes())
@@ -238,7 +242,8 @@ def table(results: dict[str, dict | None], a: argparse.Namespace, peak: float, b
             lines.append(f"| {tool} | failed | | | | | | |")
             continue
         tps = r["tokens"] / r["runtime"] if r["runtime"] else 0.0
-        mfu = 4 * (body + head * fraction) * tps / peak if peak else float("nan")
+        computed = tps * (1 - r.get("shared", 0.0))  # tokens a shared prefix let run once are not computed
+        mfu = 4 * (body * computed + head * fraction * tps) / peak if peak else float("nan")
         ratio = (mine["tokens"] / mine["runtime"]) / tps if mine and tps else float("nan")
         lines.append(f"| {tool} | {tps:.0f} | {r['samples_per_s']:.2f} | {r['runtime'] / max(r['steps'], 1):.2f} | "
                      f"{r['rss_mb'] / 1024:.2f} | {r['loss']:.3f} | {100 * mfu:.2f}% | {ratio:.2f}× |")
@@ -250,7 +255,8 @@ def main() -> int:
     parser.add_argument("--model", default=MODEL, help="a model directory, .gguf or pkg: path (default SmolLM2-135M)")
     parser.add_argument("--data", default="cls,alpaca", help="cls, alpaca or both (comma-separated)")
     parser.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 or both (comma-separated)")
-    parser.add_argument("--tools", default="instill,hf,trl")
+    parser.add_argument("--tools", default="instill,hf,trl",
+                        help="instill, instill-unshared (share_prefix: false), hf, trl (comma-separated)")
     parser.add_argument("--llamafactory", help="a venv with LLaMA-Factory installed (adds its row)")
     parser.add_argument("--lf-template", default="auto",
                         help="LLaMA-Factory's template name, or auto: parse the model's chat template (the ids the "
