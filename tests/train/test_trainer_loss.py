@@ -231,3 +231,16 @@ def test_shared_prefix_is_off_where_it_would_not_be_exact(tiny_qwen2, tmp_path):
     assert trainer.batch_counts["shared"] == 0
     trainer.compute_loss(model, dict(batch))
     assert trainer.batch_counts["shared"] == 60
+
+
+def test_only_plain_attention_caches_are_repeated():
+    from transformers.cache_utils import DynamicCache, DynamicSlidingWindowLayer
+
+    from instill.train.trainer import plain_attention_cache
+
+    cache = DynamicCache()
+    cache.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 0)
+    assert plain_attention_cache(cache)
+    cache.layers.append(DynamicSlidingWindowLayer(sliding_window=2))
+    assert not plain_attention_cache(cache)
+    assert not plain_attention_cache(None) and not plain_attention_cache(((torch.zeros(1), torch.zeros(1)),))

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from instill.data.tokenize import IGNORE_INDEX
@@ -77,6 +78,12 @@ def can_share_prefix(model: nn.Module) -> bool:
     sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
     return ("past_key_values" in params and config is not None and not sliding
             and not hasattr(config, "vision_config") and not getattr(config, "output_router_logits", False))
+
+
+def plain_attention_cache(cache: Any) -> bool:
+    """A cache of full-attention keys and values only, which repeating per row repeats exactly (not a
+    sliding-window, recurrent-state or remote-code cache)."""
+    return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 def checkpointed(model: nn.Module) -> bool:
@@ -206,7 +213,7 @@ class LabelledLossTrainer(Trainer):
             return fast
         inner = self.accelerator.unwrap_model(model)  # under DDP the prefix pass is not a second DDP forward
         cache = inner(input_ids=ids[:1, :length], use_cache=True, logits_to_keep=1).past_key_values
-        if cache is None:  # the model declined to cache (checkpointing turned on some other way): one pass
+        if not plain_attention_cache(cache):  # none (checkpointing turned on some other way), or state caches
             return fast
         cache.batch_repeat_interleave(ids.shape[0])
         if model.training:
