@@ -233,6 +233,17 @@ def test_shared_prefix_is_off_where_it_would_not_be_exact(tiny_qwen2, tmp_path):
     assert trainer.batch_counts["shared"] == 60
 
 
+def test_a_cache_that_cannot_be_repeated_ends_sharing(tiny_qwen2, tmp_path, monkeypatch):
+    import instill.train.trainer as trainer_module
+
+    model, batch, args = _training(tiny_qwen2, tmp_path, "lora", _prefixed_batch)
+    trainer = LabelledLossTrainer(model=model, args=args)
+    want = trainer.compute_loss(model, dict(batch)).item()
+    monkeypatch.setattr(trainer_module, "plain_attention_cache", lambda cache: False)  # e.g. a recurrent-state cache
+    assert abs(trainer.compute_loss(model, dict(batch)).item() - want) < 1e-5  # one pass instead
+    assert not trainer.share_prefix and trainer.batch_counts["shared"] == 60  # only the first batch shared
+
+
 def test_only_plain_attention_caches_are_repeated():
     from transformers.cache_utils import DynamicCache, DynamicSlidingWindowLayer
 

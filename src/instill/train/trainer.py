@@ -214,6 +214,7 @@ class LabelledLossTrainer(Trainer):
         inner = self.accelerator.unwrap_model(model)  # under DDP the prefix pass is not a second DDP forward
         cache = inner(input_ids=ids[:1, :length], use_cache=True, logits_to_keep=1).past_key_values
         if not plain_attention_cache(cache):  # none (checkpointing turned on some other way), or state caches
+            self.share_prefix = False  # the model's caches will not change: stop trying
             return fast
         cache.batch_repeat_interleave(ids.shape[0])
         if model.training:
