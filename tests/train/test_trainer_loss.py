@@ -239,7 +239,7 @@ def test_a_cache_that_cannot_be_repeated_ends_sharing(tiny_qwen2, tmp_path, monk
     model, batch, args = _training(tiny_qwen2, tmp_path, "lora", _prefixed_batch)
     trainer = LabelledLossTrainer(model=model, args=args)
     want = trainer.compute_loss(model, dict(batch)).item()
-    monkeypatch.setattr(trainer_module, "plain_attention_cache", lambda cache: False)  # e.g. a recurrent-state cache
+    monkeypatch.setattr(trainer_module, "plain_attention_cache", lambda cache, length: False)  # e.g. a recurrent-state cache
     assert abs(trainer.compute_loss(model, dict(batch)).item() - want) < 1e-5  # one pass instead
     assert not trainer.share_prefix and trainer.batch_counts["shared"] == 60  # only the first batch shared
 
@@ -251,7 +251,9 @@ def test_only_plain_attention_caches_are_repeated():
 
     cache = DynamicCache()
     cache.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 0)
-    assert plain_attention_cache(cache)
+    assert plain_attention_cache(cache, 3)
+    assert not plain_attention_cache(cache, 4)  # it must hold exactly the prefix
+    assert not plain_attention_cache(DynamicCache(), 3)  # layers that kept nothing (checkpointed)
     cache.layers.append(DynamicSlidingWindowLayer(sliding_window=2))
-    assert not plain_attention_cache(cache)
-    assert not plain_attention_cache(None) and not plain_attention_cache(((torch.zeros(1), torch.zeros(1)),))
+    assert not plain_attention_cache(cache, 3)
+    assert not plain_attention_cache(None, 3) and not plain_attention_cache(((torch.zeros(1), torch.zeros(1)),), 3)

@@ -80,10 +80,11 @@ def can_share_prefix(model: nn.Module) -> bool:
             and not hasattr(config, "vision_config") and not getattr(config, "output_router_logits", False))
 
 
-def plain_attention_cache(cache: Any) -> bool:
-    """A cache of full-attention keys and values only, which repeating per row repeats exactly (not a
-    sliding-window, recurrent-state or remote-code cache)."""
-    return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
+def plain_attention_cache(cache: Any, length: int) -> bool:
+    """A cache holding the `length` prefix tokens as full-attention keys and values only, which repeating
+    per row repeats exactly (not none, not a sliding-window, recurrent-state or remote-code cache)."""
+    return (type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
+            and cache.get_seq_length() == length)
 
 
 def checkpointed(model: nn.Module) -> bool:
@@ -213,7 +214,7 @@ class LabelledLossTrainer(Trainer):
             return fast
         inner = self.accelerator.unwrap_model(model)  # under DDP the prefix pass is not a second DDP forward
         cache = inner(input_ids=ids[:1, :length], use_cache=True, logits_to_keep=1).past_key_values
-        if not plain_attention_cache(cache):  # none (checkpointing turned on some other way), or state caches
+        if not plain_attention_cache(cache, length):
             self.share_prefix = False  # the model's caches will not change: stop trying
             return fast
         cache.batch_repeat_interleave(ids.shape[0])
