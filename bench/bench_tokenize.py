@@ -89,7 +89,7 @@ def child(mode: str, data_dir: str, workers: int, cache: str) -> None:
         os.environ["INSTILL_TOKENIZED_CACHE"] = cache
     # Both timed the same way: read the files, convert, shuffle, tokenize (and, for the current one, cache).
     started = time.perf_counter()
-    train, _ = dataset.prepare_datasets(args, template, tokenizer, 0)
+    train, _ = dataset.prepare_datasets(args, template, 0)
     seconds, rows = time.perf_counter() - started, train.rows
     print("RESULT " + json.dumps({"samples": len(rows), "seconds": seconds, "digest": _digest(sorted(
         rows, key=lambda r: list(r["input_ids"]))),

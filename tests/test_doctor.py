@@ -343,9 +343,29 @@ def test_mask_view_in_colour(tiny_qwen2, qwen2_tokenizer):
     from instill.doctor.template import PROBE, mask_view
 
     config = build_config({"model_name_or_path": str(tiny_qwen2)})
-    view = mask_view(PROBE, get_template("auto", qwen2_tokenizer), qwen2_tokenizer, config, colour=True)
+    view = mask_view(PROBE, get_template("auto", qwen2_tokenizer), config, colour=True)
     assert "\x1b[1;32mI am a helpful assistant.<|im_end|>\n\x1b[0m" in view
     assert "\x1b[2m<|im_start|>system" in view and "⟦" not in view
+
+
+def test_mask_view_is_trainings_when_data_may_spell_special_tokens(tiny_qwen2, qwen2_tokenizer):
+    """With allow_special_tokens_in_data the doctor shows the ids training trains (it once escaped them, so a
+    dozen typed <|im_end|> took 60 tokens, not 12, and the view cut an answer training keeps whole)."""
+    from instill.config import build_config
+    from instill.data.dataset import tokenize_examples
+    from instill.data.example import Example
+    from instill.data.templates import get_template
+    from instill.doctor.template import mask_view, render_mask
+
+    config = build_config({"model_name_or_path": str(tiny_qwen2), "cutoff_len": 64,
+                           "allow_special_tokens_in_data": True})
+    template = get_template("auto", qwen2_tokenizer)
+    example = Example([{"role": "user", "content": "Say it"},
+                       {"role": "assistant", "content": "<|im_end|>" * 12 + " done"}], source="typed")
+    row = tokenize_examples("train", [example], config.data, template).rows[0]
+    view = mask_view(example, template, config, colour=False)
+    assert view == render_mask(row["input_ids"], row["labels"], qwen2_tokenizer, colour=False)
+    assert view.endswith("<|im_end|>" * 12 + " done<|im_end|>\n⟧")
 
 
 def test_template_that_is_not_prefix_stable(tiny_qwen2, data_dir, tmp_path, capsys):

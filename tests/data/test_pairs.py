@@ -10,7 +10,7 @@ from instill.data.dataset import prepare_datasets
 from instill.data.example import Example
 from instill.data.pairs import PairItem, closing_tokens, encode_items, iter_items, truncate
 from instill.data.templates import get_template
-from instill.data.tokenize import encode
+from instill.data.tokenize import EncodeOptions, encode
 from instill.errors import DataError
 from tests.conftest import SHARED_DATA, write_dataset
 
@@ -50,20 +50,20 @@ def test_shared_demo_files_load_unchanged_and_ids_equal_sft(qwen, tmp_path):
     dataset_dir = _info(tmp_path, LF_PREFERENCE)
     pairs = list(iter_items(["dpo_zh_demo"], dataset_dir, None, 1, "pairs"))
     assert len(pairs) == 300 and sum(p.chosen.messages[0]["role"] == "system" for p in pairs) == 64
-    columns, summary = encode_items(pairs[:20], qwen, 100_000, "pairs")
+    columns, summary = encode_items(pairs[:20], qwen, EncodeOptions(100_000), "pairs")
     assert summary.kept == 20 and summary.truncated == 0
     for item, prompt, chosen, rejected in zip(pairs, columns["prompt_ids"], columns["chosen_ids"],
                                               columns["rejected_ids"]):
-        sft = encode(item.chosen, qwen, tok, 100_000)
+        sft = encode(item.chosen, qwen, EncodeOptions(100_000))
         assert prompt + chosen == sft.input_ids  # the SFT ids of the chosen conversation, exactly
         assert [t for t in sft.labels if t != -100] == chosen  # and the answer is what SFT trains
-        assert prompt + rejected == encode(item.rejected, qwen, tok, 100_000).input_ids
+        assert prompt + rejected == encode(item.rejected, qwen, EncodeOptions(100_000)).input_ids
         assert tok.decode(prompt).endswith("<|im_start|>assistant\n")
         assert tok.decode(chosen).endswith(end) and tok.decode(rejected).endswith(end)
 
     kto = list(iter_items(["kto_en_demo"], dataset_dir, None, 1, "kto"))
     assert len(kto) == 300 and sum(k.label for k in kto) == 150
-    columns, _ = encode_items(kto[:5], qwen, 100_000, "kto")
+    columns, _ = encode_items(kto[:5], qwen, EncodeOptions(100_000), "kto")
     assert columns["label"] == [k.label for k in kto[:5]]
     assert all(tok.decode(c).endswith(end) for c in columns["completion_ids"])
 
@@ -82,8 +82,8 @@ def test_pair_truncation_cuts_the_prompt_first_and_keeps_end_of_turn(qwen, tmp_p
 
     rows = [{"instruction": "q " * 200, "input": "", "chosen": "yes " * 5, "rejected": "no " * 300}]
     write_dataset(tmp_path, "long", rows, **ALPACA_RANKING)
-    train, _ = prepare_datasets(DataArgs(dataset=["long"], dataset_dir=str(tmp_path), cutoff_len=64), qwen,
-                                qwen.tokenizer, 1, "pairs")
+    train, _ = prepare_datasets(DataArgs(dataset=["long"], dataset_dir=str(tmp_path), cutoff_len=64), qwen, 1,
+                                "pairs")
     row = train.rows[0]
     assert len(row["prompt_ids"]) + len(row["rejected_ids"]) <= 64
     assert qwen.tokenizer.decode(row["rejected_ids"]).endswith("<|im_end|>\n")
@@ -110,8 +110,7 @@ KTO_ROW = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant",
 def test_bad_rows_are_one_line_with_their_source(qwen, tmp_path, good, bad, kind, entry, message):
     write_dataset(tmp_path, "bad", [good, bad], **entry)
     with pytest.raises(DataError) as err:
-        prepare_datasets(DataArgs(dataset=["bad"], dataset_dir=str(tmp_path), cutoff_len=64), qwen,
-                         qwen.tokenizer, 1, kind)
+        prepare_datasets(DataArgs(dataset=["bad"], dataset_dir=str(tmp_path), cutoff_len=64), qwen, 1, kind)
     text = str(err.value)
     assert message in text and "bad.json:#1:" in text and "\n" not in text  # the second record: file and row
 
@@ -125,8 +124,7 @@ def test_bad_rows_are_one_line_with_their_source(qwen, tmp_path, good, bad, kind
 def test_a_dataset_given_to_the_wrong_stage(qwen, tmp_path, row, entry, kind, message):
     write_dataset(tmp_path, "data", [row], **entry)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        prepare_datasets(DataArgs(dataset=["data"], dataset_dir=str(tmp_path), cutoff_len=64), qwen,
-                         qwen.tokenizer, 1, kind)
+        prepare_datasets(DataArgs(dataset=["data"], dataset_dir=str(tmp_path), cutoff_len=64), qwen, 1, kind)
 
 
 def test_pairs_split_prompt_from_sft_example(qwen):
@@ -134,7 +132,7 @@ def test_pairs_split_prompt_from_sft_example(qwen):
     base = [{"role": "user", "content": "Say it"}]
     items = [PairItem(Example(base + [{"role": "assistant", "content": "Yes."}]),
                       Example(base + [{"role": "assistant", "content": "No."}]))]
-    columns, _ = encode_items(items, qwen, 64, "pairs")
+    columns, _ = encode_items(items, qwen, EncodeOptions(64), "pairs")
     assert qwen.tokenizer.decode(columns["chosen_ids"][0]) == "Yes.<|im_end|>\n"
     assert qwen.tokenizer.decode(columns["rejected_ids"][0]) == "No.<|im_end|>\n"
 
@@ -149,5 +147,5 @@ def test_doctor_checks_preference_rows(qwen, tmp_path):
                                  ("bad", "FAIL", "bad.json:#1: the chosen and rejected answers are identical")):
         config = build_config({"model_name_or_path": "m", "stage": "dpo", "dataset": name,
                                "dataset_dir": str(tmp_path)})
-        (check,) = data_checks(config, qwen, qwen.tokenizer).checks
+        (check,) = data_checks(config, qwen).checks
         assert check.status == status and detail in check.detail

@@ -10,7 +10,7 @@ from instill.config import DataArgs
 from instill.data.dataset import load_examples, tokenize_examples
 from instill.data.example import Example
 from instill.data.templates import get_template
-from instill.data.tokenize import IGNORE_INDEX, encode, infer_seqlen
+from instill.data.tokenize import IGNORE_INDEX, EncodeOptions, encode, infer_seqlen
 from instill.errors import TemplateError
 from tests.conftest import SHARED_DATA
 from tests.data.test_templates import CONVERSATIONS, TOOLS
@@ -37,7 +37,7 @@ def qwen(qwen2_tokenizer):
 
 
 def test_only_assistant_and_end_of_turn_are_trained(qwen2_tokenizer, qwen):
-    item = encode(Example(CONVERSATIONS[0]), qwen, qwen2_tokenizer, cutoff_len=1024)
+    item = encode(Example(CONVERSATIONS[0]), qwen, EncodeOptions(1024))
     assert trained_text(qwen2_tokenizer, item) == ["你好！有什么可以帮你？<|im_end|>\n"]
     im_end = qwen2_tokenizer.convert_tokens_to_ids("<|im_end|>")
     # the stop token after the answer is trained; the one closing the user turn is not
@@ -51,16 +51,16 @@ def test_only_assistant_and_end_of_turn_are_trained(qwen2_tokenizer, qwen):
 
 def test_multi_turn_mask_history_and_train_on_prompt(qwen2_tokenizer, qwen):
     ex = Example(CONVERSATIONS[1])
-    every = encode(ex, qwen, qwen2_tokenizer, 1024)
+    every = encode(ex, qwen, EncodeOptions(1024))
     assert trained_text(qwen2_tokenizer, every) == ["4<|im_end|>\n", "6<|im_end|>\n"]
-    last = encode(ex, qwen, qwen2_tokenizer, 1024, mask_history=True)
+    last = encode(ex, qwen, EncodeOptions(1024, mask_history=True))
     assert trained_text(qwen2_tokenizer, last) == ["6<|im_end|>\n"]
-    everything = encode(ex, qwen, qwen2_tokenizer, 1024, train_on_prompt=True)
+    everything = encode(ex, qwen, EncodeOptions(1024, train_on_prompt=True))
     assert everything.labels == everything.input_ids
 
 
 def test_tool_calls_trained_observations_not(qwen2_tokenizer, qwen):
-    item = encode(Example(CONVERSATIONS[2], tools=TOOLS), qwen, qwen2_tokenizer, 2048)
+    item = encode(Example(CONVERSATIONS[2], tools=TOOLS), qwen, EncodeOptions(2048))
     runs = trained_text(qwen2_tokenizer, item)
     assert runs[0].startswith('<tool_call>\n{"name": "get_weather", "arguments": {"city": "北京"}}\n</tool_call>')
     assert runs[0].endswith("</tool_call><|im_end|>\n")
@@ -71,8 +71,8 @@ def test_tool_calls_trained_observations_not(qwen2_tokenizer, qwen):
 def test_auto_template_masks_match_named(qwen2_tokenizer, qwen):
     auto = get_template("auto", qwen2_tokenizer)
     for conv in CONVERSATIONS:
-        a = encode(Example(conv), auto, qwen2_tokenizer, 2048)
-        b = encode(Example(conv), qwen, qwen2_tokenizer, 2048)
+        a = encode(Example(conv), auto, EncodeOptions(2048))
+        b = encode(Example(conv), qwen, EncodeOptions(2048))
         assert (a.input_ids, a.labels) == (b.input_ids, b.labels)
 
 
@@ -83,7 +83,7 @@ def test_prefix_unstable_template_is_reported(qwen2_tokenizer):
     jinja = "[{{ messages | length }}]{% for m in messages %}{{ m['content'] }}|{% endfor %}"
     odd = ChatTemplate("odd", jinja, qwen2_tokenizer, "|")
     with pytest.raises(TemplateError, match="not prefix-stable at message 1"):
-        encode(Example(CONVERSATIONS[0], source="x.json:#3"), odd, qwen2_tokenizer, 64)
+        encode(Example(CONVERSATIONS[0], source="x.json:#3"), odd, EncodeOptions(64))
 
 
 def test_infer_seqlen_rules():
@@ -108,7 +108,7 @@ def _long_news_example(text_chars: int = 3000) -> tuple[Example, str]:
 def test_truncation_keeps_the_label_where_the_seed_recipe_loses_it(qwen2_tokenizer, qwen):
     ex, _ = _long_news_example()
     cutoff = 384
-    item = encode(ex, qwen, qwen2_tokenizer, cutoff)
+    item = encode(ex, qwen, EncodeOptions(cutoff))
     assert len(item.input_ids) <= cutoff and item.truncated and not item.response_cut
     assert trained_text(qwen2_tokenizer, item) == ["财经<|im_end|>\n"]
     text = qwen2_tokenizer.decode(item.input_ids)
@@ -117,14 +117,14 @@ def test_truncation_keeps_the_label_where_the_seed_recipe_loses_it(qwen2_tokeniz
     assert item.original_tokens > 1000
 
     # The seeds' recipe: concatenate, then input_ids[:MAX_LENGTH] — the answer is gone.
-    full = encode(ex, qwen, qwen2_tokenizer, 100_000)
+    full = encode(ex, qwen, EncodeOptions(100_000))
     seed_labels = full.labels[:cutoff]
     assert all(label == IGNORE_INDEX for label in seed_labels)
 
 
 def test_long_answer_is_cut_and_counted(qwen2_tokenizer, qwen):
     ex = Example([{"role": "user", "content": "写一篇文章"}, {"role": "assistant", "content": "很长的文章。" * 300}])
-    item = encode(ex, qwen, qwen2_tokenizer, 128)
+    item = encode(ex, qwen, EncodeOptions(128))
     assert len(item.input_ids) == 128 and item.response_cut
     assert item.prompt_tokens + item.response_tokens == 128 and item.response_tokens > 90  # prompt kept whole
 
@@ -133,7 +133,7 @@ def test_summary_counts_and_drops(qwen2_tokenizer, qwen, lf_dataset_dir):
     args = DataArgs(dataset=["alpaca_zh_demo"], dataset_dir=str(lf_dataset_dir), cutoff_len=64, max_samples=200)
     examples = load_examples(args.dataset, args, seed=1)
     assert len(examples) == 200
-    out = tokenize_examples("train", examples, args, qwen, qwen2_tokenizer)
+    out = tokenize_examples("train", examples, args, qwen)
     assert out.summary.kept == len(out.rows) == 200
     assert out.summary.truncated > 0 and all(len(r["input_ids"]) <= 64 for r in out.rows)
     lines = out.summary.lines("train")
@@ -145,7 +145,7 @@ def test_llamafactory_demo_files_tokenize(qwen2_tokenizer, qwen, lf_dataset_dir,
     args = DataArgs(dataset=[name], dataset_dir=str(lf_dataset_dir), cutoff_len=1024, max_samples=120,
                     dataset_placeholders={"name": "Tern", "author": "instill"})
     examples = load_examples(args.dataset, args, seed=0)
-    out = tokenize_examples(name, examples, args, qwen, qwen2_tokenizer)
+    out = tokenize_examples(name, examples, args, qwen)
     assert out.summary.kept == len(examples) > 0
     for row in out.rows:
         assert any(label != IGNORE_INDEX for label in row["labels"])
@@ -160,7 +160,7 @@ def test_parallel_tokenization_matches_serial(qwen2_tokenizer, qwen, lf_dataset_
     monkeypatch.setattr(dataset, "_MIN_PARALLEL", 10)
     args = DataArgs(dataset=["glaive_toolcall_zh_demo"], dataset_dir=str(lf_dataset_dir), cutoff_len=256, max_samples=60)
     examples = load_examples(args.dataset, args, seed=0)
-    serial = tokenize_examples("train", examples, args, qwen, qwen2_tokenizer)
+    serial = tokenize_examples("train", examples, args, qwen)
     parallel = tokenize_examples("train", examples, args.model_copy(update={"preprocessing_num_workers": 2}), qwen, qwen2_tokenizer)
     assert parallel.rows.to_dict() == serial.rows.to_dict()
     assert parallel.summary.truncated == serial.summary.truncated > 0

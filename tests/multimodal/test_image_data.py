@@ -14,7 +14,7 @@ from instill.config import DataArgs, ModelArgs
 from instill.data.dataset import load_examples
 from instill.data.multimodal import encode_images
 from instill.data.templates import get_template
-from instill.data.tokenize import IGNORE_INDEX
+from instill.data.tokenize import IGNORE_INDEX, EncodeOptions
 from instill.errors import DataError
 from instill.model.load import load_tokenizer
 from instill.model.processor import load_image_inputs
@@ -45,7 +45,7 @@ def test_mllm_demo_expands_like_the_qwen2_vl_processor_and_masks_images(vl):
     examples = demo_examples()
     assert len(examples) == 6 and [len(e.images) for e in examples][:2] == [2, 1]
     for example in examples:
-        encoded = encode_images(example, vl.template, vl.tokenizer, vl.media, cutoff_len=1024)
+        encoded = encode_images(example, vl.template, vl.media, EncodeOptions(1024))
         # Reference: the whole conversation rendered with Qwen2-VL's image markup, each <|image_pad|> expanded by
         # the processor's own replace_image_token, tokenized in one call.
         full = vl.template.render(example.messages).replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
@@ -63,8 +63,7 @@ def test_mllm_demo_expands_like_the_qwen2_vl_processor_and_masks_images(vl):
         assert ids.count(VISION_START) == ids.count(VISION_END) == len(example.images)
         assert all(encoded.labels[i] == IGNORE_INDEX for i in image_positions)
         assert encoded.response_tokens > 0  # the answers are trained
-        with_prompt = encode_images(example, vl.template, vl.tokenizer, vl.media, cutoff_len=1024,
-                                    train_on_prompt=True)
+        with_prompt = encode_images(example, vl.template, vl.media, EncodeOptions(1024, train_on_prompt=True))
         assert all(with_prompt.labels[i] == IGNORE_INDEX for i in image_positions)
         assert sum(label != IGNORE_INDEX for label in with_prompt.labels) == len(ids) - len(image_positions)
 

@@ -44,7 +44,7 @@ from instill.data.multimodal import ImageInputs, encode_mixed
 from instill.data.pairs import PAIR_KINDS, encode_items, iter_items
 from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate
-from instill.data.tokenize import EncodeSummary, encode_batch
+from instill.data.tokenize import EncodeOptions, EncodeSummary, encode_batch
 from instill.errors import DataError
 from instill.hub import cache_root
 from instill.ranks import main_first
@@ -127,27 +127,16 @@ class TokenizedSet:
         return len(self.rows)
 
 
-@dataclass(frozen=True)
-class _Options:
-    cutoff_len: int
-    train_on_prompt: bool
-    mask_history: bool
-    allow_special_tokens: bool
-
-
-def _encode_conversations(batch: dict, template: ChatTemplate, options: _Options,
+def _encode_conversations(batch: dict, template: ChatTemplate, options: EncodeOptions,
                           media: ImageInputs | None = None) -> dict:
     examples = [Example(json.loads(m), json.loads(t) if t else None, s)
                 for m, t, s in zip(batch["messages"], batch["tools"], batch["source"])]
     if "images" in batch:  # a dataset with an images column (data/multimodal.py)
         for example, images in zip(examples, batch["images"]):
             example.images = list(images)
-        encoded = encode_mixed(examples, template, template.tokenizer, media, options.cutoff_len,
-                               options.train_on_prompt, options.mask_history, options.allow_special_tokens)
+        encoded = encode_mixed(examples, template, media, options)
         return {**_columns(encoded), "images": [e.images for e in examples]}
-    encoded = encode_batch(examples, template, template.tokenizer, options.cutoff_len, options.train_on_prompt,
-                           options.mask_history, options.allow_special_tokens)
-    return _columns(encoded)
+    return _columns(encode_batch(examples, template, options))
 
 
 def _columns(encoded: list) -> dict:
@@ -161,8 +150,10 @@ def _columns(encoded: list) -> dict:
     }
 
 
-def _encode_texts(batch: dict, tokenizer: Any, options: _Options) -> dict:
-    """Documents + eos, joined and cut into blocks of cutoff_len; the last block of a batch may be shorter."""
+def _encode_texts(batch: dict, template: ChatTemplate, options: EncodeOptions) -> dict:
+    """Documents + eos, joined and cut into blocks of cutoff_len; the last block of a batch may be shorter.
+    Only the template's tokenizer is used: plain text is not rendered."""
+    tokenizer = template.tokenizer
     ids = tokenizer(batch["text"], add_special_tokens=False,
                     split_special_tokens=not options.allow_special_tokens)["input_ids"]
     end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -189,16 +180,16 @@ def _to_dataset(kind: Kind, items: list) -> Any:
     return Dataset.from_dict(columns)
 
 
-def tokenize_examples(name: str, items: list, args: DataArgs, template: ChatTemplate, tokenizer: Any,
+def tokenize_examples(name: str, items: list, args: DataArgs, template: ChatTemplate,
                       kind: Kind = "conversation", media: ImageInputs | None = None) -> TokenizedSet:
     """Encode every item (Examples, or (source, text) pairs for kind="text") into a Dataset, counting drops."""
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar
 
-    options = _Options(args.cutoff_len, args.train_on_prompt, args.mask_history, args.allow_special_tokens_in_data)
+    options = EncodeOptions.from_args(args)
     raw = _to_dataset(kind, items)
     workers = min(args.preprocessing_num_workers or 1, os.cpu_count() or 1)
     num_proc = workers if workers > 1 and len(items) >= _MIN_PARALLEL else None
-    fn, kwargs = ((_encode_texts, {"tokenizer": tokenizer, "options": options}) if kind == "text"
+    fn, kwargs = ((_encode_texts, {"template": template, "options": options}) if kind == "text"
                   else (_encode_conversations, {"template": template, "options": options, "media": media}))
     disable_progress_bar()  # datasets' own bars: ours is the summary line
     try:
@@ -244,7 +235,7 @@ def _map_shards(raw: Any, fn: Any, kwargs: dict, processes: int) -> Any:
     Why not `map(num_proc=...)`: on a 2-core machine its manager process and result queue competed with
     the workers, and 2 processes tokenized slower than 1 (560 vs 830 samples/s, bench/bench_tokenize.py).
     Here each worker maps its shard and saves it; the parent only loads and concatenates. With fork the
-    job (rows, tokenizer, template) reaches the workers through the pool's initializer without pickling.
+    job (rows, the template with its tokenizer) reaches the workers through the pool's initializer without pickling.
     """
     import multiprocessing
 
@@ -298,7 +289,7 @@ def _tokenizer_digest(tokenizer: Any) -> str:
     return hashlib.sha256((text + json.dumps(extra)).encode()).hexdigest()
 
 
-def fingerprint(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, kind: Kind,
+def fingerprint(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
                 media: ImageInputs | None = None) -> str:
     """A key for everything that decides the tokenized data."""
     names = list(args.dataset or []) + list(args.eval_dataset or [])
@@ -307,12 +298,11 @@ def fingerprint(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: in
         "kind": kind,
         "datasets": [[asdict(s), _file_identity(s, args.dataset_dir)] for s in specs],
         "dataset": args.dataset, "eval_dataset": args.eval_dataset,
-        "options": {k: getattr(args, k) for k in ("cutoff_len", "max_samples", "val_size", "train_on_prompt",
-                                                  "mask_history", "dataset_placeholders",
-                                                  "allow_special_tokens_in_data")},
+        "options": {**asdict(EncodeOptions.from_args(args)),
+                    **{k: getattr(args, k) for k in ("max_samples", "val_size", "dataset_placeholders")}},
         "seed": seed,
         "template": [template.name, template.jinja, template.end_of_turn],
-        "tokenizer": _tokenizer_digest(tokenizer),
+        "tokenizer": _tokenizer_digest(template.tokenizer),
         "code": _source_digest(),
     }
     if media is not None:
@@ -367,7 +357,7 @@ def _load(path: Path, key: str) -> dict[str, TokenizedSet] | None:
 def _pair_set(name: str, items: list, args: DataArgs, template: ChatTemplate, kind: Kind) -> TokenizedSet:
     from datasets import Dataset
 
-    columns, summary = encode_items(items, template, args.cutoff_len, kind, args.allow_special_tokens_in_data)
+    columns, summary = encode_items(items, template, EncodeOptions.from_args(args), kind)
     if not summary.kept:
         why = ", ".join(f"{n} {r}" for r, n in summary.dropped.items())
         raise DataError(f"{name}: no valid samples left ({why}); raise cutoff_len or check the data")
@@ -385,7 +375,7 @@ def _build_pairs(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind) 
             "eval": _pair_set("eval", eval_items, args, template, kind) if eval_items else None}
 
 
-def _build(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, kind: Kind,
+def _build(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
            media: ImageInputs | None = None) -> dict[str, TokenizedSet | None]:
     if kind in PAIR_KINDS:
         return _build_pairs(args, template, seed, kind)
@@ -393,18 +383,18 @@ def _build(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int, ki
     train_items, eval_items = split_examples(load(args.dataset or [], args, seed), args.val_size, seed)
     if args.eval_dataset:
         eval_items = load(args.eval_dataset, args, seed)
-    return {"train": tokenize_examples("train", train_items, args, template, tokenizer, kind, media),
-            "eval": tokenize_examples("eval", eval_items, args, template, tokenizer, kind, media) if eval_items
+    return {"train": tokenize_examples("train", train_items, args, template, kind, media),
+            "eval": tokenize_examples("eval", eval_items, args, template, kind, media) if eval_items
             else None}
 
 
-def prepare_datasets(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int,
+def prepare_datasets(args: DataArgs, template: ChatTemplate, seed: int,
                      kind: Kind = "conversation", media: ImageInputs | None = None
                      ) -> tuple[TokenizedSet, TokenizedSet | None]:
     """The tokenized training set and, when asked for, the evaluation set (from the cache when it holds them).
 
     `media`: the model's image side, for datasets with an images column (rows then keep their image paths)."""
-    key = fingerprint(args, template, tokenizer, seed, kind, media)
+    key = fingerprint(args, template, seed, kind, media)
     path = cache_dir_for(args, key)
     # One process per machine tokenizes into the cache; the others wait on a gloo barrier, then load it.
     with main_first() as first:
@@ -412,7 +402,7 @@ def prepare_datasets(args: DataArgs, template: ChatTemplate, tokenizer: Any, see
         if cached is not None:
             say(f"tokenized data loaded from the cache: {path}", every_rank=not first)
             return cached["train"], cached.get("eval")
-        sets = _build(args, template, tokenizer, seed, kind, media)
+        sets = _build(args, template, seed, kind, media)
         if not first:
             say(f"tokenized again: the cache in {path} was not readable", every_rank=True)
         if first:
@@ -421,8 +411,7 @@ def prepare_datasets(args: DataArgs, template: ChatTemplate, tokenizer: Any, see
     return sets["train"], sets["eval"]
 
 
-def iterable_dataset(args: DataArgs, template: ChatTemplate, tokenizer: Any, seed: int,
-                     kind: Kind = "conversation") -> Any:
+def iterable_dataset(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind = "conversation") -> Any:
     """`streaming: true`: rows read, rendered and tokenized lazily as training consumes them.
 
     For data larger than memory; nothing is cached, there is no length to count epochs by (so
@@ -431,7 +420,7 @@ def iterable_dataset(args: DataArgs, template: ChatTemplate, tokenizer: Any, see
     """
     from datasets import IterableDataset
 
-    options = _Options(args.cutoff_len, args.train_on_prompt, args.mask_history, args.allow_special_tokens_in_data)
+    options = EncodeOptions.from_args(args)
     names = list(args.dataset or [])
 
     def rows() -> Iterator[dict]:
@@ -445,10 +434,9 @@ def iterable_dataset(args: DataArgs, template: ChatTemplate, tokenizer: Any, see
                 yield {"messages": json.dumps(e.messages, ensure_ascii=False),
                        "tools": json.dumps(e.tools, ensure_ascii=False) if e.tools else "", "source": e.source}
 
-    fn, kwargs = ((_encode_texts, {"tokenizer": tokenizer, "options": options}) if kind == "text"
-                  else (_encode_conversations, {"template": template, "options": options}))
+    fn = _encode_texts if kind == "text" else _encode_conversations
     stream = IterableDataset.from_generator(rows).shuffle(seed=seed, buffer_size=10_000)
-    stream = stream.map(fn, fn_kwargs=kwargs, batched=True, batch_size=_BATCH,
+    stream = stream.map(fn, fn_kwargs={"template": template, "options": options}, batched=True, batch_size=_BATCH,
                         remove_columns=["source", "text"] if kind == "text" else ["messages", "tools", "source"])
     stream = stream.filter(lambda row: row["response_tokens"] > 0)
     return stream.select_columns(["input_ids", "labels"])

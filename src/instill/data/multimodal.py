@@ -26,6 +26,7 @@ from instill.data.templates import ChatTemplate
 from instill.data.tokenize import (
     IGNORE_INDEX,
     Encoded,
+    EncodeOptions,
     _control_tokens,
     _escape_data_tokens,
     _mask_and_truncate,
@@ -108,27 +109,23 @@ def image_batch(media: ImageInputs, input_ids: torch.Tensor, paths: list[str]) -
     return out
 
 
-def encode_images(example: Example, template: ChatTemplate, tokenizer: Any, media: ImageInputs, cutoff_len: int,
-                  train_on_prompt: bool = False, mask_history: bool = False, allow_special_tokens: bool = False
-                  ) -> Encoded:
+def encode_images(example: Example, template: ChatTemplate, media: ImageInputs, options: EncodeOptions) -> Encoded:
     """One conversation whose `<image>` placeholders match `example.images`, encoded with image blocks."""
     full, spans = assistant_spans(example, template)
-    ids, starts = tokenize_with_images(full, example, tokenizer, media, allow_special_tokens)
-    if len(ids) > cutoff_len:  # image tokens cannot be cut: dropped (no trained token left) and counted
+    ids, starts = tokenize_with_images(full, example, template.tokenizer, media, options.allow_special_tokens)
+    if len(ids) > options.cutoff_len:  # image tokens cannot be cut: dropped (no trained token left) and counted
         return Encoded([], [], len(ids), 0, len(ids), True, True)
-    encoded = _mask_and_truncate(ids, starts, spans[-1:] if mask_history else spans, cutoff_len, train_on_prompt)
+    encoded = _mask_and_truncate(ids, starts, spans, options)
     media_ids = np.isin(np.asarray(encoded.input_ids), media.media_token_ids)
     encoded.labels = np.where(media_ids, IGNORE_INDEX, encoded.labels).tolist()
     return encoded
 
 
-def encode_mixed(examples: list[Example], template: ChatTemplate, tokenizer: Any, media: ImageInputs | None,
-                 cutoff_len: int, train_on_prompt: bool, mask_history: bool, allow_special_tokens: bool
+def encode_mixed(examples: list[Example], template: ChatTemplate, media: ImageInputs | None, options: EncodeOptions
                  ) -> list[Encoded]:
     """`tokenize.encode_batch` for rows without images, `encode_images` for rows with them."""
     text = [e for e in examples if not e.images]
-    plain = iter(encode_batch(text, template, tokenizer, cutoff_len, train_on_prompt, mask_history,
-                              allow_special_tokens) if text else [])
+    plain = iter(encode_batch(text, template, options) if text else [])
     out = []
     for example in examples:
         if not example.images:
@@ -137,8 +134,7 @@ def encode_mixed(examples: list[Example], template: ChatTemplate, tokenizer: Any
         if media is None:
             raise DataError(f"{example.source}: the row has images but the model reads text only "
                             "(no image processor in its folder); use a vision-language model such as Qwen2-VL")
-        out.append(encode_images(example, template, tokenizer, media, cutoff_len, train_on_prompt, mask_history,
-                                 allow_special_tokens))
+        out.append(encode_images(example, template, media, options))
     return out
 
 

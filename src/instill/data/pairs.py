@@ -26,7 +26,7 @@ from instill.data.example import Example
 from instill.data.formats import to_example
 from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate
-from instill.data.tokenize import IGNORE_INDEX, EncodeSummary, cut_middle, encode_batch, infer_seqlen
+from instill.data.tokenize import IGNORE_INDEX, EncodeOptions, EncodeSummary, cut_middle, encode_batch, infer_seqlen
 from instill.errors import DataError
 
 PAIR_KINDS = ("pairs", "kto")
@@ -132,12 +132,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def split_prompt(examples: list[Example], template: ChatTemplate, group: int, allow_special_tokens: bool = False
+def split_prompt(examples: list[Example], template: ChatTemplate, group: int, options: EncodeOptions
                  ) -> list[tuple[list[int], list[list[int]]]]:
     """SFT ids of conversations taken `group` at a time (2: chosen, rejected; 1: a KTO conversation):
-    for each group, (the shared prompt ids, each conversation's last-answer ids)."""
-    encoded = encode_batch(examples, template, template.tokenizer, _NO_CUT, mask_history=True,
-                           allow_special_tokens=allow_special_tokens)
+    for each group, (the shared prompt ids, each conversation's last-answer ids). Uncut: `truncate` cuts later."""
+    whole = replace(options, cutoff_len=_NO_CUT, train_on_prompt=False, mask_history=True)
+    encoded = encode_batch(examples, template, whole)
     return [_split(encoded[i:i + group]) for i in range(0, len(encoded), group)]
 
 
@@ -176,16 +176,16 @@ def fit(prompt: list[int], answers: list[list[int]], cutoff_len: int, closing: i
     return prompt, answers
 
 
-def encode_items(items: list[PairItem], template: ChatTemplate, cutoff_len: int, kind: str,
-                 allow_special_tokens: bool = False) -> tuple[dict[str, list], EncodeSummary]:
+def encode_items(items: list[PairItem], template: ChatTemplate, options: EncodeOptions, kind: str
+                 ) -> tuple[dict[str, list], EncodeSummary]:
     """Columns for trl (pairs: prompt_ids/chosen_ids/rejected_ids; kto: prompt_ids/completion_ids/label)
     and what was kept, cut and dropped."""
     closing = closing_tokens(template)
     columns: dict[str, list] = ({"prompt_ids": [], "chosen_ids": [], "rejected_ids": []} if kind == "pairs"
                                 else {"prompt_ids": [], "completion_ids": [], "label": []})
     summary = EncodeSummary()
-    for item, (prompt, answers) in zip(items, _encoded(items, template, allow_special_tokens)):
-        fitted = fit(prompt, answers, cutoff_len, closing, summary)
+    for item, (prompt, answers) in zip(items, _encoded(items, template, options)):
+        fitted = fit(prompt, answers, options.cutoff_len, closing, summary)
         if fitted is None:
             continue
         prompt, answers = fitted
@@ -199,10 +199,9 @@ def encode_items(items: list[PairItem], template: ChatTemplate, cutoff_len: int,
     return columns, summary
 
 
-def _encoded(items: list[PairItem], template: ChatTemplate, allow_special_tokens: bool
+def _encoded(items: list[PairItem], template: ChatTemplate, options: EncodeOptions
              ) -> Iterator[tuple[list[int], list[list[int]]]]:
     for i in range(0, len(items), _BATCH):
         chunk = items[i:i + _BATCH]
         conversations = [c for item in chunk for c in item.conversations]
-        yield from split_prompt(conversations, template, 1 if items[0].rejected is None else 2,
-                                allow_special_tokens)
+        yield from split_prompt(conversations, template, 1 if items[0].rejected is None else 2, options)

@@ -27,12 +27,28 @@ from typing import Any
 
 import numpy as np
 
+from instill.config import DataArgs
 from instill.console import percentile_line
 from instill.data.example import Example
 from instill.data.templates import ChatTemplate
 from instill.errors import DataError, TemplateError
 
 IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """The data config's keys that decide ids and labels, taken by every encoder (conversations, images,
+    plain text, preference pairs, KTO rows); the tokenizer travels in the template."""
+
+    cutoff_len: int
+    train_on_prompt: bool = False
+    mask_history: bool = False  # labels on the last assistant turn only
+    allow_special_tokens: bool = False  # allow_special_tokens_in_data: text spelling a control token becomes it
+
+    @classmethod
+    def from_args(cls, args: DataArgs) -> EncodeOptions:
+        return cls(args.cutoff_len, args.train_on_prompt, args.mask_history, args.allow_special_tokens_in_data)
 
 
 @dataclass
@@ -192,34 +208,18 @@ def _escape_data_tokens(full: str, example: Example, tokenizer: Any, ids: list[i
     return ids, np.asarray(starts, dtype=np.int64)
 
 
-def encode(
-    example: Example,
-    template: ChatTemplate,
-    tokenizer: Any,
-    cutoff_len: int,
-    train_on_prompt: bool = False,
-    mask_history: bool = False,
-    allow_special_tokens: bool = False,
-) -> Encoded:
-    """Tokenize one conversation with its label mask, truncated to `cutoff_len` tokens.
+def encode(example: Example, template: ChatTemplate, options: EncodeOptions) -> Encoded:
+    """Tokenize one conversation with its label mask, truncated to `options.cutoff_len` tokens.
 
     Text in a message that spells a special token (`<|im_end|>` typed by a user) stays text
-    unless `allow_special_tokens`; see `tokenize_rendered`.
+    unless `options.allow_special_tokens`; see `tokenize_rendered`.
     """
-    return encode_batch([example], template, tokenizer, cutoff_len, train_on_prompt, mask_history,
-                        allow_special_tokens)[0]
+    return encode_batch([example], template, options)[0]
 
 
-def encode_batch(
-    examples: list[Example],
-    template: ChatTemplate,
-    tokenizer: Any,
-    cutoff_len: int,
-    train_on_prompt: bool = False,
-    mask_history: bool = False,
-    allow_special_tokens: bool = False,
-) -> list[Encoded]:
+def encode_batch(examples: list[Example], template: ChatTemplate, options: EncodeOptions) -> list[Encoded]:
     """`encode` for many conversations: rendered one by one, tokenized in one call."""
+    tokenizer = template.tokenizer
     rendered = [assistant_spans(example, template) for example in examples]
     # The Rust tokenizer directly (what the fast tokenizer's __call__ runs, without converting every
     # encoding to Python dicts first): tokenizing is most of the time spent here.
@@ -227,16 +227,17 @@ def encode_batch(
         encodings = backend.encode_batch([full for full, _ in rendered], add_special_tokens=False)
     out = []
     for example, (full, spans), enc in zip(examples, rendered, encodings):
-        ids, starts = _escape_data_tokens(full, example, tokenizer, enc.ids, enc.offsets, allow_special_tokens)
-        out.append(_mask_and_truncate(ids, starts, spans[-1:] if mask_history else spans, cutoff_len,
-                                      train_on_prompt))
+        ids, starts = _escape_data_tokens(full, example, tokenizer, enc.ids, enc.offsets, options.allow_special_tokens)
+        out.append(_mask_and_truncate(ids, starts, spans, options))
     return out
 
 
-def _mask_and_truncate(ids: list[int], starts: np.ndarray, spans: list[tuple[int, int]], cutoff_len: int,
-                       train_on_prompt: bool) -> Encoded:
+def _mask_and_truncate(ids: list[int], starts: np.ndarray, spans: list[tuple[int, int]], options: EncodeOptions
+                       ) -> Encoded:
+    """Labels on the tokens that start inside `spans` (the last one under `mask_history`), then truncation."""
+    cutoff_len, train_on_prompt = options.cutoff_len, options.train_on_prompt
     trained = np.zeros(len(ids), dtype=bool)
-    for begin, end in spans:
+    for begin, end in spans[-1:] if options.mask_history else spans:
         trained |= (starts >= begin) & (starts < end)
     if len(ids) <= cutoff_len:  # nothing to cut: the turn-by-turn walk below would keep everything
         n_trained = int(trained.sum())

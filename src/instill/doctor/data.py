@@ -91,7 +91,7 @@ def _pair_checks(config: RunConfig, names: list[str], found: DataFindings, kind:
     return found
 
 
-def data_checks(config: RunConfig, template: ChatTemplate, tokenizer: Any, template_ok: bool = True) -> DataFindings:
+def data_checks(config: RunConfig, template: ChatTemplate, template_ok: bool = True) -> DataFindings:
     """Rows and truncation of every dataset of the config; `template_ok` False: rows only (no token counts)."""
     data, found = config.data, DataFindings()
     train_names, eval_names = data.dataset or [], data.eval_dataset or []
@@ -113,7 +113,7 @@ def data_checks(config: RunConfig, template: ChatTemplate, tokenizer: Any, templ
 
     n_train, longest = 0, 0
     for spec in specs:
-        report = check_dataset(spec, data, template, tokenizer)
+        report = check_dataset(spec, data, template)
         found.checks.append(_rows_check(report))
         if template_ok:
             found.checks.append(_cutoff_check(report, data.cutoff_len))

@@ -86,7 +86,7 @@ def diagnose(config_path: str, output_dir: str | None = None, overrides: list[st
 
     template, check = choose_template(config, tokenizer)
     checks.append(check)
-    found = data_checks(config, template or get_template("chatml", tokenizer), tokenizer, template_ok=template is not None)
+    found = data_checks(config, template or get_template("chatml", tokenizer), template_ok=template is not None)
     checks += found.checks
 
     if template is not None:
@@ -94,7 +94,7 @@ def diagnose(config_path: str, output_dir: str | None = None, overrides: list[st
                                   _vocab_size(model_dir, m.trust_remote_code))
         if found.sample is not None:
             try:
-                view = mask_view(found.sample, template, tokenizer, config, use_colour(out))
+                view = mask_view(found.sample, template, config, use_colour(out))
             except TemplateError:
                 view = None  # the prefix-stable row says why
             if view is not None:

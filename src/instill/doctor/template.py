@@ -4,6 +4,7 @@ trained, and the tokenizer's eos / pad against the template's end of turn.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from instill.config import RunConfig
 from instill.data.example import Example
 from instill.data.templates import NAMED, ChatTemplate, get_template
-from instill.data.tokenize import IGNORE_INDEX, assistant_spans, encode
+from instill.data.tokenize import IGNORE_INDEX, EncodeOptions, assistant_spans, encode
 from instill.doctor.table import FAIL, PASS, WARN, Check
 from instill.errors import TemplateError
 
@@ -72,7 +73,7 @@ def _stop_token_check(template: ChatTemplate, tokenizer: Any, config: RunConfig)
     eot_id = ids[0]
     d = config.data
     try:
-        encoded = encode(PROBE, template, tokenizer, 4096, d.train_on_prompt, d.mask_history)
+        encoded = encode(PROBE, template, replace(EncodeOptions.from_args(d), cutoff_len=4096))
     except TemplateError as err:
         return Check(FAIL, AREA, "stop token", str(err), _PICK), eot_id
     turns = 1 if d.mask_history else sum(m["role"] == "assistant" for m in PROBE.messages)
@@ -135,16 +136,16 @@ def _shorten(text: str, limit: int) -> str:
     return f"{text[:half]} … ({len(text) - limit} characters) … {text[-half:]}"
 
 
-def mask_view(example: Example, template: ChatTemplate, tokenizer: Any, config: RunConfig, colour: bool,
-              limit: int = 400) -> str:
-    """The sample as training sees it (after truncation): prompt tokens dim, trained tokens bright.
+def mask_view(example: Example, template: ChatTemplate, config: RunConfig, colour: bool, limit: int = 400) -> str:
+    """The sample as training encodes it (the data config's options, truncation included), shown by `render_mask`."""
+    encoded = encode(example, template, EncodeOptions.from_args(config.data))
+    return render_mask(encoded.input_ids, encoded.labels, template.tokenizer, colour, limit)
 
-    Without colour, trained text is marked ⟦like this⟧.
-    """
-    d = config.data
-    encoded = encode(example, template, tokenizer, d.cutoff_len, d.train_on_prompt, d.mask_history)
+
+def render_mask(input_ids: list[int], labels: list[int], tokenizer: Any, colour: bool, limit: int = 400) -> str:
+    """Prompt tokens dim, trained tokens bright; without colour, trained text is marked ⟦like this⟧."""
     parts = []
-    for trained, run in groupby(zip(encoded.input_ids, encoded.labels), key=lambda p: p[1] != IGNORE_INDEX):
+    for trained, run in groupby(zip(input_ids, labels), key=lambda p: p[1] != IGNORE_INDEX):
         text = _shorten(tokenizer.decode([i for i, _ in run], skip_special_tokens=False), limit)
         if colour:
             parts.append(f"{_BRIGHT if trained else _DIM}{text}{_RESET}")

@@ -26,6 +26,7 @@ from instill.config import RunConfig
 from instill.console import say
 from instill.data.dataset import split_examples
 from instill.data.pairs import encode_items, iter_items
+from instill.data.tokenize import EncodeOptions
 from instill.errors import ConfigError
 from instill.model.choice import choose_model
 from instill.model.load import Precision
@@ -42,7 +43,7 @@ def load_pairs(config: RunConfig, template: Any) -> dict[str, list]:
     else:
         raise ConfigError("eval_task: preference needs eval_dataset (or val_size with dataset) naming ranking data")
     items = items[: config.eval.eval_max_samples] if config.eval.eval_max_samples else items
-    columns, summary = encode_items(items, template, d.cutoff_len, "pairs", d.allow_special_tokens_in_data)
+    columns, summary = encode_items(items, template, EncodeOptions.from_args(d), "pairs")
     for line in summary.lines("eval pairs"):
         say(line)
     return columns

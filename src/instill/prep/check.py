@@ -31,7 +31,7 @@ from instill.data.pairs import PAIR_KINDS, closing_tokens, fit, split_prompt, to
 from instill.data.readers import DATA_EXTENSIONS, jsonl_rows
 from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate, get_template
-from instill.data.tokenize import IGNORE_INDEX, EncodeSummary, encode
+from instill.data.tokenize import IGNORE_INDEX, EncodeOptions, EncodeSummary, encode
 from instill.errors import ConfigError, DataError, EncodingError, TemplateError
 from instill.hub import resolve_model
 from instill.model.load import load_tokenizer
@@ -131,19 +131,18 @@ def _bad(report: DatasetReport, source: str, err: Exception) -> None:
     report.errors.append(message if message.startswith(source) else f"{source}: {message}")
 
 
-def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, tokenizer: Any,
-                  kind: str = "conversation") -> DatasetReport:
+def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, kind: str = "conversation"
+                  ) -> DatasetReport:
     """Every row of one dataset read as a stage reading `kind` data reads it (train/stages.py)."""
-    report = DatasetReport(spec.name)
+    report, options = DatasetReport(spec.name), EncodeOptions.from_args(data_args)
     if kind in PAIR_KINDS:
-        return _check_pairs(spec, data_args, template, kind, report)
+        return _check_pairs(spec, data_args, template, options, kind, report)
     for source, row in _loadable(spec, data_args, report):
         try:
             example: Example = to_example(row, spec, source)
             if data_args.dataset_placeholders:
                 example = fill_placeholders(example, data_args.dataset_placeholders)
-            encoded = encode(example, template, tokenizer, data_args.cutoff_len, data_args.train_on_prompt,
-                             data_args.mask_history, data_args.allow_special_tokens_in_data)
+            encoded = encode(example, template, options)
         except (DataError, TemplateError) as err:
             _bad(report, source, err)
             continue
@@ -154,7 +153,7 @@ def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, tok
     return report
 
 
-def _check_pairs(spec: DatasetSpec, data_args: Any, template: ChatTemplate, kind: str,
+def _check_pairs(spec: DatasetSpec, data_args: Any, template: ChatTemplate, options: EncodeOptions, kind: str,
                  report: DatasetReport) -> DatasetReport:
     """Preference (`pairs`) or KTO rows, each converted and tokenized as training does (data/pairs.py);
     a length is the prompt plus the longer answer, what `cutoff_len` is held against."""
@@ -163,12 +162,12 @@ def _check_pairs(spec: DatasetSpec, data_args: Any, template: ChatTemplate, kind
     for source, row in _loadable(spec, data_args, report):
         try:
             conversations = convert(row, spec, source).conversations
-            [(prompt, answers)] = split_prompt(conversations, template, group, data_args.allow_special_tokens_in_data)
+            [(prompt, answers)] = split_prompt(conversations, template, group, options)
         except (DataError, TemplateError) as err:
             _bad(report, source, err)
             continue
         report.lengths.append(len(prompt) + max(len(a) for a in answers))
-        fit(prompt, answers, data_args.cutoff_len, closing, summary)
+        fit(prompt, answers, options.cutoff_len, closing, summary)
     report.answer_lost = sum(summary.dropped.values())
     report.truncated = summary.truncated + report.answer_lost  # a dropped pair was cut too
     report.answer_cut = summary.response_cut
@@ -189,7 +188,7 @@ def check_config(config_path: str, overrides: list[str]) -> tuple[list[DatasetRe
     m = config.model
     tokenizer = load_tokenizer(m, resolve_model(m.model_name_or_path, m.cache_dir, m.model_revision, m.hf_hub_token))
     template = get_template(data.template, tokenizer)
-    return [check_dataset(spec, data, template, tokenizer, kind) for spec in specs], data.cutoff_len
+    return [check_dataset(spec, data, template, kind) for spec in specs], data.cutoff_len
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

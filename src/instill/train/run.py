@@ -154,19 +154,19 @@ class RunResult:
     trainer: Any  # the transformers Trainer, holding the trained model
 
 
-def _data(config: RunConfig, stage: Stage, template: Any, tokenizer: Any, media: Any = None
+def _data(config: RunConfig, stage: Stage, template: Any, media: Any = None
           ) -> tuple[Any, Any, TokenizedSet | None]:
     """(train rows, eval rows, the tokenized train set with its summary; None when streaming)."""
     d, seed = config.data, config.train.seed
     if d.streaming:
         say("streaming: rows are read and tokenized as training consumes them (no cache, no counts up front)")
-        train = iterable_dataset(d, template, tokenizer, seed, stage.data_kind)
+        train = iterable_dataset(d, template, seed, stage.data_kind)
         evaluation = None
         if d.eval_dataset:
             _, evaluation = prepare_datasets(d.model_copy(update={"dataset": [], "streaming": False}), template,
-                                             tokenizer, seed, stage.data_kind)
+                                             seed, stage.data_kind)
         return train, evaluation.rows if evaluation else None, None
-    train_set, eval_set = prepare_datasets(d, template, tokenizer, seed, stage.data_kind, media)
+    train_set, eval_set = prepare_datasets(d, template, seed, stage.data_kind, media)
     for part in (train_set, eval_set):
         if part is not None:
             for line in part.summary.lines(part.name):
@@ -225,7 +225,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     tokenizer.padding_side = "right"
     template = get_template(config.data.template, tokenizer)
     media = load_image_inputs(m, model_dir, tokenizer)  # None for a text model
-    train_rows, eval_rows, train_set = _data(config, stage, template, tokenizer, media)
+    train_rows, eval_rows, train_set = _data(config, stage, template, media)
 
     has_eval = eval_rows is not None
     # Before the model loads: with ZeRO-3 the arguments make from_pretrained load it sharded.
