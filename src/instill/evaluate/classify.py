@@ -136,6 +136,14 @@ def normalize(text: str | None) -> str:
     return text.strip(_EDGE_CHARS)
 
 
+def label_in_answer(answer: str) -> str:
+    """The label written in an answer: inside the last <answer>..</answer>, then the last \\boxed{..}."""
+    tags = _ANSWER_TAG.findall(answer)
+    text = tags[-1] if tags else answer
+    boxed = _last_boxed(text)
+    return (boxed if boxed is not None else text).strip()
+
+
 def _last_boxed(text: str) -> str | None:
     start = text.rfind(_BOXED)
     if start < 0:

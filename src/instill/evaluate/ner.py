@@ -28,8 +28,9 @@ from instill.errors import DataError
 
 NONE_MARKER = "没有找到任何实体"
 
-_TEXT_KEYS = ("entity_text", "text", "entity", "name", "word")
-_LABEL_KEYS = ("entity_label", "label", "type", "entity_type", "category")
+# Where an entity object keeps its text and its type, first match wins; also read by prep's NER converter.
+ENTITY_TEXT_KEYS = ("entity_text", "text", "entity", "name", "word")
+ENTITY_LABEL_KEYS = ("entity_label", "label", "type", "entity_type", "category")
 _FENCE = re.compile(r"```[A-Za-z0-9_+-]*")
 _decoder = json.JSONDecoder()
 
@@ -37,8 +38,8 @@ Entity = tuple[str, str]
 
 
 def _entity_from_dict(obj: dict) -> Entity | None:
-    text = next((obj[k] for k in _TEXT_KEYS if k in obj), None)
-    label = next((obj[k] for k in _LABEL_KEYS if k in obj), None)
+    text = next((obj[k] for k in ENTITY_TEXT_KEYS if k in obj), None)
+    label = next((obj[k] for k in ENTITY_LABEL_KEYS if k in obj), None)
     if isinstance(text, (str, int, float)) and isinstance(label, (str, int, float)):
         text, label = str(text).strip(), str(label).strip()
         if text and label:

@@ -14,14 +14,7 @@ from typing import Any
 
 from instill.config import RunConfig
 from instill.errors import ConfigError, DataError
-from instill.evaluate.classify import (
-    _ANSWER_TAG,
-    _last_boxed,
-    classification_metrics,
-    match_label,
-    normalize,
-    parse_label_set,
-)
+from instill.evaluate.classify import classification_metrics, label_in_answer, match_label, normalize, parse_label_set
 from instill.evaluate.ner import ner_metrics, parse_entities
 from instill.evaluate.samples import Sample
 from instill.evaluate.textgen import generation_metrics
@@ -60,14 +53,6 @@ def _generate(generator, samples: list[Sample], s: Settings, progress: bool) -> 
 # ---------------------------------------------------------------- classification
 
 
-def _label_in(answer: str) -> str:
-    """The label written in an answer: inside the last <answer>..</answer>, then the last \\boxed{..}."""
-    tags = _ANSWER_TAG.findall(answer)
-    text = tags[-1] if tags else answer
-    boxed = _last_boxed(text)
-    return (boxed if boxed is not None else text).strip()
-
-
 @dataclass
 class LabelPlan:
     """Per-sample candidates and gold labels, the union label set, and the answer template."""
@@ -95,7 +80,7 @@ def plan_labels(samples: list[Sample], config: RunConfig, extra_answers: list[st
         if e.labels:
             shared = parse_label_set(e.labels)
         else:
-            found = [_label_in(a) for a in [*raw_gold, *extra_answers] if a is not None]
+            found = [label_in_answer(a) for a in [*raw_gold, *extra_answers] if a is not None]
             if not found:
                 raise ConfigError("classification needs candidate labels: set labels or choices_column, "
                                   "or evaluate rows that have reference answers")

@@ -24,7 +24,7 @@ from typing import Any
 
 from instill.errors import DataError
 from instill.evaluate.classify import parse_label_set
-from instill.evaluate.ner import NONE_MARKER
+from instill.evaluate.ner import ENTITY_LABEL_KEYS, ENTITY_TEXT_KEYS, NONE_MARKER
 from instill.prep.io import Rows, fill_template, get_field, text_of
 
 Record = dict[str, Any]
@@ -181,8 +181,6 @@ NER_INSTRUCTION = {
           "2. If there is no entity, output \"" + NONE_MARKER + "\".",
 }
 NER_INPUT = {"zh": "文本：{text}", "en": "Text: {text}"}
-_ENTITY_TEXT_KEYS = ("entity_text", "text", "word", "entity", "name")
-_ENTITY_LABEL_KEYS = ("entity_label", "label", "type", "entity_type")
 
 
 def entity_line(text: str, label: str) -> str:
@@ -213,8 +211,8 @@ def _entities(row: dict, field_name: str, source: str, mapping: dict[str, str]) 
     for i, ent in enumerate(value):
         if not isinstance(ent, dict):
             raise DataError(f"{source}: {field_name}[{i}] must be an object, got {type(ent).__name__}")
-        text = next((ent[k] for k in _ENTITY_TEXT_KEYS if k in ent), None)
-        label = next((ent[k] for k in _ENTITY_LABEL_KEYS if k in ent), None)
+        text = next((ent[k] for k in ENTITY_TEXT_KEYS if k in ent), None)
+        label = next((ent[k] for k in ENTITY_LABEL_KEYS if k in ent), None)
         if label is None and ent.get("entity_names"):
             label = ent["entity_names"][0]
         if not isinstance(text, str) or not isinstance(label, str):
