@@ -13,6 +13,7 @@ import yaml
 from instill.cli import main
 from instill.config import build_config
 from instill.evaluate.runner import load_samples, task_metrics_callback
+from instill.evaluate.tasks import TASKS
 from instill.model.choice import choose_model
 from instill.report.plots import plot_confusion_matrix
 from tests.evaluate.conftest import TOY_LABELS, fudan_rows, ner_seed003_rows, register, write_jsonl
@@ -67,6 +68,7 @@ def test_eval_fudan_news_writes_predictions_metrics_and_confusion_matrix(fudan, 
     assert metrics["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / 16)
     assert sum(map(sum, metrics["confusion_matrix"])) == 16
     assert metrics["prompts_truncated"] == 16  # news texts are far longer than cutoff_len 96
+    assert metrics["headline"] == list(TASKS["classification"].headline)  # what report.html leads with
     assert (out / "confusion_matrix.png").read_bytes()[:8] == PNG_MAGIC
     # the picture has an <invalid> column only when some answer matched no label
     assert len(plotted[0][0]) == 4 + (metrics["invalid"] > 0)
@@ -79,6 +81,15 @@ def test_eval_fudan_news_writes_predictions_metrics_and_confusion_matrix(fudan, 
         assert metrics["invalid"] == sum(r["label"] is None for r in rows)
     summary = capsys.readouterr().out
     assert f"classification ({mode}), 16 samples" in summary and "samples/s" in summary and "accuracy" in summary
+
+
+def test_every_eval_task_is_a_registry_entry():
+    from typing import get_args
+
+    from instill.config import EvalArgs
+
+    assert set(get_args(EvalArgs.model_fields["eval_task"].annotation)) == set(TASKS)
+    assert all(t.run is not None or None not in (t.prepare, t.predict, t.score) for t in TASKS.values())
 
 
 def test_batch_calibration_rescores_from_the_raw_likelihoods(fudan):

@@ -150,6 +150,21 @@ def test_report_renders_in_headless_chromium(toy_run, tmp_path):
     assert colours is not None and len(colours) > 20  # text, tables and plots, not a blank page
 
 
+def test_report_leads_with_the_headline_its_metrics_file_names(tmp_path):
+    """report/ may not import evaluate/: each task's headline (evaluate/tasks.py) arrives in metrics.json."""
+    from instill.report.html import section_evaluation, section_summary
+    from instill.report.run_files import Run
+
+    (tmp_path / "eval").mkdir()
+    metrics = {"task": "generation", "mode": "generate", "samples": 3, "bleu-1": 0.5, "bleu-4": 0.125,
+               "rouge-l": 0.25, "headline": ["rouge-l", "bleu-4"]}
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    run = Run.read(tmp_path)
+    summary, table = section_summary(run), section_evaluation(run)
+    assert summary.index("rouge-l") < summary.index("bleu-4") and "bleu-1" not in summary
+    assert table.index("rouge-l") < table.index("bleu-4") < table.index("bleu-1")
+
+
 def test_report_cli_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err

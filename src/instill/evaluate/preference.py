@@ -87,9 +87,10 @@ def preference_metrics(model: Any, pairs: dict[str, list], pad_id: int, batch_si
     return metrics
 
 
-def run_preference(config: RunConfig, output_dir: str | Path | None, which: str, compare_base: bool
-                   ) -> dict[str, dict]:
-    """`instill eval` with eval_task: preference; writes metrics.json per model (and comparison.json)."""
+def run_preference(config: RunConfig, output_dir: str | Path | None, which: str, compare_base: bool,
+                   headline: tuple[str, ...]) -> dict[str, dict]:
+    """`instill eval` with eval_task: preference; writes metrics.json per model, naming the task's `headline`
+    (evaluate/tasks.py), and comparison.json."""
     from instill.infer.engine import load_generator
 
     out = Path(output_dir) if output_dir else Path(config.train.output_dir) / "eval"
@@ -103,15 +104,16 @@ def run_preference(config: RunConfig, output_dir: str | Path | None, which: str,
         generator = load_generator(choice.model_args, config.data.template, choice.adapters,
                                    Precision(config.train.bf16, config.train.fp16), merge=False)
         pairs = pairs or load_pairs(config, generator.template)
-        report = preference_metrics(generator.model.eval(), pairs, generator.pad_id, batch)
+        metrics = preference_metrics(generator.model.eval(), pairs, generator.pad_id, batch)
+        report = {"task": "preference", **metrics, "headline": list(headline)}
         target = out / choice.name if compare_base else out
         target.mkdir(parents=True, exist_ok=True)
         (target / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-        say(f"{choice.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in report.items()) + f"; written to {target}")
+        say(f"{choice.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) + f"; written to {target}")
         reports[choice.name] = report
         del generator
     if compare_base:
         comparison = {k: {"base": reports["base"].get(k), "tuned": reports["tuned"].get(k)}
-                      for k in reports["tuned"]}
+                      for k, v in reports["tuned"].items() if isinstance(v, (int, float))}
         (out / "comparison.json").write_text(json.dumps(comparison, indent=2), encoding="utf-8")
     return reports

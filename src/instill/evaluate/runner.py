@@ -17,8 +17,7 @@ from typing import Any
 from instill.config import RunConfig
 from instill.console import say
 from instill.data.dataset import load_examples
-from instill.errors import DataError
-from instill.evaluate.preference import run_preference
+from instill.errors import ConfigError, DataError
 from instill.evaluate.samples import Sample, load_samples
 from instill.evaluate.tasks import TASKS, settings_from
 from instill.infer.engine import Generator, load_generator
@@ -55,7 +54,10 @@ def check_samples(samples: list[Sample], config: RunConfig, with_metrics: bool =
         if missing:
             raise DataError(f"{missing[0]}: no reference answer to score against ({len(missing)} such rows); "
                             "use instill predict for rows without answers")
-    return TASKS[config.eval.eval_task].prepare(samples, config, extra_answers)
+    task = TASKS[config.eval.eval_task]
+    if task.prepare is None:
+        raise ConfigError(f"eval_task: {config.eval.eval_task} is evaluated by `instill eval` only, not on samples")
+    return task.prepare(samples, config, extra_answers)
 
 
 def evaluate_samples(generator, samples: list[Sample], config: RunConfig, with_metrics: bool = True,
@@ -78,6 +80,7 @@ def evaluate_samples(generator, samples: list[Sample], config: RunConfig, with_m
         report["label_prior"] = info["label_prior"]
     if with_metrics:
         report.update(task.score(rows, info))
+        report["headline"] = list(task.headline)  # report.html leads with these (report/ cannot import evaluate/)
     return rows, report
 
 
@@ -119,8 +122,9 @@ def run(config: RunConfig, input_path: str | Path | None = None, output_dir: str
 
     `llamafactory_predictions` (do_predict) also writes output_dir/generated_predictions.jsonl.
     """
-    if config.eval.eval_task == "preference":  # pairs scored by log-likelihood, not generated answers
-        return run_preference(config, output_dir, which, compare_base)
+    task = TASKS[config.eval.eval_task]
+    if task.run is not None:  # preference: pairs scored by log-likelihood, not generated answers
+        return task.run(config, output_dir, which, compare_base, task.headline)
     samples = load_samples(config, input_path)
     plan = check_samples(samples, config, with_metrics, _training_answers(config))
     out = Path(output_dir) if output_dir else Path(config.train.output_dir) / "eval"

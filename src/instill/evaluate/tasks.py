@@ -1,8 +1,14 @@
-"""The eval tasks, one registry: classification, ner, generation.
+"""The eval tasks, one registry: classification, ner, generation, preference.
 
 Each task is three functions: `prepare` checks the data before any model loads (and returns
 the task's plan, e.g. the label set), `predict` turns samples into prediction rows, `score`
 turns rows into metrics. The metrics themselves live in `classify`, `ner` and `textgen`.
+Preference pairs are scored by log-likelihood, not through samples, so that task gives `run`
+(evaluate/preference.py) instead.
+
+A task's `headline` (the metrics it leads with) is defined here only. It reaches report.html as
+data: every metrics.json names its task's headline, because report/ sits below evaluate/ and may
+not import it, and a file that says what it leads with reads the same in any later report.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from instill.config import RunConfig
 from instill.errors import ConfigError, DataError
 from instill.evaluate.classify import classification_metrics, label_in_answer, match_label, normalize, parse_label_set
 from instill.evaluate.ner import ner_metrics, parse_entities
+from instill.evaluate.preference import run_preference
 from instill.evaluate.samples import Sample
 from instill.evaluate.textgen import generation_metrics
 from instill.infer.score import batch_calibrate, score_labels
@@ -200,13 +207,15 @@ def generation_scores(rows: list[dict], info: dict) -> dict:
 
 @dataclass
 class Task:
-    """prepare checks the data (before any model loads); predict makes rows; score turns rows into metrics."""
+    """prepare checks the data (before any model loads); predict makes rows; score turns rows into metrics.
+    A task that is not samples -> rows -> metrics leaves those None and gives `run`."""
 
-    prepare: Callable[..., Any]  # (samples, config, extra_answers) -> plan
-    predict: Callable[..., tuple[list[dict], dict]]  # (generator, samples, plan, settings, progress) -> rows, info
-    score: Callable[[list[dict], dict], dict]
-    headline: tuple[str, ...]  # metrics for the summary line and the comparison table
+    prepare: Callable[..., Any] | None  # (samples, config, extra_answers) -> plan
+    predict: Callable[..., tuple[list[dict], dict]] | None  # (generator, samples, plan, settings, progress) -> rows, info
+    score: Callable[[list[dict], dict], dict] | None
+    headline: tuple[str, ...]  # metrics shown first: summary line, comparison table, metrics.json -> report.html
     per_key: str | None = None  # per-class / per-type table in the metrics, shown as F1 rows
+    run: Callable[..., dict[str, dict]] | None = None  # (config, output_dir, which, compare_base, headline) -> reports
 
 
 TASKS: dict[str, Task] = {
@@ -215,5 +224,7 @@ TASKS: dict[str, Task] = {
     "ner": Task(ner_references, predict_ner, ner_scores,
                 ("f1", "precision", "recall", "macro_f1", "exact_match", "unparseable_rate"), "per_type"),
     "generation": Task(lambda samples, config, extra=(): None, predict_generation, generation_scores,
-                       ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match")),
+                       ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "bleu-1", "bleu-2", "bleu-3", "exact_match")),
+    "preference": Task(None, None, None, ("preference_accuracy", "implicit_reward_accuracy", "reward_margin",
+                                          "mean_logp_margin"), run=run_preference),
 }

@@ -9,7 +9,7 @@ What it reads (each optional; a missing one gives a section that says how to get
 - run_config.yaml (the resolved config), run_info.json (environment, wall time, peaks),
   data_summary.json (what tokenization kept and cut), trainer_log.jsonl (loss, lr, grad norm,
   tokens/s, CPU/RSS/GPU), all_results.json (Trainer's totals);
-- eval/metrics.json, eval/predictions.jsonl, eval/confusion_matrix.png, eval/task_metrics.jsonl,
+- eval/metrics.json (its `headline`: the metrics its eval task leads with), eval/predictions.jsonl, eval/confusion_matrix.png, eval/task_metrics.jsonl,
   and after `instill eval --compare base`: eval/{base,tuned}/... and eval/comparison.json.
 
 Sections (element ids): summary, config, environment, data, training, evaluation, samples,
@@ -35,11 +35,6 @@ from instill.report.run_files import Run
 from instill.report.samples import pick_samples
 
 SECTIONS = ("summary", "config", "environment", "data", "training", "evaluation", "samples", "performance")
-_HEADLINE = {  # per eval task: the metrics shown first
-    "classification": ("accuracy", "macro_f1", "weighted_f1", "invalid_rate"),
-    "ner": ("f1", "precision", "recall", "macro_f1", "exact_match", "unparseable_rate"),
-    "generation": ("bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact_match"),
-}
 
 # ---------------------------------------------------------------- html helpers
 
@@ -104,8 +99,8 @@ def _note(text: str) -> str:
 
 
 def _headline_metrics(metrics: dict) -> list[str]:
-    keys = _HEADLINE.get(metrics.get("task", ""), ())
-    return [k for k in keys if isinstance(metrics.get(k), (int, float))]
+    """The metrics shown first, as the file names them (evaluate/tasks.py defines each task's headline)."""
+    return [k for k in metrics.get("headline") or () if isinstance(metrics.get(k), (int, float))]
 
 
 def _train_losses(run: Run) -> list[tuple[int, float]]:
@@ -245,7 +240,7 @@ def _metrics_table(run: Run) -> str:
     if not main or not main.metrics:
         return ""
     m = main.metrics
-    keys = _headline_metrics(m) + [k for k, v in m.items() if k not in _HEADLINE.get(m.get("task", ""), ())
+    keys = _headline_metrics(m) + [k for k, v in m.items() if k not in (m.get("headline") or ())
                                     and isinstance(v, (int, float)) and not isinstance(v, bool)]
     return "<h3>Metrics</h3>" + _table(["metric", "value"], [[_e(k), _num(m[k])] for k in keys], "num")
 
