@@ -8,8 +8,9 @@ import types
 
 import pytest
 
+from instill.config import ModelArgs
 from instill.errors import ModelError
-from instill.hub import resolve_model
+from instill.hub import resolve_model, resolve_model_args
 
 
 def test_offline_hub_id_is_one_clear_error(monkeypatch):
@@ -38,6 +39,11 @@ def test_openmind_hub(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "openmind_hub", client)
     assert resolve_model("Baichuan/Baichuan2_7b_chat_pt", str(tmp_path), "v1") == tmp_path
     assert calls == [("Baichuan/Baichuan2_7b_chat_pt", {"revision": "v1", "cache_dir": str(tmp_path), "token": None})]
+    # a config's model section passes its cache_dir, revision and token the same way
+    args = ModelArgs(model_name_or_path="Baichuan/Baichuan2_7b_chat_pt", cache_dir=str(tmp_path), model_revision="v2",
+                     hf_hub_token="t")
+    assert resolve_model_args(args) == tmp_path
+    assert calls[-1] == ("Baichuan/Baichuan2_7b_chat_pt", {"revision": "v2", "cache_dir": str(tmp_path), "token": "t"})
 
 
 def test_local_paths(tmp_path, tiny_qwen2):

@@ -17,9 +17,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from instill.errors import ModelError
 from instill.ranks import main_first
+
+if TYPE_CHECKING:
+    from instill.config import ModelArgs
 
 # Weights and tokenizer files; safetensors preferred, .bin only when a repo has nothing else.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja", "*.py"]
@@ -47,6 +51,11 @@ def resolve_package_path(spec: str) -> Path:
     if not path.exists():
         raise ModelError(f"'{spec}': '{rel}' not found in package '{package}' at {path.parent}")
     return path
+
+
+def resolve_model_args(args: ModelArgs) -> Path:
+    """`resolve_model` for a config's model section: its name, cache_dir, model_revision and hf_hub_token."""
+    return resolve_model(args.model_name_or_path, args.cache_dir, args.model_revision, args.hf_hub_token)
 
 
 def resolve_model(name_or_path: str, cache_dir: str | None = None, revision: str = "main", token: str | None = None) -> Path:

@@ -24,7 +24,7 @@ from instill.doctor.smells import smell_checks
 from instill.doctor.table import FAIL, PASS, SKIP, Check, exit_code, render, summary, use_colour
 from instill.doctor.template import choose_template, is_reasoning, mask_view, template_checks
 from instill.errors import ConfigError, InstillError, TemplateError
-from instill.hub import resolve_model
+from instill.hub import resolve_model_args
 from instill.model.load import load_tokenizer
 
 AREAS = ("environment", "template", "finished run", "generation", "data", "config")
@@ -77,7 +77,7 @@ def diagnose(config_path: str, output_dir: str | None = None, overrides: list[st
 
     m = config.model
     try:
-        model_dir = resolve_model(m.model_name_or_path, m.cache_dir, m.model_revision, m.hf_hub_token)
+        model_dir = resolve_model_args(m)
         tokenizer = load_tokenizer(m, model_dir)
     except InstillError as err:
         checks.append(Check(FAIL, "environment", "model", str(err), "fix model_name_or_path"))

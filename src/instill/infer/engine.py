@@ -24,7 +24,7 @@ from instill.data.multimodal import ImageInputs, image_batch, tokenize_with_imag
 from instill.data.templates import ChatTemplate, get_template
 from instill.data.tokenize import cut_middle, tokenize_rendered
 from instill.errors import DataError
-from instill.hub import resolve_model
+from instill.hub import resolve_model_args
 from instill.model.adapters import check_adapters
 from instill.model.load import Precision, load_model, load_tokenizer
 from instill.model.processor import load_image_inputs
@@ -154,8 +154,7 @@ def load_generator(model_args: ModelArgs, template_name: str = "auto",
     eval does). A merged (full) model directory is just `model_args.model_name_or_path`. The tokenizer (and so the
     chat template) is the one saved with the last adapter when there is one (`tokenizer_dir`).
     """
-    model_dir = resolve_model(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision,
-                              model_args.hf_hub_token)
+    model_dir = resolve_model_args(model_args)
     adapters = [adapter] if isinstance(adapter, (str, Path)) else list(adapter or [])
     check_adapters([str(p) for p in adapters])
     tokenizer = load_tokenizer(model_args, tokenizer_dir(model_dir, adapters))

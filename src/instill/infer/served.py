@@ -22,7 +22,7 @@ from instill.data.multimodal import ImageInputs, tokenize_with_images
 from instill.data.templates import ChatTemplate, get_template
 from instill.data.tokenize import tokenize_rendered
 from instill.errors import DataError, ModelError, TemplateError
-from instill.hub import resolve_model
+from instill.hub import resolve_model_args
 from instill.infer.engine import tokenizer_dir
 from instill.model.choice import choose_model
 from instill.model.load import Precision, load_model, load_tokenizer
@@ -102,7 +102,7 @@ def load_served(config: RunConfig, which: str = "auto", max_model_len: int | Non
         torch.set_num_threads(config.model.torch_num_threads)
     choice = choose_model(config, which)
     args = choice.model_args
-    model_dir = resolve_model(args.model_name_or_path, args.cache_dir, args.model_revision, args.hf_hub_token)
+    model_dir = resolve_model_args(args)
     template_name = config.data.template
     base_tokenizer = load_tokenizer(args, model_dir)
     model = load_model(args, Precision(config.train.bf16, config.train.fp16), "lora", model_dir)

@@ -14,7 +14,7 @@ import torch
 from instill.config import RunConfig
 from instill.data.templates import get_template
 from instill.errors import ConfigError
-from instill.hub import resolve_model
+from instill.hub import resolve_model_args
 from instill.model.adapters import check_adapters
 from instill.model.load import load_tokenizer
 from instill.model.processor import auto_model_class, load_image_inputs
@@ -31,8 +31,7 @@ def export_model(config: RunConfig) -> Path:
         raise ConfigError(f"export_dir {out} is not empty; set overwrite_output_dir: true to write into it")
 
     check_adapters(config.model.adapter_name_or_path)
-    model_dir = resolve_model(config.model.model_name_or_path, config.model.cache_dir,
-                              config.model.model_revision, config.model.hf_hub_token)
+    model_dir = resolve_model_args(config.model)
     tokenizer = load_tokenizer(config.model, model_dir)
     model = auto_model_class(model_dir).from_pretrained(model_dir, dtype=torch.float32,
                                                         trust_remote_code=config.model.trust_remote_code)

@@ -33,7 +33,7 @@ from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate, get_template
 from instill.data.tokenize import IGNORE_INDEX, EncodeOptions, EncodeSummary, encode
 from instill.errors import ConfigError, DataError, EncodingError, TemplateError
-from instill.hub import resolve_model
+from instill.hub import resolve_model_args
 from instill.model.load import load_tokenizer
 from instill.prep.summary import progress
 from instill.textfile import codec_name, undecodable
@@ -186,7 +186,7 @@ def check_config(config_path: str, overrides: list[str]) -> tuple[list[DatasetRe
     kind = STAGES[config.method.stage].data_kind
     specs = resolve(names, data.dataset_dir, kind)
     m = config.model
-    tokenizer = load_tokenizer(m, resolve_model(m.model_name_or_path, m.cache_dir, m.model_revision, m.hf_hub_token))
+    tokenizer = load_tokenizer(m, resolve_model_args(m))
     template = get_template(data.template, tokenizer)
     return [check_dataset(spec, data, template, kind) for spec in specs], data.cutoff_len
 

@@ -24,7 +24,7 @@ from instill.data.pairs import PAIR_KINDS
 from instill.data.templates import get_template
 from instill.errors import ConfigError
 from instill.evaluate.runner import task_metrics_callback
-from instill.hub import resolve_model
+from instill.hub import resolve_model_args
 from instill.model.adapters import apply_method, check_adapters, describe_parameters
 from instill.model.load import Precision, check_precision, check_speed_flags, device_type, load_model, load_tokenizer
 from instill.model.processor import load_image_inputs
@@ -220,7 +220,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
 
     m = config.model
     check_adapters(m.adapter_name_or_path)
-    model_dir = resolve_model(m.model_name_or_path, m.cache_dir, m.model_revision, m.hf_hub_token)  # once per run
+    model_dir = resolve_model_args(m)  # once per run
     tokenizer = load_tokenizer(m, model_dir)
     tokenizer.padding_side = "right"
     template = get_template(config.data.template, tokenizer)
