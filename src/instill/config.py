@@ -108,9 +108,6 @@ class DataArgs(_Section):
         return v
 
 
-FINETUNING_TYPES = ("lora", "full", "freeze")
-
-
 class MethodArgs(_Section):
     stage: Literal["sft", "pt", "dpo", "kto", "rm"] = "sft"  # train/stages.py: STAGES
     finetuning_type: Literal["lora", "adalora", "full", "freeze"] = "lora"

@@ -29,7 +29,6 @@ class JsonlLogCallback(TrainerCallback):
         self.path = Path(path)
         self._last_time: float | None = None
         self._last_tokens = 0
-        self.tokens_per_second: list[float] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time = time.perf_counter()
@@ -50,7 +49,6 @@ class JsonlLogCallback(TrainerCallback):
             elapsed = now - self._last_time
             if elapsed > 0 and seen > self._last_tokens:
                 record["tokens_per_s"] = round((seen - self._last_tokens) / elapsed, 1)
-                self.tokens_per_second.append(record["tokens_per_s"])
             self._last_time, self._last_tokens = now, seen
         if "loss" in logs:  # CPU %, RSS, GPU memory/utilisation (train.hardware), shared with the trackers
             record.update(hardware.sample(state.global_step))
