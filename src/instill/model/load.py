@@ -180,9 +180,11 @@ def load_tokenizer(args: ModelArgs, model_dir: Path) -> Any:
 
 
 def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, model_dir: Path,
-               gradient_checkpointing: bool = False, head: str = "lm") -> Any:
+               gradient_checkpointing: bool = False, head: str = "lm",
+               checkpointing_kwargs: dict[str, Any] | None = None) -> Any:
     """The base causal LM (or vision-language model, `model/processor.py`; head "score": with a one-output
-    value head, a reward model), ready for an adapter method to be applied."""
+    value head, a reward model), ready for an adapter method to be applied. `checkpointing_kwargs` (default:
+    `use_reentrant` from the config's use_reentrant_gc) go to the model's checkpointing switch."""
     from transformers import AutoModelForSequenceClassification
     from transformers.integrations import is_deepspeed_zero3_enabled
 
@@ -207,18 +209,19 @@ def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, mode
         raise ModelError(f"{model_dir}: cannot load the model ({str(err).splitlines()[0]})") from None
     if not (args.quantization_bit or is_deepspeed_zero3_enabled()):  # ZeRO-3 shards it; a 4/8-bit base is placed
         model.to(this_device())
+    checkpointing_kwargs = checkpointing_kwargs or {"use_reentrant": args.use_reentrant_gc}
     if args.quantization_bit:
         from peft import prepare_model_for_kbit_training
 
         # Casts norms to fp32 and (with gradient checkpointing) enables input grads for the frozen 4/8-bit base.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+                                                gradient_checkpointing_kwargs=checkpointing_kwargs)
     if gradient_checkpointing:
         # transformers 5.2x renamed gradient checkpointing to activation checkpointing.
         if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
         else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
         model.enable_input_require_grads()  # so checkpointed blocks see a grad-requiring input under PEFT
         model.config.use_cache = False
     return model

@@ -9,6 +9,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from instill.stage_facts import StageFacts
 from instill.tracking import hardware
 from instill.train.checkpoint import save_failures
 
@@ -22,11 +23,13 @@ class JsonlLogCallback(TrainerCallback):
     and on training steps the hardware sample (cpu_percent, rss_mb, peak_rss_mb, gpu_* with CUDA).
 
     Tokens are non-padding input tokens (Trainer's `num_input_tokens_seen`), so the rate is
-    what the model actually processed, not padding.
+    what the model actually processed, not padding. The stage's own metrics (trl's rewards/..., KTO's
+    kl, the reward model's accuracy and margin) are kept too, as its facts name them.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, stage: StageFacts) -> None:
         self.path = Path(path)
+        self.stage = stage
         self._last_time: float | None = None
         self._last_tokens = 0
         self.tokens_per_second: list[float] = []
@@ -43,8 +46,7 @@ class JsonlLogCallback(TrainerCallback):
         for key in ("loss", "eval_loss", "learning_rate", "grad_norm", *THROUGHPUT_KEYS):
             if key in logs:
                 record[key] = logs[key]
-        if any(_preference_metric(k) and k.removeprefix("eval_") not in ("accuracy", "mean_reward") for k in logs):
-            record.update({k: v for k, v in logs.items() if _preference_metric(k)})
+        record.update({k: v for k, v in logs.items() if self.stage.logs_metric(k)})
         if "loss" in logs and self._last_time is not None:
             seen = state.num_input_tokens_seen
             elapsed = now - self._last_time
@@ -86,14 +88,6 @@ class LogLineProgress(ProgressCallback):
                  for k, v in logs.items() if isinstance(v, float) and k in _SHOWN]
         if shown:
             self.training_bar.write(f"[instill] step {state.global_step}/{state.max_steps}: {' · '.join(shown)}")
-
-
-def _preference_metric(key: str) -> bool:
-    """trl's preference metrics: rewards/chosen, rewards/margins, ..., KTO's kl, the reward model's accuracy
-    and margin (and their eval_ forms). Recorded only beside a margin, reward or kl, so an SFT run's
-    eval_accuracy task metric is not taken for one."""
-    key = key.removeprefix("eval_")
-    return key.startswith("rewards/") or key in ("kl", "accuracy", "margin", "mean_reward")
 
 
 _SHOWN = ("rewards/margins", "rewards/accuracies", "loss", "grad_norm", "learning_rate", "eval_loss", "train_loss", "train_tokens_per_second")

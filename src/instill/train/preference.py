@@ -75,9 +75,6 @@ def reference_model(inputs: StageInputs) -> Any:
     """The reference model to hand trl (None: adapter disabled, or trl's copy of the base), said once."""
     m = inputs.config.method
     if m.finetuning_type in ("lora", "adalora"):
-        if m.ref_model:
-            raise ConfigError("ref_model: with LoRA the reference is the base with the adapter disabled; "
-                              "remove ref_model (or train with finetuning_type: full)")
         say("reference model: the base with the adapter disabled (no second copy of the weights)")
         return None
     if not m.ref_model:
@@ -198,6 +195,5 @@ def build_kto(inputs: StageInputs) -> Any:
     return _frozen_reference(_kto_trainer_class()(ref_model=reference_model(inputs), args=args, **_common(inputs)))
 
 
-DPO = Stage("dpo", "preference optimisation on chosen/rejected pairs (DPO, IPO, hinge, ORPO, SimPO)", "pairs",
-            build_dpo)
-KTO = Stage("kto", "KTO on answers labelled desirable or not", "kto", build_kto)
+DPO = Stage.named("dpo", build_dpo)
+KTO = Stage.named("kto", build_kto)

@@ -17,10 +17,9 @@ from typing import Any
 
 from transformers.trainer_callback import ProgressCallback
 
-from instill.config import RunConfig, TrainArgs, save_config
+from instill.config import TRAINER_PASSTHROUGH, RunConfig, TrainArgs, check_training, save_config
 from instill.console import say
 from instill.data.dataset import TokenizedSet, iterable_dataset, prepare_datasets
-from instill.data.pairs import PAIR_KINDS
 from instill.data.templates import get_template
 from instill.errors import ConfigError
 from instill.evaluate.runner import task_metrics_callback
@@ -105,10 +104,18 @@ def _task_metrics(config: RunConfig, stage: Stage, tokenizer: Any, template: Any
 
 
 def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "full") -> Any:
+    """transformers' TrainingArguments for this run; a value it refuses is a one-line ConfigError."""
     from transformers import TrainingArguments
 
     on_cpu = device_type() == "cpu"
-    return TrainingArguments(
+    try:
+        return _training_arguments(TrainingArguments, args, has_eval, finetuning_type, on_cpu)
+    except (ValueError, TypeError, ImportError) as err:  # e.g. tf32 without an Ampere GPU, a bad optim_args
+        raise ConfigError(f"the training arguments: {' '.join(str(err).split())}") from None
+
+
+def _training_arguments(cls: type, args: TrainArgs, has_eval: bool, finetuning_type: str, on_cpu: bool) -> Any:
+    return cls(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.per_device_train_batch_size,
         per_device_eval_batch_size=args.per_device_eval_batch_size,
@@ -134,7 +141,7 @@ def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "
         eval_steps=args.eval_steps or (args.save_steps if args.eval_strategy == "steps" else None),
         prediction_loss_only=True,  # eval loss only: full-vocab logits of every eval batch would fill memory
         seed=args.seed,
-        data_seed=args.seed,
+        data_seed=args.seed if args.data_seed is None else args.data_seed,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random",
         torch_compile=args.torch_compile,
         use_liger_kernel=args.enable_liger_kernel,
@@ -145,6 +152,7 @@ def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         disable_tqdm=False,
+        **{key: getattr(args, key) for key in TRAINER_PASSTHROUGH},
     )
 
 
@@ -190,15 +198,14 @@ def run_training(config: RunConfig) -> RunResult:
     started = time.perf_counter()
     t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
     stage = STAGES[config.method.stage]
-    if stage.data_kind in PAIR_KINDS and t.group_by_length:
+    if stage.facts.reads_pairs and t.group_by_length:
         # transformers' length-grouped sampler reads input_ids, which pair rows do not have: random order,
         # and the data summary, the saved run_config.yaml and the Trainer all say so.
         t = t.model_copy(update={"group_by_length": False})
         config = config.model_copy(update={"train": t})
     check_precision(precision)
     check_speed_flags(config.train.torch_compile, config.train.enable_liger_kernel)
-    if not config.data.dataset:
-        raise ConfigError("training needs 'dataset' (names from dataset_info.json in dataset_dir)")
+    check_training(config)
     check_trackers(t)
     check_parallel(config)
     start_ranks(t.ddp_timeout)  # under torchrun: the process group, with ddp_timeout (train/distributed.py)
@@ -218,6 +225,11 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     for note in config.notes:
         say(note)
 
+    # Before anything loads: a value transformers refuses stops here; with ZeRO-3 the arguments make
+    # from_pretrained load the model sharded.
+    expects_eval = bool(config.data.eval_dataset or config.data.val_size)
+    training_args = training_arguments(t, expects_eval, config.method.finetuning_type)
+    check_world_size(training_args)
     m = config.model
     check_adapters(m.adapter_name_or_path)
     model_dir = resolve_model(m.model_name_or_path, m.cache_dir, m.model_revision, m.hf_hub_token)  # once per run
@@ -226,13 +238,11 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     template = get_template(config.data.template, tokenizer)
     media = load_image_inputs(m, model_dir, tokenizer)  # None for a text model
     train_rows, eval_rows, train_set = _data(config, stage, template, tokenizer, media)
-
     has_eval = eval_rows is not None
-    # Before the model loads: with ZeRO-3 the arguments make from_pretrained load it sharded.
-    training_args = training_arguments(t, has_eval, config.method.finetuning_type)
-    check_world_size(training_args)
+    if has_eval != expects_eval:
+        training_args = training_arguments(t, has_eval, config.method.finetuning_type)
     model = load_model(m, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing,
-                       head=stage.head)
+                       head=stage.head, checkpointing_kwargs=t.gradient_checkpointing_kwargs)
     total_steps = total_optimizer_steps(len(train_set) if train_set is not None else None, t)
     model = apply_method(model, config.method, m.adapter_name_or_path, total_steps)
     say(f"{stage.name}, {config.method.finetuning_type}: {describe_parameters(model)}")
@@ -248,7 +258,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
 
     callbacks = (([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else [])
                  + _task_metrics(config, stage, tokenizer, template, has_eval, media)
-                 + [JsonlLogCallback(log_path), *tracker_callbacks(config, out)])
+                 + [JsonlLogCallback(log_path, stage.facts), *tracker_callbacks(config, out)])
     trainer = stage.build_trainer(StageInputs(config, model, tokenizer, template, train_rows, eval_rows,
                                               training_args, callbacks, media))
     atomic_checkpoints(trainer)
