@@ -15,8 +15,9 @@ Trainer's own reduction rules.
 
 Rows that begin alike share their common prefix's work (`share_prefix`, train/shared_prefix.py).
 
-Length-grouped batches (`group_by_length`) come in an order seeded by (seed, epoch), so a run
-resumed in the middle of any epoch trains exactly the batches the interrupted run would have.
+Length-grouped batches (`group_by_length`) come in an order seeded by (seed, epoch)
+(`patches.SeededLengthGroups`), so a run resumed in the middle of any epoch trains exactly the
+batches the interrupted run would have.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from instill.data.tokenize import IGNORE_INDEX
+from instill.train.patches import SeededLengthGroups
 from instill.train.shared_prefix import PrefixSharing, base_forward
 
 
@@ -59,24 +60,7 @@ def adalora_regulariser(model: nn.Module) -> torch.Tensor | None:
     return weight * torch.stack(terms).mean() if terms else None
 
 
-class EpochSeededLengthSampler(LengthGroupedSampler):
-    """transformers' length-grouped order, drawn from a generator seeded by (seed, epoch).
-
-    transformers draws it from the global RNG when the epoch's iterator is made; a run resumed in the
-    middle of epoch 2 or later holds another RNG state at that point, so it skipped the trained batches
-    of a different order and trained other rows than the interrupted run would have. Seeded by epoch,
-    the order of every epoch is the same in a fresh and in a resumed run (and on every rank)."""
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int, epoch: Any) -> None:
-        super().__init__(batch_size, lengths=lengths)
-        self.seed, self.epoch = seed, epoch  # epoch: a callable giving the epoch being started
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch())
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
-
-
-class LabelledLossTrainer(Trainer):
+class LabelledLossTrainer(SeededLengthGroups, Trainer):
     """A transformers Trainer whose loss projects onto the vocabulary only where labels are trained.
 
     Falls back to the plain computation with label smoothing, a custom `compute_loss_func`, or when
@@ -89,7 +73,6 @@ class LabelledLossTrainer(Trainer):
         # What training batches held: sequences, token slots (padding included), labelled positions, and
         # the tokens a shared prefix saved (computed once instead of once per row).
         self.batch_counts = {"samples": 0, "slots": 0, "labelled": 0, "shared": 0}
-        self.sampler_epoch = 0
         self.prefix = PrefixSharing(self.accelerator.unwrap_model(self.model), wanted=share_prefix,
                                     gradient_checkpointing=self.args.gradient_checkpointing,
                                     processes=self.accelerator.distributed_type.value)
@@ -98,17 +81,6 @@ class LabelledLossTrainer(Trainer):
     def share_prefix(self) -> bool:
         """Whether batches share their common prefix (off for good once a model's cache cannot be repeated)."""
         return self.prefix.on
-
-    def _get_train_sampler(self, train_dataset=None):
-        sampler = super()._get_train_sampler(train_dataset)
-        if type(sampler) is LengthGroupedSampler:
-            return EpochSeededLengthSampler(sampler.batch_size, sampler.lengths, self.args.seed,
-                                            lambda: self.sampler_epoch)
-        return sampler
-
-    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
-        self.sampler_epoch = kwargs["epoch"]  # read by EpochSeededLengthSampler when the epoch's iterator is made
-        return super()._run_epoch(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         ids, counts = inputs["input_ids"], self.batch_counts
