@@ -301,7 +301,7 @@ def test_kill_9_five_times_then_resume_ends_with_the_same_weights(tmp_path, tiny
 def test_length_grouped_order_depends_on_seed_and_epoch_only():
     import torch
 
-    from instill.train.trainer import EpochSeededLengthSampler
+    from instill.train.patches import EpochSeededLengthSampler
 
     lengths = [5, 5, 5, 7, 7, 9, 9, 9, 3, 3, 3, 3, 5, 7, 9, 3]
     orders = []
