@@ -193,7 +193,7 @@ class TrainArgs(_Section):
     max_grad_norm: float = Field(default=1.0, ge=0)
     optim: str = "adamw_torch"
     # auto: bf16 where the hardware runs it natively (CUDA with bf16, a CPU with AMX / AVX512-BF16), else fp32.
-    bf16: bool | Literal["auto"] = False
+    bf16: bool | Literal["auto", "force"] = False
     fp16: bool = False
     gradient_checkpointing: bool = False
     # Batches of similar lengths (transformers' LengthGroupedSampler): less padding, same data each epoch.
