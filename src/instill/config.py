@@ -260,8 +260,9 @@ class TrainArgs(_Section):
     """Clip the gradient norm to this (0: no clipping)."""
     optim: str = "adamw_torch"
     """The optimizer (transformers' names: adamw_torch, adamw_8bit, sgd, ...)."""
-    bf16: bool | Literal["auto"] = False
-    """bf16 mixed precision: true, false, or auto (where the hardware runs it natively)."""
+    bf16: bool | Literal["auto", "force"] = False
+    """bf16 mixed precision: true, false, auto (where the hardware runs it natively: CUDA with bf16, a CPU with AMX /
+    AVX512-BF16) or force (bf16 even where it is emulated; true trains in fp32 there and says so)."""
     fp16: bool = False
     """fp16 mixed precision (CUDA)."""
     gradient_checkpointing: bool = False

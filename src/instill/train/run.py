@@ -10,6 +10,7 @@ plot_loss, training_loss.png.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ from instill.data.templates import get_template
 from instill.errors import ConfigError
 from instill.evaluate.runner import task_metrics_callback
 from instill.hub import resolve_model
-from instill.model.adapters import apply_method, check_adapters, describe_parameters
+from instill.model.adapters import apply_method, check_adapters, count_parameters, describe_parameters
+from instill.model.footprint import check_free_disk, checkpoint_bytes
 from instill.model.load import Precision, check_precision, check_speed_flags, device_type, load_model, load_tokenizer
 from instill.model.processor import load_image_inputs
 from instill.ranks import is_main, world_size
@@ -83,6 +85,17 @@ def total_optimizer_steps(n_samples: int | None, args: TrainArgs) -> int:
     batches = math.ceil(n_samples / args.per_device_train_batch_size)
     per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
     return math.ceil(per_epoch * args.num_train_epochs)
+
+
+def check_disk(model: Any, config: RunConfig, total_steps: int, resume: str | None) -> None:
+    """Before training starts: refuse in one line when output_dir's disk cannot hold the final weights and the
+    checkpoints still to come (model/footprint.py's estimate, the doctor's too)."""
+    trainable, total = count_parameters(model)
+    out = Path(config.train.output_dir)
+    kept = sum(1 for p in out.glob("checkpoint-*") if p.is_dir()) if out.is_dir() else 0
+    done = re.fullmatch(r"checkpoint-(\d+)", Path(resume).name) if resume else None
+    left = max(total_steps - int(done.group(1)), 0) if done else total_steps
+    check_free_disk(out, *checkpoint_bytes(total, trainable, config, left, kept))
 
 
 def _save_pissa_init(model: Any, config: RunConfig, out: Path) -> Path | None:
@@ -246,6 +259,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     total_steps = total_optimizer_steps(len(train_set) if train_set is not None else None, t)
     model = apply_method(model, config.method, m.adapter_name_or_path, total_steps)
     say(f"{stage.name}, {config.method.finetuning_type}: {describe_parameters(model)}")
+    check_disk(model, config, total_steps, resume)
 
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
