@@ -38,7 +38,8 @@ _PROMPT_SLOTS = "the prompt is tokenized as one text across LLaMA-Factory's slot
 DIFFERENCES: dict[str, tuple[str, str]] = {
     # name: (kind, why)
     **{name: ("same_text", _THOUGHT)
-       for name in ("aeva", "glm4_7", "glm4_moe", "glmz1", "gpt_oss", "hy3", "mimo_v2", "seed_oss")},
+       for name in ("aeva", "gemma4", "gemma4n", "glm4_7", "glm4_moe", "glmz1", "gpt_oss", "hy3", "mimo_v2",
+                    "seed_oss")},
     "vicuna": ("same_text", _PROMPT_SLOTS.format("default system 'questions.' + 'USER:' merge")),
     "hunyuan_small": ("same_text", _PROMPT_SLOTS.format("prefix + user slot merge")),
     # instill trains an end of turn: its own `empty` ends an answer with eos + newline; LLaMA-Factory's

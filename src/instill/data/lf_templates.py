@@ -25,8 +25,9 @@ Where instill differs from LLaMA-Factory on purpose (tests/data/test_lf_template
 - tool calls: only the names instill already renders with tools (`qwen`, `qwen2_vl`, `chatml`) take them;
   the others say so by name (LLaMA-Factory's per-model tool formats are not written here yet).
 
-Vision-language names are accepted where instill trains the family (Qwen2-VL: `qwen2_vl`), and refused by
-name otherwise.
+Vision-language names are accepted where instill trains the family (Qwen2-VL: `qwen2_vl`, `mimo_vl`, `keye_vl`,
+`dots_ocr`) or where the family's models are used for text too (`TEXT_TOO`: text only), and refused by name
+otherwise.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ NATIVE = frozenset({"qwen", "chatml", "qwen2_vl", "empty"})  # `default` and `ll
 # Multimodal plugins whose models instill trains: the template works for text, and for images through
 # data/multimodal.py where the name is instill's own (qwen2_vl).
 SUPPORTED_PLUGINS = frozenset({"base", "qwen2_vl"})
+# Names whose plugin is multimodal but whose models are used for text too (Gemma 3 1B, Llama 4, Qwen3.5,
+# Mistral Small 3.1...): accepted for text, rendering LLaMA-Factory's text; their images are not supported.
+TEXT_TOO = frozenset({"gemma3", "gemma3n", "gemma4", "gemma4n", "llama4", "mistral_small", "ministral3",
+                      "qwen3_5", "qwen3_5_nothink", "qwen3_6", "intern_s1"})
 
 _FAMILY = {
     "ernie_vl": "ERNIE-VL", "gemma3": "Gemma 3", "gemma3n": "Gemma 3n", "gemma4": "Gemma 4", "glm4v": "GLM-4V",
@@ -71,7 +76,7 @@ def names() -> tuple[str, ...]:
 def refusal(name: str) -> str | None:
     """Why a LLaMA-Factory name cannot be used, or None when it can."""
     spec = table().get(name)
-    if spec is None or spec["mm_plugin"] in SUPPORTED_PLUGINS:
+    if spec is None or spec["mm_plugin"] in SUPPORTED_PLUGINS or name in TEXT_TOO:
         return None
     family = _FAMILY.get(spec["mm_plugin"], spec["mm_plugin"])
     return (f"template '{name}' is LLaMA-Factory's template for {family} vision/audio-language models, which "
