@@ -4,8 +4,9 @@ Masks. The conversation is rendered once in full. For each assistant message i w
 render messages[:i] with the generation prompt and messages[:i+1] without: the text
 between the two is what the assistant says, *including* the end-of-turn token the
 template writes after it, so the model learns to stop. A template whose prefixes do not
-line up is reported, not guessed around. Characters map to tokens through the fast
-tokenizer's offsets, so the ids are exactly those of the full rendered text.
+line up is reported, not guessed around. Each prompt run and each answer of the rendered text is
+tokenized on its own (no token straddles the start or end of an answer, as in LLaMA-Factory and trl);
+characters map to tokens through the fast tokenizer's offsets.
 
 Truncation. Tokens are grouped into turns (prompt run, response run). Each turn gets
 what is left of `cutoff_len`, split between prompt and response as LLaMA-Factory does
