@@ -205,6 +205,7 @@ POLICY: dict[str, Policy] = {
 # Values refused for keys instill implements: (key, value) -> reason.
 REFUSED_VALUES: dict[tuple[str, Any], str] = {
     ("stage", "ppo"): "PPO was removed from trl (the library instill trains on); use stage: dpo or kto",
+    ("finetuning_type", "oft"): "OFT " + _EXTRAS,
     ("infer_backend", "vllm"): "the vLLM backend is not built in instill yet; use infer_backend: huggingface",
     ("infer_backend", "sglang"): "the SGLang backend is not supported; use infer_backend: huggingface",
     ("infer_backend", "ktransformers"): "the KTransformers backend is not supported; use infer_backend: huggingface",

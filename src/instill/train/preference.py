@@ -23,7 +23,6 @@ from dataclasses import fields
 from typing import Any
 
 from instill.console import say
-from instill.errors import ConfigError
 from instill.train.patches import IdsAsGiven, KLPairs, PairRowsAsGiven
 from instill.train.stage import Stage, StageInputs
 
