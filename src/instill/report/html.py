@@ -12,8 +12,9 @@ What it reads (each optional; a missing one gives a section that says how to get
 - eval/metrics.json, eval/predictions.jsonl, eval/confusion_matrix.png, eval/task_metrics.jsonl,
   and after `instill eval --compare base`: eval/{base,tuned}/... and eval/comparison.json.
 
-Sections (element ids): summary, config, environment, data, training, evaluation, samples,
-performance. A section that fails to render shows the error instead; the report is still written.
+Sections (element ids), results first: summary, training, evaluation, samples, data, performance,
+environment, config (collapsed). A section that fails to render shows the error instead; the report is
+still written.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from instill.report.redact import redact_yaml
 from instill.report.run_files import Run
 from instill.report.samples import pick_samples
 
-SECTIONS = ("summary", "config", "environment", "data", "training", "evaluation", "samples", "performance")
+# Results first; the resolved config, collapsed, last.
+SECTIONS = ("summary", "training", "evaluation", "samples", "data", "performance", "environment", "config")
 _HEADLINE = {  # per eval task: the metrics shown first
     "classification": ("accuracy", "macro_f1", "weighted_f1", "invalid_rate"),
     "ner": ("f1", "precision", "recall", "macro_f1", "exact_match", "unparseable_rate"),
@@ -172,7 +174,8 @@ def section_config(run: Run) -> str:
     text = redact_yaml(run.config_text)
     return ("<p>The fully resolved configuration (every key, defaults included); "
             "<code>instill train run_config.yaml</code> repeats the run.</p>"
-            f"<details open><summary>run_config.yaml</summary><pre>{_e(text)}</pre></details>")
+            f"<details><summary>run_config.yaml ({len(text.splitlines())} lines)</summary>"
+            f"<pre>{_e(text)}</pre></details>")
 
 
 def section_environment(run: Run) -> str:
