@@ -47,8 +47,8 @@ def _port_free(host: str, port: int) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from instill.console import say
     from instill.errors import ConfigError
-    from instill.infer.served import load_served
-    from instill.infer.server import Limits, exposure_warning, run_server
+    from instill.infer.serve.served import load_served
+    from instill.infer.serve.server import Limits, exposure_warning, run_server
 
     config = _config(args)
     api_key = args.api_key or os.environ.get("INSTILL_API_KEY") or None

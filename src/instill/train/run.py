@@ -35,7 +35,7 @@ from instill.report.data_summary import write_data_summary
 from instill.report.html import try_write_report
 from instill.report.plots import plot_loss, plot_rewards
 from instill.tracking.compute import set_torch_threads
-from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
+from instill.tracking.trackers import check_trackers, finish_run, log_summary, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
 from instill.train.checkpoint import atomic_checkpoints, last_complete_checkpoint, save_failures
 from instill.train.distributed import (
@@ -49,7 +49,14 @@ from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_t
 from instill.train.lock import LOCK_NAME
 from instill.train.stage import Stage, StageInputs
 from instill.train.stages import STAGES
-from instill.train.throughput import expected_padding, padding_line, throughput, throughput_text
+from instill.train.throughput import (
+    TrainClock,
+    expected_padding,
+    padding_line,
+    throughput,
+    throughput_text,
+    train_time_text,
+)
 
 
 def resolve_resume(args: TrainArgs) -> str | None:
@@ -270,9 +277,11 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         if resume is None and log_path.exists():
             log_path.unlink()
 
+    clock = TrainClock()  # after the task metrics: their generation counts as evaluation, not training
     callbacks = (([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else [])
                  + _task_metrics(config, stage, tokenizer, template, has_eval, media)
-                 + [JsonlLogCallback(log_path, stage.facts), *tracker_callbacks(config, out)])
+                 + [clock, JsonlLogCallback(log_path, stage.facts, clock.interval_rate),
+                    *tracker_callbacks(config, out, clock.interval_rate)])
     trainer = stage.build_trainer(StageInputs(config, model, tokenizer, template, train_rows, eval_rows,
                                               training_args, callbacks, media))
     atomic_checkpoints(trainer)
@@ -284,10 +293,10 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         result = trainer.train(resume_from_checkpoint=resume)
     if stop.acted:
         raise TrainingInterrupted(trainer.state.global_step, last_complete_checkpoint(out))
-    figures = throughput(trainer, result.metrics.get("train_runtime", 0.0), precision.compute_dtype,
-                         config.method.finetuning_type == "full")
-    result.metrics.update(figures)
-    trainer.log(figures)  # trainer_log.jsonl and the trackers
+    figures = throughput(trainer, clock, precision.compute_dtype, config.method.finetuning_type == "full")
+    result.metrics.update(figures)  # all_results.json
+    trainer.log(figures)  # trainer_log.jsonl
+    log_summary(trainer, figures)
     with save_failures(out, f"the trained weights to {out}"):
         metrics = _save(trainer, config, template, tokenizer, result, pissa_init_dir, has_eval)
         if media is not None and is_main():  # the image processor (with its pixel bounds) travels with the run
@@ -348,7 +357,7 @@ def _summary_line(config: RunConfig, stage: Stage, trainer: Any, metrics: dict, 
     what = "adapter" if config.method.finetuning_type in ("lora", "adalora") else "weights"
     say(
         f"done ({stage.name}): {trainer.state.global_step} steps, {tokens:,} tokens, "
-        f"train {metrics.get('train_runtime', 0):.0f} s ({throughput_text(figures)}{ranks}), "
+        f"train {train_time_text(figures)} ({throughput_text(figures)}{ranks}), "
         f"mean train loss {metrics.get('train_loss', float('nan')):.4f}, total {seconds:.0f} s; "
         f"{what} in {config.train.output_dir}"
     )
