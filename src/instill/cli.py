@@ -15,18 +15,16 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from instill import __version__
-from instill.errors import ConfigError, InstillError
+from instill.errors import InstillError
 
 
 def _train(args: argparse.Namespace) -> int:
-    from instill.config import load_config
-    from instill.evaluate.samples import has_eval_source
+    from instill.config import check_training, load_config
     from instill.ranks import is_main
     from instill.train.distributed import relaunch_command
 
     config = load_config(args.config, args.overrides)
-    if config.eval.do_predict and not has_eval_source(config.data):
-        raise ConfigError(f"{args.config}: do_predict needs eval_dataset (or val_size with dataset) to predict on")
+    check_training(config, args.config)
     if config.train.do_train:
         relaunch = relaunch_command(["train", args.config, *args.overrides])
         if relaunch is not None:  # FORCE_TORCHRUN=1 or several devices: the same command on every device
@@ -42,6 +40,26 @@ def _train(args: argparse.Namespace) -> int:
         run(config, llamafactory_predictions=True)
     elif not config.train.do_train:
         print("[instill] do_train and do_predict are false: nothing to do")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """Every config key with its default and help; LLaMA-Factory keys instill ignores or refuses, with why."""
+    from instill.config import ALIASES, SECTIONS
+    from instill.key_policy import POLICY
+
+    pattern = (args.pattern or "").lower()
+    for section, cls in SECTIONS.items():
+        for key, field in cls.model_fields.items():
+            if pattern in key:
+                default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
+                print(f"{key}  [{section}] default {default}\n    {field.description}")
+    for alias, key in ALIASES.items():
+        if pattern in alias:
+            print(f"{alias}\n    another name for {key}")
+    for key, policy in POLICY.items():
+        if pattern in key:
+            print(f"{key}  [LLaMA-Factory: {policy.action}]\n    {policy.reason}")
     return 0
 
 
@@ -121,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML file with LLaMA-Factory style keys")
     train.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override config keys")
     train.set_defaults(func=_train)
+    keys = sub.add_parser("keys", help="list config keys: default, help, and what instill does with LLaMA-Factory's",
+                          **_examples("instill keys", "instill keys lora", "instill keys galore"))
+    keys.add_argument("pattern", nargs="?", help="only keys containing this text")
+    keys.set_defaults(func=_keys)
     export = sub.add_parser("export", help="merge adapters into the base model and save it",
                             **_examples("instill export examples/export_demo.yaml"))
     export.add_argument("config", help="YAML with model_name_or_path, adapter_name_or_path, export_dir")
@@ -141,9 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# llamafactory-cli verbs instill has no command for: what to use instead.
+LLAMAFACTORY_VERBS = {
+    "webui": "LLaMA-Factory's LLaMA Board is not built in instill yet; use instill train / eval / chat with a YAML",
+    "env": "use `instill doctor CONFIG` (versions, device, memory and disk for that run) or `instill --version`",
+    "version": "use `instill --version`",
+}
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line as a Namespace; argparse errors exit with status 2 as usual."""
     argv = [a for a in argv if a not in ("-v", "--verbose")]  # accepted before or after the command
+    if argv and argv[0] in LLAMAFACTORY_VERBS:
+        print(f"instill: '{argv[0]}' is a llamafactory-cli command: {LLAMAFACTORY_VERBS[argv[0]]}", file=sys.stderr)
+        raise SystemExit(2)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may also come after options (`instill eval c.yaml --compare base eval_mode=score`).

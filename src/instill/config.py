@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from instill.defaults import defaults_note, learning_defaults
 from instill.errors import ConfigError
+from instill.key_policy import POLICY, refusal
+from instill.stage_facts import STAGE_FACTS, STAGE_KEYS, STAGE_NAMES
 from instill.textfile import read_text
 
 
@@ -27,7 +29,9 @@ def _is_number_type(annotation: Any) -> bool:
 
 class _Section(BaseModel):
     # Numbers are strict for every key at once: finite (no .inf / .nan) and never a boolean.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
+    # A field's docstring is its help text (`instill keys`, the README).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -47,56 +51,78 @@ def _comma_list(value: Any) -> Any:
 
 class ModelArgs(_Section):
     model_name_or_path: str
+    """The base model: a local directory, a .gguf file, pkg:<package>/<file>, a Hugging Face, ModelScope or Modelers id."""
     adapter_name_or_path: list[str] | None = None
+    """Adapters (comma-separated) to load on the base: the first is trained further, the rest are merged."""
     trust_remote_code: bool = False
+    """Run the model repository's own Python code (off unless you trust it)."""
     cache_dir: str | None = None
+    """Where hub downloads are kept (default: the hub's own cache)."""
     model_revision: str = "main"
+    """The hub revision (branch, tag or commit) to download."""
     hf_hub_token: str | None = None
+    """A Hugging Face token for private or gated models (never written to run files)."""
     use_fast_tokenizer: bool = True
-    # "auto" lets transformers choose (sdpa on recent torch); "fa2" needs flash-attn and a CUDA GPU.
+    """Use the Rust (fast) tokenizer."""
     flash_attn: Literal["auto", "disabled", "sdpa", "fa2"] = "auto"
-    # Torch threads for this process; default: torch's own choice.
+    """Attention kernel: auto (transformers chooses, sdpa on recent torch), disabled (eager), sdpa, or fa2 (flash-attn, CUDA)."""
     torch_num_threads: int | None = Field(default=None, ge=1)
-    # QLoRA: load the frozen base in 4 or 8 bits with bitsandbytes (lora / adalora only).
+    """CPU threads for torch in this process (default: torch's own choice)."""
     quantization_bit: Literal[4, 8] | None = None
+    """QLoRA: load the frozen base in 4 or 8 bits with bitsandbytes (lora / adalora only)."""
     quantization_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type: nf4 or fp4."""
     double_quantization: bool = True
-    # Vision-language models (LLaMA-Factory's keys): images are resized to lie within these pixel counts
-    # before patching. The defaults (64x64 .. 256x256, at most 84 image tokens per image for Qwen2-VL) keep a
-    # CPU run short; LLaMA-Factory's are 32*32 .. 768*768.
+    """Quantize the 4-bit quantization constants too (saves ~0.4 bit per weight)."""
     image_max_pixels: int = Field(default=256 * 256, ge=28 * 28)
+    """Vision-language models: larger images are resized down to this many pixels before patching (the default
+    keeps a CPU run short: at most 84 image tokens per image for Qwen2-VL; LLaMA-Factory's is 768*768)."""
     image_min_pixels: int = Field(default=64 * 64, ge=1)
+    """Vision-language models: smaller images are resized up to this many pixels (LLaMA-Factory's default: 32*32)."""
+    use_reentrant_gc: bool = False
+    """Activation checkpointing with torch's reentrant variant. LLaMA-Factory's default is true; instill's is
+    false (torch's recommendation: it needs no input gradients and works with adapters)."""
+    infer_backend: Literal["huggingface", "hf"] = "huggingface"
+    """The inference engine for chat, serve, predict and eval: transformers (vLLM/SGLang are refused)."""
 
     _split = field_validator("adapter_name_or_path", mode="before")(_comma_list)
 
 
 class DataArgs(_Section):
     dataset: list[str] | None = None
+    """Training datasets (comma-separated names from dataset_info.json in dataset_dir)."""
     dataset_dir: str = "data"
-    # Pack each batch's rows into rows of cutoff_len tokens with exact per-sequence masks (data/collate.py).
-    # packing and neat_packing are the same here: instill never lets packed sequences see each other.
+    """The folder holding dataset_info.json and the data files."""
     packing: bool = False
+    """Pack each batch's rows into rows of cutoff_len tokens; packed sequences never see each other."""
     neat_packing: bool = False
+    """The same as packing here (instill's packing never lets sequences see each other)."""
     eval_dataset: list[str] | None = None
+    """Evaluation datasets (comma-separated names from dataset_info.json)."""
     template: str = "auto"
+    """The chat template: auto (the tokenizer's own) or a template name."""
     cutoff_len: int = Field(default=2048, ge=8)
+    """Longest sample in tokens; longer ones are cut, keeping the answer (the prompt is cut first)."""
     max_samples: int | None = Field(default=None, ge=1)
-    # A fraction in (0, 1) or an absolute count >= 1 of held-out samples.
+    """Use at most this many rows of each dataset (after shuffling)."""
     val_size: float = Field(default=0.0, ge=0)
-    # Tokenized data is cached by fingerprint (data/dataset.py); true rebuilds it.
+    """Rows held out for evaluation: a fraction in (0, 1) or a whole number of rows."""
     overwrite_cache: bool = False
-    # Where the tokenized data is saved and loaded (LLaMA-Factory's key); default: the instill cache.
+    """Tokenize again even when the cache holds this data."""
     tokenized_path: str | None = None
-    # Read and tokenize lazily as training consumes rows (data larger than memory); needs max_steps.
+    """Where the tokenized data is saved and loaded (default: the instill cache)."""
     streaming: bool = False
+    """Read and tokenize rows lazily as training consumes them (data larger than memory; needs max_steps)."""
     preprocessing_num_workers: int | None = Field(default=None, ge=1)
+    """Processes that tokenize the data (default: one, or more for large sets)."""
     train_on_prompt: bool = False
+    """Train on the prompt tokens too, not only on what the assistant says."""
     mask_history: bool = False
-    # Values for `{{name}}` placeholders in datasets (LLaMA-Factory's identity.json uses name/author).
+    """Train only on the last assistant turn of each conversation."""
     dataset_placeholders: dict[str, str] = Field(default_factory=dict)
-    # Text in a message that spells a special token (`<|im_end|>`) is tokenized as text; true makes it the
-    # control token, as older tools did.
+    """Values for {{name}} placeholders in datasets (LLaMA-Factory's identity.json uses name and author)."""
     allow_special_tokens_in_data: bool = False
+    """Text in a message that spells a special token becomes that control token (off: it stays text)."""
 
     _split = field_validator("dataset", "eval_dataset", mode="before")(_comma_list)
 
@@ -109,41 +135,66 @@ class DataArgs(_Section):
 
 
 class MethodArgs(_Section):
-    stage: Literal["sft", "pt", "dpo", "kto", "rm"] = "sft"  # train/stages.py: STAGES
+    stage: Literal[STAGE_NAMES] = "sft"  # type: ignore[valid-type]
+    """The training stage (stage_facts.py): sft, pt, dpo, kto or rm."""
     finetuning_type: Literal["lora", "adalora", "full", "freeze"] = "lora"
+    """How the model is trained: lora, adalora, freeze (the last layers) or full."""
     lora_target: list[str] = Field(default_factory=lambda: ["all"])
+    """Modules that get adapters: all (every linear layer but the head) or names, comma-separated."""
     lora_rank: int = Field(default=8, ge=1)
+    """LoRA rank r."""
     lora_alpha: int | None = Field(default=None, ge=1)
+    """LoRA scaling alpha (default: 2 x lora_rank)."""
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    """Dropout on the adapter's input while training."""
     use_rslora: bool = False
+    """Rank-stabilised LoRA: scale by alpha / sqrt(r)."""
     use_dora: bool = False
-    # PiSSA: initialise adapters from the principal singular vectors (fast SVD with pissa_iter iterations;
-    # -1 = exact SVD). The saved adapter is converted so it applies to the original base.
+    """DoRA: weight-decomposed LoRA (a trained magnitude per output)."""
     pissa_init: bool = False
+    """PiSSA: initialise adapters from the principal singular vectors; the saved adapter applies to the original base."""
     pissa_iter: int = Field(default=16, ge=-1)
+    """PiSSA's fast-SVD iterations (-1: exact SVD)."""
     additional_target: list[str] | None = None
-    # AdaLoRA: start at adalora_init_r, prune to an average of adalora_target_r by importance.
+    """Modules trained in full beside the adapters (e.g. embed_tokens, lm_head)."""
     adalora_init_r: int = Field(default=12, ge=1)
+    """AdaLoRA: the starting rank of every adapter."""
     adalora_target_r: int = Field(default=8, ge=1)
+    """AdaLoRA: the average rank left after pruning by importance."""
     adalora_tinit: int = Field(default=0, ge=0)
+    """AdaLoRA: steps before pruning starts."""
     adalora_tfinal: int = Field(default=0, ge=0)
+    """AdaLoRA: steps at the end with the final ranks fixed."""
     adalora_delta_t: int = Field(default=1, ge=1)
+    """AdaLoRA: steps between rank allocations."""
     adalora_orth_reg_weight: float = Field(default=0.5, ge=0)
+    """AdaLoRA: weight of the orthogonality regulariser."""
     freeze_trainable_layers: int = Field(default=2)
+    """freeze: train the last N layers (negative: the first N)."""
     freeze_trainable_modules: list[str] = Field(default_factory=lambda: ["all"])
+    """freeze: modules of those layers to train (all, or names)."""
     freeze_extra_modules: list[str] | None = None
-    # Vision-language models: the vision tower and the projector stay frozen (no LoRA on them) unless false.
+    """freeze: modules outside the layers to train too (e.g. embed_tokens)."""
     freeze_vision_tower: bool = True
+    """Vision-language models: keep the vision tower frozen (no adapters on it)."""
     freeze_multi_modal_projector: bool = True
-    # Preference stages (train/preference.py, train/reward.py), LLaMA-Factory's names.
+    """Vision-language models: keep the projector frozen."""
     pref_beta: float = Field(default=0.1, gt=0)
-    pref_ftx: float = Field(default=0.0, ge=0)  # SFT loss on the chosen answer mixed into DPO
+    """DPO/KTO: beta, how far the policy may move from the reference."""
+    pref_ftx: float = Field(default=0.0, ge=0)
+    """DPO: weight of an SFT loss on the chosen answer mixed into the preference loss."""
     pref_loss: Literal["sigmoid", "ipo", "hinge", "orpo", "simpo"] = "sigmoid"
+    """DPO's loss: sigmoid (DPO), ipo, hinge, orpo or simpo."""
     dpo_label_smoothing: float = Field(default=0.0, ge=0, le=0.5)
+    """DPO: label smoothing (conservative DPO), in [0, 0.5]."""
     simpo_gamma: float = Field(default=0.5, ge=0)
+    """SimPO: the target reward margin."""
     kto_chosen_weight: float = Field(default=1.0, gt=0)
+    """KTO: weight of desirable answers."""
     kto_rejected_weight: float = Field(default=1.0, gt=0)
-    ref_model: str | None = None  # full fine-tuning: the reference model (default: a frozen copy of the base)
+    """KTO: weight of undesirable answers."""
+    ref_model: str | None = None
+    """Full fine-tuning: the reference model (default: a frozen copy of the base; LoRA uses the base with the adapter off)."""
 
     _split = field_validator(
         "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", mode="before"
@@ -167,59 +218,194 @@ class MethodArgs(_Section):
 
 class TrainArgs(_Section):
     do_train: bool = True
+    """Train (false with do_predict: only predict)."""
     output_dir: str = "saves/run"
+    """Where the run writes its adapter or weights, checkpoints, logs and report."""
     overwrite_output_dir: bool = False
+    """Write into an output_dir that already holds files."""
     logging_steps: int = Field(default=10, ge=1)
+    """Log loss, learning rate and throughput every N steps."""
     save_steps: int = Field(default=500, ge=1)
+    """Save a checkpoint every N steps (save_strategy: steps)."""
     save_strategy: Literal["steps", "epoch", "no"] = "steps"
+    """When to save checkpoints: steps, epoch or no."""
     save_total_limit: int | None = Field(default=None, ge=1)
+    """Keep at most this many checkpoints (the oldest are deleted)."""
     plot_loss: bool = False
+    """Write training_loss.png (and rewards.png for preference stages)."""
     per_device_train_batch_size: int = Field(default=1, ge=1)
+    """Rows per training step on each device."""
     per_device_eval_batch_size: int = Field(default=1, ge=1)
+    """Rows per evaluation step on each device."""
     gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Steps whose gradients add up to one optimizer update."""
     learning_rate: float = Field(default=5e-5, gt=0)
+    """Peak learning rate (default: per stage and method, named in the run summary)."""
     num_train_epochs: float = Field(default=3.0, gt=0)
+    """Passes over the training data."""
     max_steps: int = Field(default=-1)
+    """Optimizer updates to run (-1: use num_train_epochs)."""
     lr_scheduler_type: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
         "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
     ] = "cosine"
+    """Learning-rate schedule after warmup."""
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    """Fraction of the updates spent warming the learning rate up."""
     warmup_steps: int = Field(default=0, ge=0)
+    """Updates spent warming up (wins over warmup_ratio)."""
     weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
     max_grad_norm: float = Field(default=1.0, ge=0)
+    """Clip the gradient norm to this (0: no clipping)."""
     optim: str = "adamw_torch"
-    # auto: bf16 where the hardware runs it natively (CUDA with bf16, a CPU with AMX / AVX512-BF16), else fp32.
-    bf16: bool | Literal["auto"] = False
+    """The optimizer (transformers' names: adamw_torch, adamw_8bit, sgd, ...)."""
+    bf16: bool | Literal["auto", "force"] = False
+    """bf16 mixed precision: true, false, auto (where the hardware runs it natively: CUDA with bf16, a CPU with AMX /
+    AVX512-BF16) or force (bf16 even where it is emulated; true trains in fp32 there and says so)."""
     fp16: bool = False
+    """fp16 mixed precision (CUDA)."""
     gradient_checkpointing: bool = False
-    # Batches of similar lengths (transformers' LengthGroupedSampler): less padding, same data each epoch.
+    """Recompute activations in the backward pass: less memory, slower."""
     group_by_length: bool = True
-    # A prefix every row of a batch shares (a system prompt and instruction) runs once per batch (exact).
+    """Batches of similar lengths (less padding, the same data each epoch)."""
     share_prefix: bool = True
-    torch_compile: bool = False  # CUDA only
-    enable_liger_kernel: bool = False  # CUDA only, needs the liger-kernel package
+    """Run the prefix every row of a batch shares (a system prompt and instruction) once per batch (exact)."""
+    torch_compile: bool = False
+    """Compile the model with torch.compile (CUDA only)."""
+    enable_liger_kernel: bool = False
+    """Liger kernels (CUDA only, needs the liger-kernel package)."""
+    gradient_checkpointing_kwargs: dict[str, Any] | None = None
+    """Passed to the model's gradient_checkpointing_enable (e.g. {use_reentrant: false}); wins over use_reentrant_gc."""
     seed: int = 42
+    """Seed of model initialisation, data order and sampling."""
     eval_strategy: Literal["no", "steps", "epoch"] = "no"
+    """When to evaluate during training: no, steps or epoch."""
     eval_steps: int | None = Field(default=None, ge=1)
+    """Evaluate every N steps (default: save_steps)."""
     resume_from_checkpoint: bool | str | None = None
+    """Continue a run: true (the newest complete checkpoint in output_dir) or a checkpoint path."""
     report_to: list[str] = Field(default_factory=lambda: ["none"])
+    """Trackers: none, tensorboard, swanlab (comma-separated)."""
     run_name: str | None = None
-    # SwanLab (report_to: swanlab). auto: cloud when an API key is configured (swanlab login), else local
-    # (watch with `swanlab watch <swanlab_logdir>`; needs swanlab[dashboard]). offline: files for `swanlab sync`.
+    """The run's name in trackers."""
     swanlab_mode: Literal["auto", "local", "offline", "cloud"] = "auto"
-    swanlab_project: str | None = None  # default: instill
+    """SwanLab: auto (cloud when logged in, else local), local, offline or cloud."""
+    swanlab_project: str | None = None
+    """SwanLab project (default: instill)."""
     swanlab_workspace: str | None = None
+    """SwanLab workspace (default: your own)."""
     swanlab_run_name: str | None = None  # default: run_name, else the output_dir's name
-    swanlab_logdir: str | None = None  # default: output_dir/swanlog
+    """SwanLab experiment name (default: run_name, else the output_dir's name)."""
+    swanlab_logdir: str | None = None
+    """SwanLab log folder (default: output_dir/swanlog)."""
     ddp_timeout: int = Field(default=1800, ge=1)
-    # Multi-process (torchrun / accelerate launch); checked and passed on by train/distributed.py.
+    """Seconds processes wait for each other (torchrun) before failing."""
     ddp_find_unused_parameters: bool | None = None  # None: False for LoRA-style adapters, else the Trainer's default
-    deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. examples/deepspeed/ds_z3_config.json
+    """DDP: look for parameters without gradients (default: false for adapters)."""
+    deepspeed: str | None = None
+    """A DeepSpeed JSON config (ZeRO-2 or 3), e.g. examples/deepspeed/ds_z3_config.json."""
     fsdp: list[str] = Field(default_factory=list)  # e.g. "full_shard auto_wrap"
+    """FSDP options, e.g. "full_shard auto_wrap"."""
     fsdp_config: str | dict | None = None
+    """FSDP settings (a dict or a JSON file)."""
     dataloader_num_workers: int = Field(default=0, ge=0)
+    """Worker processes that load batches (0: in the training process)."""
     logging_first_step: bool = True
+    """Log the first step too."""
+    # transformers' TrainingArguments fields passed on unchanged (TRAINER_PASSTHROUGH); defaults are its own.
+    adam_beta1: float = Field(default=0.9, ge=0, lt=1)
+    """AdamW's beta1."""
+    adam_beta2: float = Field(default=0.999, ge=0, lt=1)
+    """AdamW's beta2."""
+    adam_epsilon: float = Field(default=1e-8, gt=0)
+    """AdamW's epsilon."""
+    optim_args: str | None = None
+    """Extra optimizer arguments, "key=value,key=value" (transformers' optim_args)."""
+    optim_target_modules: list[str] | str | None = None
+    """Modules an optimizer that needs them targets (transformers' optim_target_modules)."""
+    lr_scheduler_kwargs: dict[str, Any] | None = None
+    """Extra arguments for the learning-rate scheduler, e.g. {min_lr: 1e-6} for cosine_with_min_lr."""
+    label_smoothing_factor: float = Field(default=0.0, ge=0, lt=1)
+    """Label smoothing of the cross-entropy (the Trainer's own loss path runs when it is set)."""
+    load_best_model_at_end: bool = False
+    """Keep the checkpoint with the best metric_for_best_model and load it at the end (needs evaluation)."""
+    metric_for_best_model: str | None = None
+    """The metric load_best_model_at_end compares (default: loss)."""
+    greater_is_better: bool | None = None
+    """Whether a larger metric_for_best_model is better (default: false for losses)."""
+    data_seed: int | None = None
+    """Seed of the data order (default: seed)."""
+    full_determinism: bool = False
+    """Deterministic algorithms everywhere (slower; transformers' enable_full_determinism)."""
+    tf32: bool | None = None
+    """TF32 matmuls on Ampere or newer CUDA GPUs."""
+    eval_on_start: bool = False
+    """Evaluate once before the first training step."""
+    eval_accumulation_steps: int | None = Field(default=None, ge=1)
+    """Evaluation steps whose outputs are gathered before moving them off the device."""
+    eval_delay: float = Field(default=0, ge=0)
+    """Steps (or epochs) to wait before the first evaluation."""
+    bf16_full_eval: bool = False
+    """Evaluate with the model in bf16."""
+    fp16_full_eval: bool = False
+    """Evaluate with the model in fp16."""
+    dataloader_drop_last: bool = False
+    """Drop the last incomplete batch of an epoch."""
+    dataloader_pin_memory: bool = True
+    """Pin host memory of batches (CUDA)."""
+    dataloader_persistent_workers: bool = False
+    """Keep data-loader worker processes alive between epochs."""
+    dataloader_prefetch_factor: int | None = Field(default=None, ge=1)
+    """Batches each data-loader worker loads ahead."""
+    logging_strategy: Literal["steps", "epoch", "no"] = "steps"
+    """When to log: every logging_steps, every epoch, or never."""
+    log_level: Literal["debug", "info", "warning", "error", "critical", "passive"] = "passive"
+    """transformers' log level on the main process."""
+    log_level_replica: Literal["debug", "info", "warning", "error", "critical", "passive"] = "warning"
+    """transformers' log level on the other processes."""
+    log_on_each_node: bool = True
+    """Log on the main process of every node (false: the first node only)."""
+    logging_nan_inf_filter: bool = True
+    """Leave nan/inf losses out of the logged mean."""
+    save_on_each_node: bool = False
+    """Every node writes checkpoints (nodes without a shared file system)."""
+    torch_empty_cache_steps: int | None = Field(default=None, ge=1)
+    """Empty the accelerator's cache every N steps (lower peak memory, slower)."""
+    neftune_noise_alpha: float | None = Field(default=None, gt=0)
+    """NEFTune: noise on the input embeddings while training (transformers' built-in), never at evaluation."""
+    torch_compile_backend: str | None = None
+    """The torch.compile backend (with torch_compile)."""
+    torch_compile_mode: str | None = None
+    """The torch.compile mode (with torch_compile)."""
+    ddp_bucket_cap_mb: int | None = Field(default=None, ge=1)
+    """DDP gradient bucket size in MB."""
+    ddp_broadcast_buffers: bool | None = None
+    """DDP: broadcast buffers at every forward."""
+    ddp_static_graph: bool | None = None
+    """DDP: the graph is the same at every step."""
+    ddp_backend: Literal["nccl", "gloo", "mpi", "ccl", "hccl", "cncl", "mccl"] | None = None
+    """The torch.distributed backend (default: nccl on CUDA, hccl on Ascend, gloo on CPU)."""
+    skip_memory_metrics: bool = True
+    """Skip the Trainer's own memory profiling (instill logs peak memory anyway)."""
+    debug: str = ""
+    """transformers' debug options, e.g. underflow_overflow."""
+    ignore_data_skip: bool = False
+    """On resume, do not skip the batches already seen (faster resume, different data order)."""
+    restore_callback_states_from_checkpoint: bool = False
+    """On resume, restore stateful callbacks from the checkpoint."""
+    average_tokens_across_devices: bool = True
+    """Normalise the loss by the tokens of every process (transformers' default)."""
+    accelerator_config: dict[str, Any] | str | None = None
+    """accelerate's Accelerator options (a dict or a JSON file)."""
+    enable_jit_checkpoint: bool = False
+    """transformers' just-in-time checkpoint on SIGTERM."""
+    dataloader_in_order: bool = True
+    """Keep batches in order across data-loader workers."""
+    dataloader_multiprocessing_context: str | None = None
+    """Start method of data-loader workers: fork, spawn or forkserver."""
+    liger_kernel_config: dict[str, Any] | None = None
+    """Options for Liger kernels (with enable_liger_kernel)."""
 
     _split = field_validator("report_to", mode="before")(_comma_list)
 
@@ -257,33 +443,35 @@ class EvalArgs(_Section):
     """`instill eval` / `instill predict` (and task metrics during training)."""
 
     do_eval: bool = False
-    # `instill train` with do_predict: after training (or alone, when do_train is not set), run the
-    # eval task on eval_dataset, as `instill eval` would. LLaMA-Factory's predict YAMLs set both keys;
-    # predictions are always generated (or scored), so predict_with_generate is accepted and ignored.
+    """Score the eval task (accuracy, entity F1, ...) at each evaluation and after training."""
     do_predict: bool = False
-    # preference: chosen-vs-rejected accuracy on ranking data (evaluate/preference.py)
+    """After training (or alone), predict on the eval data and write generated_predictions.jsonl."""
     eval_task: Literal["classification", "ner", "generation", "preference"] = "generation"
-    # generate: decode greedily and read a label from the text; score: rank candidate labels by log-likelihood.
+    """What the eval measures: classification, ner, generation or preference."""
     eval_mode: Literal["generate", "score"] = "generate"
-    # score mode only. batch: divide each label's probability by its mean over the evaluated rows
-    # (batch calibration), which removes a model's bias toward some labels; none: raw likelihoods.
+    """generate (decode and read the answer) or score (rank candidate labels by likelihood; classification)."""
     eval_calibration: Literal["none", "batch"] = "none"
-    # Classification labels: one list for every row, or a row column holding that row's candidates
-    # (a list or a string such as "['Art', 'Sports']"); with neither, the set of reference labels.
+    """Score mode: batch divides each label's probability by its mean over the rows (removes label bias)."""
     labels: list[str] | None = None
+    """Classification labels, one list for every row (default: the set of reference labels)."""
     choices_column: str | None = None
-    # Row column holding the gold label; default: the final assistant answer.
+    """A row column holding that row's candidate labels."""
     label_column: str | None = None
-    # The answer text around the label, e.g. '\boxed{{label}}'; default: inferred from the references.
+    """The row column holding the gold label (default: the final assistant answer)."""
     label_template: str | None = None
-    # Default: per_device_eval_batch_size when given, else 8.
+    """The answer text around the label, e.g. '\\boxed{{label}}' (default: inferred from the references)."""
     eval_batch_size: int | None = Field(default=None, ge=1)
+    """Rows per evaluation batch (default: per_device_eval_batch_size when given, else 8)."""
     eval_max_samples: int | None = Field(default=None, ge=1)
-    # Default: 64 for classification, 512 otherwise. Generation always stops at the template's end of turn.
+    """Evaluate at most this many rows."""
     max_new_tokens: int | None = Field(default=None, ge=1)
+    """Longest generated answer (default: 64 for classification, 512 otherwise)."""
     do_sample: bool = False
+    """Sample instead of greedy decoding."""
     temperature: float = Field(default=1.0, gt=0)
+    """Sampling temperature (with do_sample)."""
     top_p: float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling threshold (with do_sample)."""
 
     _split = field_validator("labels", mode="before")(_comma_list)
 
@@ -308,8 +496,9 @@ class EvalArgs(_Section):
         if self.eval_calibration != "none" and self.eval_mode != "score":
             raise ValueError("eval_calibration applies to eval_mode: score (it re-ranks label likelihoods)")
         # Non-default values only, so a resolved run_config.yaml (which lists every key) loads back.
-        if not self.do_sample and (self.temperature != 1.0 or self.top_p != 1.0):
-            raise ValueError("temperature/top_p apply only when sampling; set do_sample: true (greedy otherwise)")
+        changed = [name for name in ("temperature", "top_p") if getattr(self, name) != 1.0]
+        if not self.do_sample and changed:
+            raise ValueError(f"'{changed[0]}' applies only when sampling; set do_sample: true (greedy otherwise)")
         return self
 
 
@@ -317,8 +506,11 @@ class ExportArgs(_Section):
     """`instill export`: merge adapters into the base and save a standalone model."""
 
     export_dir: str | None = None
-    export_size: int = Field(default=5, ge=1)  # shard size in GB
+    """Where instill export writes the merged model."""
+    export_size: int = Field(default=5, ge=1)
+    """Largest weight shard of the export, in GB."""
     export_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    """The dtype the merged model is saved in."""
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -330,29 +522,24 @@ SECTIONS: dict[str, type[_Section]] = {
     "export": ExportArgs,
 }
 
-# LLaMA-Factory keys for features this build does not have. Harmless ones are accepted with a
-# note; the others are refused with a message saying what to do instead.
-_ACCEPTED_AND_IGNORED = {
-    "include_num_input_tokens_seen": "tokens/s is always logged",
-    "logging_dir": "TensorBoard events go to output_dir/runs",
-    "disable_tqdm": "progress bars are always shown",
-    "predict_with_generate": None,  # predictions are always generated (or scored)
-    "ignore_pad_token_for_loss": None,  # padding never carries a label
-    "mix_strategy": None,  # refused below unless concat
-    "video_max_pixels": "video datasets are refused on this build (images only)",
-    "video_min_pixels": "video datasets are refused on this build (images only)",
-    "video_fps": "video datasets are refused on this build (images only)",
-    "video_maxlen": "video datasets are refused on this build (images only)",
-    "save_only_model": None,  # LLaMA-Factory's DPO/KTO/RM examples write save_only_model: false
-}
-_REFUSED = {
-    "use_unsloth": "unsloth is not supported; remove 'use_unsloth'",
-}
-_REFUSED_VALUES = {
-    ("stage", "ppo"): "PPO was removed from trl (the library instill trains on); use stage: dpo or kto",
-}
-_FALSE_ONLY = {
-    "save_only_model": "checkpoints always hold the optimizer state (for resuming); set save_only_model: false",
+# TrainArgs fields handed to transformers' TrainingArguments as they are.
+TRAINER_PASSTHROUGH = (
+    "adam_beta1", "adam_beta2", "adam_epsilon", "optim_args", "optim_target_modules", "lr_scheduler_kwargs",
+    "label_smoothing_factor", "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+    "full_determinism", "tf32", "eval_on_start", "eval_accumulation_steps", "eval_delay", "bf16_full_eval",
+    "fp16_full_eval", "dataloader_drop_last", "dataloader_pin_memory", "dataloader_persistent_workers",
+    "dataloader_prefetch_factor", "logging_strategy", "log_level", "log_level_replica", "log_on_each_node",
+    "logging_nan_inf_filter", "save_on_each_node", "torch_empty_cache_steps", "neftune_noise_alpha",
+    "torch_compile_backend", "torch_compile_mode", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_static_graph",
+    "ddp_backend", "skip_memory_metrics", "debug", "ignore_data_skip", "restore_callback_states_from_checkpoint",
+    "average_tokens_across_devices", "accelerator_config", "enable_jit_checkpoint", "dataloader_in_order",
+    "dataloader_multiprocessing_context", "liger_kernel_config",
+)
+# Other names for implemented keys (transformers 5's new names, LLaMA-Factory's): key -> instill's key.
+ALIASES = {
+    "activation_checkpointing": "gradient_checkpointing",
+    "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
+    "use_liger_kernel": "enable_liger_kernel",
 }
 
 KNOWN_KEYS: dict[str, str] = {key: name for name, cls in SECTIONS.items() for key in cls.model_fields}
@@ -373,25 +560,10 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
-        t, d = self.train, self.data
-        if t.bf16 is True and t.fp16:
-            raise ValueError("bf16 and fp16 are both true; choose one")
-        if d.val_size and d.eval_dataset:
-            raise ValueError("give either val_size or eval_dataset, not both")
-        if t.eval_strategy != "no" and not (d.val_size or d.eval_dataset):
-            raise ValueError(f"eval_strategy is '{t.eval_strategy}' but there is no val_size or eval_dataset")
-        if self.model.quantization_bit and self.method.finetuning_type not in ("lora", "adalora"):
-            raise ValueError("quantization_bit (QLoRA) needs finetuning_type lora or adalora: quantized weights cannot be trained")
-        if self.model.quantization_bit and self.method.pissa_init:
-            raise ValueError("pissa_init needs full-precision base weights; remove quantization_bit")
-        if d.streaming and t.max_steps < 0:
-            raise ValueError("streaming: true needs max_steps (a stream has no length to count epochs by)")
-        if d.streaming and d.val_size:
-            raise ValueError("streaming: true cannot hold out val_size; give eval_dataset instead")
-        if d.streaming and self.method.stage in ("dpo", "kto", "rm"):
-            raise ValueError(f"streaming: true is for sft/pt; stage {self.method.stage} reads its pairs up front")
-        if self.data.mask_history and self.data.train_on_prompt:
-            raise ValueError("mask_history and train_on_prompt cannot both be true")
+        for rule in CROSS_RULES:
+            problem = rule(self)
+            if problem:
+                raise ValueError(problem)
         return self
 
     def flat(self) -> dict[str, Any]:
@@ -402,8 +574,84 @@ class RunConfig(BaseModel):
         return out
 
 
+# Rules across sections: one function each, returning what is wrong (or None). Every rule that needs
+# only the config lives here, so a bad config fails before anything loads.
+def precision_is_one(c: RunConfig) -> str | None:
+    if c.train.bf16 is True and c.train.fp16:
+        return "bf16 and fp16 are both true; choose one"
+    return None
+
+
+def one_eval_source(c: RunConfig) -> str | None:
+    if c.data.val_size and c.data.eval_dataset:
+        return "give either val_size or eval_dataset, not both"
+    return None
+
+
+def eval_strategy_has_data(c: RunConfig) -> str | None:
+    if c.train.eval_strategy != "no" and not (c.data.val_size or c.data.eval_dataset):
+        return f"eval_strategy is '{c.train.eval_strategy}' but there is no val_size or eval_dataset"
+    return None
+
+
+def quantization_fits_method(c: RunConfig) -> str | None:
+    if c.model.quantization_bit and c.method.finetuning_type not in ("lora", "adalora"):
+        return "quantization_bit (QLoRA) needs finetuning_type lora or adalora: quantized weights cannot be trained"
+    if c.model.quantization_bit and c.method.pissa_init:
+        return "pissa_init needs full-precision base weights; remove quantization_bit"
+    return None
+
+
+def streaming_fits(c: RunConfig) -> str | None:
+    d = c.data
+    if d.streaming and c.train.max_steps < 0:
+        return "streaming: true needs max_steps (a stream has no length to count epochs by)"
+    if d.streaming and d.val_size:
+        return "streaming: true cannot hold out val_size; give eval_dataset instead"
+    if d.streaming and not STAGE_FACTS[c.method.stage].streamable:
+        return f"streaming: true is not for stage {c.method.stage}, which reads its rows up front"
+    return None
+
+
+def masking_is_one(c: RunConfig) -> str | None:
+    if c.data.mask_history and c.data.train_on_prompt:
+        return "mask_history and train_on_prompt cannot both be true"
+    return None
+
+
+def reference_fits_method(c: RunConfig) -> str | None:
+    if c.method.ref_model and c.method.finetuning_type in ("lora", "adalora"):
+        return ("ref_model: with LoRA the reference is the base with the adapter disabled; remove ref_model "
+                "(or train with finetuning_type: full)")
+    return None
+
+
+def predict_has_data(c: RunConfig) -> str | None:
+    if c.eval.do_predict and not (c.data.eval_dataset or (c.data.val_size and c.data.dataset)):
+        return "do_predict needs eval_dataset (or val_size with dataset) to predict on"
+    return None
+
+
+def best_model_has_evaluation(c: RunConfig) -> str | None:
+    if c.train.load_best_model_at_end and c.train.eval_strategy == "no":
+        return "load_best_model_at_end needs evaluation: set eval_strategy (steps or epoch) and eval data"
+    if c.train.load_best_model_at_end and c.train.save_strategy != c.train.eval_strategy:
+        return "load_best_model_at_end needs save_strategy equal to eval_strategy"
+    return None
+
+
+CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quantization_fits_method, streaming_fits,
+               masking_is_one, reference_fits_method, predict_has_data, best_model_has_evaluation)
+
+
+def check_training(config: RunConfig, source: str = "config") -> None:
+    """Rules only a training run has (instill eval reads the same config without them)."""
+    if config.train.do_train and not config.data.dataset:
+        raise ConfigError(f"{source}: training needs 'dataset' (names from dataset_info.json in dataset_dir)")
+
+
 def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, list(KNOWN_KEYS) + list(_REFUSED), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key, [*KNOWN_KEYS, *ALIASES, *POLICY], n=1, cutoff=0.75)
     return f" — did you mean '{close[0]}'?" if close else ""
 
 
@@ -468,31 +716,45 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
     if flat.pop("use_swanlab", False):
         trackers = _comma_list(flat.get("report_to")) or []
         flat["report_to"] = [r for r in trackers if r != "none"] + (["swanlab"] if "swanlab" not in trackers else [])
+    # LLaMA-Factory checkpoints activations unless told not to; instill only when asked (gradient_checkpointing).
+    if flat.pop("disable_gradient_checkpointing", False):
+        flat["gradient_checkpointing"] = False
     if flat.get("do_predict") and "do_train" not in flat:  # LLaMA-Factory's predict YAMLs omit do_train
         flat["do_train"] = False
+    for alias, key in ALIASES.items():
+        if alias in flat and flat[alias] is None:  # transformers' default for its new names: unset
+            del flat[alias]
+        if alias in flat:
+            if key in flat:
+                raise ConfigError(f"{source}: '{alias}' and '{key}' are the same key; keep one")
+            flat[key] = flat.pop(alias)
     chosen = learning_defaults(flat)
     if chosen:
         notes.append(defaults_note(chosen, flat))
         flat = {**flat, **chosen}
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    ignored: list[str] = []
     for key, value in flat.items():
         if not isinstance(key, str):
             raise ConfigError(f"{source}: key {key!r} is not a string")
-        if key in _REFUSED:
-            raise ConfigError(f"{source}: '{key}': {_REFUSED[key]}")
-        if isinstance(value, str) and (key, value) in _REFUSED_VALUES:
-            raise ConfigError(f"{source}: '{key}: {value}': {_REFUSED_VALUES[key, value]}")
-        if key in _FALSE_ONLY and value:
-            raise ConfigError(f"{source}: '{key}': {_FALSE_ONLY[key]}")
-        if key == "mix_strategy" and value not in (None, "concat"):
-            raise ConfigError(f"{source}: 'mix_strategy': only concat is built; mix by ratios with `instill data mix`")
-        if key in _ACCEPTED_AND_IGNORED:
-            if _ACCEPTED_AND_IGNORED[key]:
-                notes.append(f"'{key}' ignored: {_ACCEPTED_AND_IGNORED[key]}")
+        why = refusal(key, value)
+        if why:
+            shown = f"{key}: {value}" if isinstance(value, str | int | float | bool) else key
+            raise ConfigError(f"{source}: '{shown}': {why}")
+        if key in POLICY:  # ignored, or a refused key at LLaMA-Factory's default (asks for nothing)
+            if POLICY[key].action == "ignored":
+                ignored.append(f"'{key}' ({POLICY[key].reason})")
             continue
         if key not in KNOWN_KEYS:
             raise ConfigError(f"{source}: unknown key '{key}'{_suggest(key)}")
         sections[KNOWN_KEYS[key]][key] = value
+    stage = str(flat.get("stage", "sft"))
+    if stage in STAGE_FACTS:
+        other = sorted(k for k in flat if k in STAGE_KEYS and k not in STAGE_FACTS[stage].own_keys)
+        ignored += [f"'{k}' (read by stage {', '.join(n for n, f in STAGE_FACTS.items() if k in f.own_keys)}, "
+                    f"not {stage})" for k in other]
+    if ignored:
+        notes.append("ignored: " + "; ".join(ignored))
 
     if "model_name_or_path" not in sections["model"]:
         raise ConfigError(f"{source}: 'model_name_or_path' is required")

@@ -3,7 +3,7 @@
 transformers' own defaults (learning rate 5e-5, batch 1, no warmup) are one setting for every
 method; a LoRA adapter at 5e-5 barely moves in a few hundred steps, so a small run stays at chance
 and the user blames the data. Where the YAML (or an override) does not set a key, the run uses the
-value below for its stage and method, and the run summary lists what was chosen. A key the user
+stage's learning rate for its method (stage_facts.py) and the values below, and the run summary lists what was chosen. A key the user
 sets is never changed, so LLaMA-Factory's YAMLs (which set them all) train exactly as written; for
 the same reason `lora_rank` keeps LLaMA-Factory's default (8), which its examples leave unset.
 
@@ -14,14 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# learning_rate by (stage family, finetuning_type). LoRA: 5e-4 (alpha = 2 × rank); AdaLoRA 10× that (its
-# singular values start at zero: at LoRA's rate it barely moves, README "Methods"); full and freeze update
-# the base weights themselves, where 1e-5 / 1e-4 are the usual values (LLaMA-Factory's examples).
-# Preference stages start from a tuned model and move it a little (trl's DPO examples: 5e-7 to 5e-5).
-_LEARNING_RATE = {
-    ("sft", "lora"): 5e-4, ("sft", "adalora"): 5e-3, ("sft", "freeze"): 1e-4, ("sft", "full"): 1e-5,
-    ("pref", "lora"): 5e-5, ("pref", "adalora"): 5e-4, ("pref", "freeze"): 5e-6, ("pref", "full"): 1e-6,
-}
+from instill.stage_facts import STAGE_FACTS
+
 # Both batch keys unset: 4 rows per step, gradients of 2 steps per update (8 rows per update keeps
 # the activation memory of 4 rows and gives a small set enough updates).
 _BATCH = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}
@@ -31,9 +25,9 @@ _WARMUP = {"warmup_ratio": 0.1}
 def learning_defaults(given: dict[str, Any]) -> dict[str, Any]:
     """The values to use for keys missing from `given` (the user's flat keys), for its stage and method."""
     stage, method = str(given.get("stage", "sft")), str(given.get("finetuning_type", "lora"))
-    family = "pref" if stage in ("dpo", "kto", "rm") else "sft"
     chosen: dict[str, Any] = {}
-    rate = _LEARNING_RATE.get((family, method))  # an invalid stage/method: none here, the config refuses it
+    facts = STAGE_FACTS.get(stage)  # an invalid stage/method: no rate here, the config refuses it
+    rate = facts.learning_rates.get(method) if facts else None
     if rate is not None and "learning_rate" not in given:
         chosen["learning_rate"] = rate
     if not any(key in given for key in _BATCH):

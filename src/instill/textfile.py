@@ -29,8 +29,12 @@ def _label(codec: str) -> str:
     return "UTF-8" if codec in ("utf-8", "utf-8-sig") else codec.upper()
 
 
-def undecodable(path: str | Path, encoding: str | None = None) -> str:
-    """The one-line message for a file that does not decode: where the first bad byte is."""
+_DATA_HINT = "; save it as UTF-8, or name its encoding (--encoding, or \"encoding\" in dataset_info.json)"
+
+
+def undecodable(path: str | Path, encoding: str | None = None, hint: str | None = None) -> str:
+    """The one-line message for a file that does not decode: where the first bad byte is, then `hint` (for
+    UTF-8, by default: how to name another encoding)."""
     codec = codec_name(encoding)
     data = Path(path).read_bytes()
     try:
@@ -39,16 +43,18 @@ def undecodable(path: str | Path, encoding: str | None = None) -> str:
         start = err.start
         line = data.count(b"\n", 0, start) + 1
         column = start - (data.rfind(b"\n", 0, start) + 1) + 1
-        hint = ("; save it as UTF-8, or name its encoding (--encoding, or \"encoding\" in dataset_info.json)"
-                if codec == "utf-8-sig" else "")
+        if hint is None:
+            hint = _DATA_HINT if codec == "utf-8-sig" else ""
         return f"{path}:{line}: not {_label(codec)} (byte 0x{data[start]:02x} at column {column}){hint}"
     return f"{path}: not {_label(codec)}"
 
 
-def read_text(path: str | Path, encoding: str | None = None, error: type[InstillError] = EncodingError) -> str:
-    """The whole file as text; a decoding failure becomes ``error`` with the line and column of the bad byte."""
+def read_text(path: str | Path, encoding: str | None = None, error: type[InstillError] = EncodingError,
+              hint: str | None = None) -> str:
+    """The whole file as text; a decoding failure becomes ``error`` with the line and column of the bad byte
+    (and `hint`, see `undecodable`)."""
     codec = codec_name(encoding, error)
     try:
         return Path(path).read_text(encoding=codec)
     except UnicodeDecodeError:
-        raise error(undecodable(path, encoding)) from None
+        raise error(undecodable(path, encoding, hint)) from None

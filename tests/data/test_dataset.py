@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -68,9 +67,7 @@ def test_second_run_loads_from_the_cache(qwen2_tokenizer, tmp_path, capsys, monk
     import instill.data.dataset as dataset
 
     monkeypatch.setattr(dataset, "tokenize_examples", lambda *a, **k: pytest.fail("tokenized again"))
-    started = time.perf_counter()
     train2, evaluation2 = prepare_datasets(args, template, seed=3)
-    assert time.perf_counter() - started < 5
     assert "loaded from the cache" in capsys.readouterr().out
     assert train2.rows.to_dict() == train.rows.to_dict() and evaluation2.rows.to_dict() == evaluation.rows.to_dict()
     assert train2.summary == train.summary

@@ -73,9 +73,10 @@ def test_end_of_turn_detected(qwen2_tokenizer, smollm2_dir):
 def test_named_templates_render(qwen2_tokenizer):
     conv = CONVERSATIONS[1]
     llama3 = get_template("llama3", qwen2_tokenizer).render(conv)
-    assert llama3.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>")
+    # LLaMA-Factory's llama3 and default (data/lf_templates.py): the bos is the tokenizer's (Qwen2 has none)
+    assert llama3.startswith("<|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>")
     default = get_template("default", qwen2_tokenizer).render(conv[:3])
-    assert default == "System: You are terse.\nHuman: 2+2?\nAssistant: 4<|im_end|>\n"
+    assert default == "System: You are terse.<|im_end|>\nHuman: 2+2?<|im_end|>\nAssistant:4<|im_end|>\n"
     chatml = get_template("chatml", qwen2_tokenizer).render(conv[1:3], add_generation_prompt=False)
     assert chatml == "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
 

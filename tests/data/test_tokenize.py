@@ -161,6 +161,6 @@ def test_parallel_tokenization_matches_serial(qwen2_tokenizer, qwen, lf_dataset_
     args = DataArgs(dataset=["glaive_toolcall_zh_demo"], dataset_dir=str(lf_dataset_dir), cutoff_len=256, max_samples=60)
     examples = load_examples(args.dataset, args, seed=0)
     serial = tokenize_examples("train", examples, args, qwen)
-    parallel = tokenize_examples("train", examples, args.model_copy(update={"preprocessing_num_workers": 2}), qwen, qwen2_tokenizer)
+    parallel = tokenize_examples("train", examples, args.model_copy(update={"preprocessing_num_workers": 2}), qwen)
     assert parallel.rows.to_dict() == serial.rows.to_dict()
     assert parallel.summary.truncated == serial.summary.truncated > 0

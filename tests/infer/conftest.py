@@ -68,7 +68,7 @@ def serve_yaml(tiny_qwen2, adapters, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def served(serve_yaml):
     from instill.config import load_config
-    from instill.infer.served import load_served
+    from instill.infer.serve.served import load_served
 
     return load_served(load_config(serve_yaml), max_model_len=512)
 
@@ -79,9 +79,9 @@ class AppServer:
     def __init__(self, served, api_key=None, max_batch=8, max_queue=64, window_s=0.01, max_tokens=1024) -> None:
         import uvicorn
 
-        from instill.infer.batching import Batcher
-        from instill.infer.rows import generate_rows
-        from instill.infer.server import Limits, build_app
+        from instill.infer.serve.batching import Batcher
+        from instill.infer.serve.rows import generate_rows
+        from instill.infer.serve.server import Limits, build_app
 
         self.batcher = Batcher(lambda rows: generate_rows(served.model, rows, served.pad_id, served.multi_adapter),
                                max_batch=max_batch, max_queue=max_queue, window_s=window_s)

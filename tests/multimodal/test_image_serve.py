@@ -7,10 +7,10 @@ import base64
 import pytest
 
 from instill.config import build_config
-from instill.infer.batching import Batcher
-from instill.infer.rows import generate_rows
-from instill.infer.served import load_served
-from instill.infer.server import build_app
+from instill.infer.serve.batching import Batcher
+from instill.infer.serve.rows import generate_rows
+from instill.infer.serve.served import load_served
+from instill.infer.serve.server import build_app
 from tests.fixtures.qwen2_vl import IMAGE_PAD
 from tests.multimodal.conftest import MLLM_DEMO
 

@@ -17,7 +17,7 @@ from instill.report.samples import pick_samples
 from tests.evaluate.conftest import TOY_LABELS, register, toy_rows, write_jsonl
 from tests.report.chromium import dump_dom, needs_chromium, screenshot
 
-SECTIONS = ["summary", "config", "environment", "data", "training", "evaluation", "samples", "performance"]
+SECTIONS = ["summary", "training", "evaluation", "samples", "data", "performance", "environment", "config"]
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,9 @@ def test_report_tells_the_whole_story(toy_run):
     for png in ["training_loss.png", "learning_rate.png", "token_lengths.png", "throughput.png"]:
         assert (out / png).read_bytes().startswith(b"\x89PNG")  # also saved beside the report
 
-    # config: resolved, secret redacted; environment: versions, device, threads
+    # config: resolved, secret redacted, collapsed and last; environment: versions, device, threads
     assert "finetuning_type: full" in s["config"] and "hf_secret_do_not_show" not in page
+    assert "<details><summary>run_config.yaml (" in s["config"] and "<details open" not in page
     assert "hf_hub_token: &#x27;***&#x27;" in s["config"]
     assert "torch threads" in s["environment"] and "transformers" in s["environment"] and "cpu" in s["environment"]
     # data: rows, lengths, truncation

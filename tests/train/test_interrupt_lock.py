@@ -228,6 +228,7 @@ def _kill_inside_a_save(staging: Path, proc: subprocess.Popen, after: int, timeo
     proc.kill()
 
 
+@pytest.mark.slow
 def test_kill_9_five_times_then_resume_ends_with_the_same_weights(tmp_path, tiny_qwen2):
     """kill -9 five times: at random moments, and twice as soon as a checkpoint save has begun; after each
     kill every checkpoint-N holds all its files (saves are staged and renamed), each restart resumes from
@@ -301,7 +302,7 @@ def test_kill_9_five_times_then_resume_ends_with_the_same_weights(tmp_path, tiny
 def test_length_grouped_order_depends_on_seed_and_epoch_only():
     import torch
 
-    from instill.train.trainer import EpochSeededLengthSampler
+    from instill.train.patches import EpochSeededLengthSampler
 
     lengths = [5, 5, 5, 7, 7, 9, 9, 9, 3, 3, 3, 3, 5, 7, 9, 3]
     orders = []

@@ -181,11 +181,11 @@ def test_kto_kl_answers_rotate_within_a_batch_or_across_the_dataset(batch, expec
 
     from datasets import Dataset
 
-    from instill.train.preference import _with_kl_completions
+    from instill.train.patches import KLPairs
 
     rows = Dataset.from_dict({"prompt_ids": [[0]] * 5, "completion_ids": [[1], [2], [3], [4], [5]]})
     trainer = SimpleNamespace(calculate_KL=True, kl_batch_size=batch)  # batch 2: trl's rule; 1: LLaMA-Factory's
-    rotated = _with_kl_completions(trainer, rows, None, None, "train")["KL_completion_ids"]
+    rotated = KLPairs._prepare_dataset(trainer, rows, None, None, "train")["KL_completion_ids"]
     assert [ids[0] for ids in rotated] == expected
 
 
@@ -195,8 +195,8 @@ def test_kto_refuses_a_set_of_one_row():
 
     from datasets import Dataset
 
-    from instill.train.preference import _with_kl_completions
+    from instill.train.patches import KLPairs
 
     one = Dataset.from_dict({"prompt_ids": [[0]], "completion_ids": [[1]]})
     with pytest.raises(ConfigError, match="the train set has 1 row"):
-        _with_kl_completions(SimpleNamespace(calculate_KL=True, kl_batch_size=1), one, None, None, "train")
+        KLPairs._prepare_dataset(SimpleNamespace(calculate_KL=True, kl_batch_size=1), one, None, None, "train")

@@ -11,6 +11,7 @@ from instill.cli import main as instill_main
 from instill.config import MethodArgs, build_config
 from instill.data.collate import PadCollator
 from instill.errors import ConfigError
+from instill.stage_facts import STAGE_FACTS
 from instill.train.stages import STAGES
 from tests.conftest import write_dataset
 from tests.train.test_sft import losses
@@ -22,6 +23,33 @@ POEMS = ["床前明月光，疑是地上霜。举头望明月，低头思故乡�
 def test_every_configurable_stage_is_registered():
     assert set(typing.get_args(MethodArgs.model_fields["stage"].annotation)) == set(STAGES)
     assert all(name == stage.name for name, stage in STAGES.items())
+
+
+def test_the_stage_table_is_pinned_to_the_registry():
+    """The ground-floor facts the config reads and the Trainer builders are one set of stages, in one order."""
+    assert list(STAGE_FACTS) == list(STAGES)
+    assert all(STAGES[name].facts is facts for name, facts in STAGE_FACTS.items())
+    # The facts that generic code asks: pair rows, streaming, default rates for every method, own metrics.
+    assert {n for n, f in STAGE_FACTS.items() if f.reads_pairs} == {"dpo", "kto", "rm"}
+    assert {n for n, f in STAGE_FACTS.items() if f.streamable} == {"sft", "pt"}
+    methods = typing.get_args(MethodArgs.model_fields["finetuning_type"].annotation)
+    assert all(set(f.learning_rates) == set(methods) for f in STAGE_FACTS.values())
+    assert STAGE_FACTS["dpo"].logs_metric("eval_rewards/margins") and STAGE_FACTS["kto"].logs_metric("kl")
+    assert STAGE_FACTS["rm"].logs_metric("accuracy") and not STAGE_FACTS["sft"].logs_metric("eval_accuracy")
+
+
+def test_no_generic_module_names_a_stage():
+    """Outside the stage table and the stage modules, no code asks "is this dpo/kto/rm" by name."""
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src" / "instill"
+    own = {"stage_facts.py", "key_policy.py", "preference.py", "reward.py", "sft.py", "pt.py", "stages.py"}
+    pattern = re.compile(r"""in \(["'](?:dpo|kto|rm)["']|== ["'](?:dpo|kto|rm)["']""")
+    found = [f"{p.relative_to(src)}:{n}" for p in src.rglob("*.py") if p.name not in own
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if "stage" in line and pattern.search(line)]
+    assert found == []
 
 
 def test_pt_stage_trains_on_a_text_file(tiny_qwen2, tmp_path, capsys):

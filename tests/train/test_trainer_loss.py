@@ -159,7 +159,7 @@ def _prefixed_batch(vocab: int, prefix: int = 20) -> dict[str, torch.Tensor]:
 
 
 def test_shared_prefix_length_stops_at_the_first_difference_or_scored_position():
-    from instill.train.trainer import shared_prefix_length
+    from instill.train.shared_prefix import shared_prefix_length
 
     ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 1, 2], [5, 6, 7, 8, 0]])
     none = torch.zeros_like(ids, dtype=torch.bool)
@@ -234,12 +234,12 @@ def test_shared_prefix_is_off_where_it_would_not_be_exact(tiny_qwen2, tmp_path):
 
 
 def test_a_cache_that_cannot_be_repeated_ends_sharing(tiny_qwen2, tmp_path, monkeypatch):
-    import instill.train.trainer as trainer_module
+    import instill.train.shared_prefix as shared_prefix_module
 
     model, batch, args = _training(tiny_qwen2, tmp_path, "lora", _prefixed_batch)
     trainer = LabelledLossTrainer(model=model, args=args)
     want = trainer.compute_loss(model, dict(batch)).item()
-    monkeypatch.setattr(trainer_module, "plain_attention_cache", lambda cache, length: False)  # e.g. a recurrent-state cache
+    monkeypatch.setattr(shared_prefix_module, "plain_attention_cache", lambda cache, length: False)  # e.g. a recurrent-state cache
     assert abs(trainer.compute_loss(model, dict(batch)).item() - want) < 1e-5  # one pass instead
     assert not trainer.share_prefix and trainer.batch_counts["shared"] == 60  # only the first batch shared
 
@@ -247,7 +247,7 @@ def test_a_cache_that_cannot_be_repeated_ends_sharing(tiny_qwen2, tmp_path, monk
 def test_only_plain_attention_caches_are_repeated():
     from transformers.cache_utils import DynamicCache, DynamicSlidingWindowLayer
 
-    from instill.train.trainer import plain_attention_cache
+    from instill.train.shared_prefix import plain_attention_cache
 
     cache = DynamicCache()
     cache.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 0)

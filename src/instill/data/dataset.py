@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from instill.config import DataArgs
 from instill.console import say
@@ -48,8 +48,9 @@ from instill.data.tokenize import EncodeOptions, EncodeSummary, encode_batch
 from instill.errors import DataError
 from instill.hub import cache_root
 from instill.ranks import main_first
+from instill.stage_facts import DataKind
 
-Kind = Literal["conversation", "text", "pairs", "kto"]
+Kind = DataKind
 _MIN_PARALLEL = 1000  # below this, starting processes costs more than it saves
 _BATCH = 256
 

@@ -28,8 +28,9 @@ from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate
 from instill.data.tokenize import IGNORE_INDEX, EncodeOptions, EncodeSummary, cut_middle, encode_batch, infer_seqlen
 from instill.errors import DataError
+from instill.stage_facts import PAIR_KINDS, DataKind
 
-PAIR_KINDS = ("pairs", "kto")
+__all__ = ["PAIR_KINDS"]  # re-exported: the data layer's callers read it here
 _NO_CUT = 1 << 30
 _BATCH = 256
 
@@ -106,7 +107,7 @@ def to_kto(row: dict, spec: DatasetSpec, source: str) -> PairItem:
     return PairItem(example, label=label)
 
 
-def iter_items(names: list[str], dataset_dir: str, max_samples: int | None, seed: int, kind: str
+def iter_items(names: list[str], dataset_dir: str, max_samples: int | None, seed: int, kind: DataKind
                ) -> Iterator[PairItem]:
     """Every row of the named entries (max_samples each) as PairItems."""
     convert = to_pair if kind == "pairs" else to_kto
@@ -176,7 +177,7 @@ def fit(prompt: list[int], answers: list[list[int]], cutoff_len: int, closing: i
     return prompt, answers
 
 
-def encode_items(items: list[PairItem], template: ChatTemplate, options: EncodeOptions, kind: str
+def encode_items(items: list[PairItem], template: ChatTemplate, options: EncodeOptions, kind: DataKind
                  ) -> tuple[dict[str, list], EncodeSummary]:
     """Columns for trl (pairs: prompt_ids/chosen_ids/rejected_ids; kto: prompt_ids/completion_ids/label)
     and what was kept, cut and dropped."""

@@ -46,6 +46,7 @@ from typing import Any
 from instill.console import say
 from instill.data.readers import DATA_EXTENSIONS, file_rows
 from instill.errors import DataError
+from instill.stage_facts import PAIR_KINDS
 from instill.textfile import codec_name, read_text
 
 INFO_FILE = "dataset_info.json"
@@ -115,9 +116,9 @@ class DatasetSpec:
             return "is not preference data: stage dpo/rm needs an entry with ranking: true and chosen/rejected columns"
         if kind == "kto" and "kto_tag" not in self.columns:
             return "is not KTO data: stage kto needs an entry with a kto_tag column (a true/false label per answer)"
-        if kind not in ("pairs", "kto") and self.ranking:
+        if kind not in PAIR_KINDS and self.ranking:
             return "is preference data (ranking: true): train it with stage: dpo or rm, not sft/pt"
-        if kind not in ("pairs", "kto") and "kto_tag" in self.columns:
+        if kind not in PAIR_KINDS and "kto_tag" in self.columns:
             return "is KTO data (columns.kto_tag): train it with stage: kto, not sft/pt"
         if kind == "kto" and self.ranking:
             return "is preference data (ranking: true): train it with stage: dpo or rm, not kto"

@@ -16,6 +16,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+from instill.data import lf_templates
 from instill.errors import TemplateError
 
 Messages = list[dict[str, Any]]
@@ -177,10 +178,16 @@ def get_template(name: str, tokenizer: Any) -> ChatTemplate:
         template = ChatTemplate("auto", tokenizer.chat_template, tokenizer)
         template.end_of_turn = _infer_end_of_turn(template, tokenizer)
         return template
+    from_lf = lf_templates.lookup(name, tokenizer)  # LLaMA-Factory's template names (data/lf_templates.py)
+    if from_lf is not None:
+        template = ChatTemplate(name, from_lf[0], tokenizer, from_lf[1])
+        template.end_of_turn = template.end_of_turn or _infer_end_of_turn(template, tokenizer)
+        return template
     if name not in NAMED_JINJA:
-        close = difflib.get_close_matches(name, ["auto", *NAMED], n=1)
+        close = difflib.get_close_matches(name, ["auto", *NAMED, *lf_templates.names()], n=1)
         hint = f" — did you mean '{close[0]}'?" if close else ""
-        raise TemplateError(f"unknown template '{name}'{hint} (choose from auto, {', '.join(NAMED)})")
+        raise TemplateError(f"unknown template '{name}'{hint} (choose from auto, {', '.join(NAMED)} "
+                            "or a LLaMA-Factory 0.9.5 template name)")
     jinja, end_of_turn = NAMED_JINJA[name]
     return ChatTemplate(name, jinja, tokenizer, end_of_turn or tokenizer.eos_token or "")
 

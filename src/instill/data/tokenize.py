@@ -4,8 +4,9 @@ Masks. The conversation is rendered once in full. For each assistant message i w
 render messages[:i] with the generation prompt and messages[:i+1] without: the text
 between the two is what the assistant says, *including* the end-of-turn token the
 template writes after it, so the model learns to stop. A template whose prefixes do not
-line up is reported, not guessed around. Characters map to tokens through the fast
-tokenizer's offsets, so the ids are exactly those of the full rendered text.
+line up is reported, not guessed around. Each prompt run and each answer of the rendered text is
+tokenized on its own (no token straddles the start or end of an answer, as in LLaMA-Factory and trl);
+characters map to tokens through the fast tokenizer's offsets.
 
 Truncation. Tokens are grouped into turns (prompt run, response run). Each turn gets
 what is left of `cutoff_len`, split between prompt and response as LLaMA-Factory does
@@ -221,15 +222,32 @@ def encode_batch(examples: list[Example], template: ChatTemplate, options: Encod
     """`encode` for many conversations: rendered one by one, tokenized in one call."""
     tokenizer = template.tokenizer
     rendered = [assistant_spans(example, template) for example in examples]
+    # Each prompt run and each answer is tokenized on its own (as LLaMA-Factory and trl do): no token straddles
+    # the boundary where an answer starts, so training sees the prompt's tokens exactly as generation does
+    # (whole-text BPE merges `:` + `The` into `:The` after "Assistant:", a token the prompt never ends with).
+    pieces = [_pieces(len(full), spans) for full, spans in rendered]
     # The Rust tokenizer directly (what the fast tokenizer's __call__ runs, without converting every
     # encoding to Python dicts first): tokenizing is most of the time spent here.
     with _control_tokens(tokenizer, as_text=False) as backend:
-        encodings = backend.encode_batch([full for full, _ in rendered], add_special_tokens=False)
+        encodings = iter(backend.encode_batch([full[a:b] for (full, _), cuts in zip(rendered, pieces)
+                                               for a, b in cuts], add_special_tokens=False))
     out = []
-    for example, (full, spans), enc in zip(examples, rendered, encodings):
-        ids, starts = _escape_data_tokens(full, example, tokenizer, enc.ids, enc.offsets, options.allow_special_tokens)
+    for example, (full, spans), cuts in zip(examples, rendered, pieces):
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for a, _ in cuts:
+            enc = next(encodings)
+            ids += enc.ids
+            offsets += [(a + s, a + e) for s, e in enc.offsets]
+        ids, starts = _escape_data_tokens(full, example, tokenizer, ids, offsets, options.allow_special_tokens)
         out.append(_mask_and_truncate(ids, starts, spans, options))
     return out
+
+
+def _pieces(length: int, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[start, end) of the prompt runs and answers that make up a rendered text of `length` characters."""
+    bounds = sorted({0, length, *(x for span in spans for x in span)})
+    return list(zip(bounds, bounds[1:]))
 
 
 def _mask_and_truncate(ids: list[int], starts: np.ndarray, spans: list[tuple[int, int]], options: EncodeOptions

@@ -141,9 +141,15 @@ def device_check(device: Device) -> Check:
     return Check(PASS, AREA, "device", f"{device.kind}: {device.name} ({device.detail})")
 
 
-def precision_check(device: Device, bf16: bool, fp16: bool) -> Check:
-    """bf16 / fp16 against the device (the rules of model.load.check_precision, on the probed device)."""
+def precision_check(device: Device, bf16: bool | str, fp16: bool) -> Check:
+    """bf16 / fp16 against the device (the rules of model.load.check_precision, on the probed device).
+
+    bf16: auto is bf16 where the device has it natively; bf16: true or force on a CPU without bf16
+    instructions fails (train falls back to fp32 for true, but the config says otherwise)."""
     on = "cpu" if device.kind in ("npu", "mps") else device.kind  # where the run will actually go
+    if bf16 == "auto":
+        bf16 = device.bf16 and not fp16
+    said = f"bf16: {'force' if bf16 == 'force' else 'true'}"
     if fp16 and on != "cuda":
         return Check(FAIL, AREA, "precision", "fp16: true needs a CUDA GPU; this run would be on the CPU",
                      "on the CPU use bf16: true where the CPU has AMX, or neither (fp32)")
@@ -151,8 +157,11 @@ def precision_check(device: Device, bf16: bool, fp16: bool) -> Check:
         return Check(FAIL, AREA, "precision", f"bf16: true but {device.name} ({device.detail}) has no bfloat16",
                      "use fp16: true on this GPU (V100, T4 and older GPUs lack bf16)")
     if bf16 and on == "cpu" and not device.bf16:
-        return Check(FAIL, AREA, "precision", f"bf16: true but this CPU has no bf16 instructions: {device.detail}",
-                     "remove bf16: true (train in fp32); bf16 pays off on CPUs with AMX or AVX512-BF16")
+        fix = ("remove bf16: force: emulated bf16 is ~30-70x slower than fp32 here" if bf16 == "force" else
+               "remove bf16: true (instill trains in fp32 on this CPU anyway; bf16: force would insist on "
+               "emulated bf16)")
+        return Check(FAIL, AREA, "precision", f"{said} but this CPU has no bf16 instructions: {device.detail}",
+                     f"{fix}; bf16 pays off on CPUs with AMX or AVX512-BF16")
     if bf16:
         return Check(PASS, AREA, "precision", f"bf16 on {on} ({'autocast; ' if on == 'cpu' else ''}{device.detail})")
     if fp16:

@@ -1,7 +1,8 @@
 """Will the run fit? Parameter counts from a weightless model, an estimate of memory, disk for checkpoints.
 
-The model is built on torch's `meta` device (shapes only, no memory) and the configured method is
-applied to it, so trainable counts are exact for LoRA / DoRA / AdaLoRA / freeze / full. Memory is
+The counts and the disk estimate live in model/footprint.py, where `instill train` checks the disk
+too. The model is built on torch's `meta` device (shapes only, no memory) and the configured method
+is applied to it, so trainable counts are exact for LoRA / DoRA / AdaLoRA / freeze / full. Memory is
 an *estimate*, said so wherever it is printed:
 
 - weights: frozen parameters in the stored dtype (bf16/fp16 for lora and freeze with bf16/fp16,
@@ -30,75 +31,20 @@ from instill.config import RunConfig
 from instill.doctor.environment import Device
 from instill.doctor.table import FAIL, PASS, WARN, Check
 from instill.errors import InstillError
+from instill.model.footprint import (
+    GIB,
+    ModelShape,
+    checkpoint_bytes,
+    existing_parent,
+    model_shape,
+    optimizer_bytes,
+    size,
+    weight_bytes,
+)
 
 AREA = "environment"
-GIB = 2**30
 _CPU_RUNTIME = 1.0 * GIB  # imports alone (torch, transformers, peft, datasets) ≈ 0.5 GiB RSS; + trainer, mmapped weights
 _CUDA_RUNTIME = 0.5 * GIB  # CUDA context and allocator slack
-
-
-@dataclass
-class ModelShape:
-    base_params: int
-    trainable: int
-    with_method: int  # base + what the method adds (LoRA A/B, DoRA magnitudes)
-    hidden: int
-    intermediate: int
-    layers: int
-    vocab: int
-
-
-def model_shape(model_dir: Path, config: RunConfig, total_steps: int) -> ModelShape:
-    """Counts of the base and of what the configured method trains, without loading any weight."""
-    import torch
-    from transformers import AutoConfig
-
-    from instill.model.adapters import apply_method, count_parameters
-    from instill.model.processor import auto_model_class
-
-    trust = config.model.trust_remote_code
-    model_config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust)
-    text = model_config.get_text_config()
-    with torch.device("meta"):
-        model = auto_model_class(model_dir).from_config(model_config, trust_remote_code=trust)
-        _, base = count_parameters(model)
-        # PiSSA changes how adapters start, not their size; an SVD of meta tensors is not possible.
-        method = config.method.model_copy(update={"pissa_init": False})
-        model = apply_method(model, method, None, max(total_steps, 1))
-        trainable, total = count_parameters(model)
-    hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd")
-    return ModelShape(
-        base_params=base, trainable=trainable, with_method=total, hidden=hidden,
-        intermediate=getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden,
-        layers=getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer"),
-        vocab=text.vocab_size,
-    )
-
-
-def size(n_bytes: float) -> str:
-    return f"{n_bytes / GIB:.1f} GiB" if n_bytes >= 0.95 * GIB else f"{n_bytes / 2**20:.0f} MiB"
-
-
-def _weight_bytes(config: RunConfig) -> float:
-    if config.model.quantization_bit == 4:
-        return 0.5 + 0.06  # nf4 plus (double-quantised) scales
-    if config.model.quantization_bit == 8:
-        return 1.0
-    if config.method.finetuning_type == "full":
-        return 4.0
-    return 2.0 if (config.train.bf16 or config.train.fp16) else 4.0
-
-
-def optimizer_bytes(optim: str) -> float:
-    """Optimizer state per trainable parameter."""
-    name = optim.lower()
-    if "8bit" in name:
-        return 2.0
-    if name.startswith(("sgd", "adafactor")):
-        return 0.0
-    if "lion" in name:
-        return 4.0
-    return 8.0  # Adam family: two fp32 moments
 
 
 @dataclass
@@ -133,7 +79,7 @@ def estimate_memory(shape: ModelShape, config: RunConfig, tokens: int, device: D
     else:
         activations = n_tokens * shape.layers * per_token_layer
     return MemoryEstimate(
-        weights=frozen * _weight_bytes(config),
+        weights=frozen * weight_bytes(config),
         trainable=shape.trainable * (8 + optimizer_bytes(t.optim)),
         activations=float(activations),
         logits=float(n_tokens * shape.vocab * (act_bytes + 12)),
@@ -183,37 +129,10 @@ def total_steps(n_samples: int, config: RunConfig) -> int:
     return math.ceil(per_epoch * t.num_train_epochs)
 
 
-def _existing_parent(path: Path) -> Path:
-    path = path.resolve()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def checkpoint_bytes(shape: ModelShape, config: RunConfig, steps: int) -> tuple[float, int]:
-    """Bytes the run writes to output_dir (final weights + kept checkpoints) and how many checkpoints."""
-    t, method = config.train, config.method.finetuning_type
-    if method in ("lora", "adalora"):
-        saved = shape.trainable * 4.0  # adapters are saved in fp32
-    elif method == "full":
-        saved = shape.base_params * 4.0
-    else:  # freeze saves the whole model: frozen part in the stored dtype, trained layers in fp32
-        saved = (shape.base_params - shape.trainable) * _weight_bytes(config) + shape.trainable * 4.0
-    per_checkpoint = saved + shape.trainable * optimizer_bytes(t.optim)
-    if t.save_strategy == "no":
-        count = 0
-    elif t.save_strategy == "epoch":
-        count = math.ceil(t.num_train_epochs)
-    else:
-        count = math.ceil(steps / t.save_steps)  # the Trainer also saves at the last step
-    if t.save_total_limit:
-        count = min(count, t.save_total_limit)
-    return saved + count * per_checkpoint, count
-
-
 def disk_check(shape: ModelShape, config: RunConfig, steps: int, output_dir: Path) -> Check:
-    need, count = checkpoint_bytes(shape, config, steps)
-    where = _existing_parent(output_dir)
+    """The disk the run writes (model/footprint.py, the same estimate `instill train` checks) against free space."""
+    need, count = checkpoint_bytes(shape.base_params, shape.trainable, config, steps)
+    where = existing_parent(output_dir)
     free = shutil.disk_usage(where).free
     detail = (f"the run writes ≈ {size(need)} (final weights + {count} checkpoint{'s' * (count != 1)}); "
               f"{size(free)} free at {where}")

@@ -15,7 +15,7 @@ from typing import Any, Callable, TextIO
 
 from instill.config import RunConfig
 from instill.console import say
-from instill.infer.rows import Row, generate_rows
+from instill.infer.serve.rows import Row, generate_rows
 
 HELP = "/reset clears the history, /system <text> sets the system prompt, /exit quits; Ctrl-C stops an answer"
 

@@ -47,8 +47,8 @@ def _port_free(host: str, port: int) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from instill.console import say
     from instill.errors import ConfigError
-    from instill.infer.served import load_served
-    from instill.infer.server import Limits, exposure_warning, run_server
+    from instill.infer.serve.served import load_served
+    from instill.infer.serve.server import Limits, exposure_warning, run_server
 
     config = _config(args)
     api_key = args.api_key or os.environ.get("INSTILL_API_KEY") or None
@@ -89,8 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(chat)
     chat.set_defaults(func=_chat)
 
+    # `api` and `webchat`: LLaMA-Factory's names for the same server and its chat page.
     serve = subparsers.add_parser(
-        "serve", help="OpenAI-compatible API and a chat page for the model",
+        "serve", aliases=["api", "webchat"], help="OpenAI-compatible API and a chat page for the model",
         description="Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, "
                     "/v1/models) with a chat page at /. Each adapter in adapter_name_or_path is served beside "
                     "the base under its directory's name.",

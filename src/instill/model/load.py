@@ -2,7 +2,9 @@
 
 Precision policy (one place, so it is easy to reason about):
 - fp16 needs a GPU or NPU; bf16 needs a GPU that supports it, or runs on the CPU with
-  autocast (2-3x faster than fp32 on AMX CPUs).
+  autocast (2-3x faster than fp32 on AMX CPUs). On a CPU without bf16 instructions torch emulates
+  bf16 (~30-70x slower than fp32), so `bf16: true` there runs in fp32 and says so once; `bf16: force`
+  insists on bf16, `bf16: auto` picks bf16 only where the hardware runs it.
 - lora / freeze: frozen base weights are stored in the compute dtype (bf16/fp16) to save
   memory; trainable parameters are upcast to fp32 (see adapters.py).
 - full: weights stay fp32 (the optimizer's master copy); autocast does the bf16/fp16 math.
@@ -14,7 +16,7 @@ rank's own (LOCAL_RANK). Under ZeRO-3 DeepSpeed places the shards; a 4/8-bit bas
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,24 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Precision:
-    bf16: bool | str = False  # "auto": bf16 where native_bf16() says the hardware runs it
+    """The configured bf16 / fp16, resolved for this machine: `bf16` is a bool after construction.
+
+    bf16 "auto": bf16 where native_bf16() says the hardware runs it; true: the same on a CPU (fp32 where
+    bf16 would be emulated; `fell_back` records it), bf16 elsewhere; "force": bf16 whatever the hardware.
+    """
+
+    bf16: bool | str = False
     fp16: bool = False
+    forced: bool = field(default=False, init=False)  # bf16: force
+    fell_back: bool = field(default=False, init=False)  # bf16: true became fp32 on a CPU without bf16 instructions
 
     def __post_init__(self) -> None:
         if self.bf16 == "auto":
             self.bf16 = not self.fp16 and native_bf16()
+        elif self.bf16 == "force":
+            self.bf16 = self.forced = True
+        elif self.bf16 and device_type() == "cpu" and not native_bf16():
+            self.bf16, self.fell_back = False, True
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -67,14 +81,20 @@ def native_bf16() -> bool:
 
 
 def check_precision(precision: Precision) -> None:
-    """Fail in one line when the configured precision needs hardware that is absent; say so when bf16 is
-    emulated (it works, slowly)."""
+    """Fail in one line when the configured precision needs hardware that is absent; say once when bf16: true
+    fell back to fp32, or when bf16: force runs emulated (it works, slowly)."""
+    if precision.bf16 and precision.fp16:
+        raise ConfigError("bf16 and fp16 are both set; choose one")
     if precision.fp16 and device_type() == "cpu":
         raise ConfigError("fp16: true needs a GPU or NPU; on the CPU use bf16: true (autocast) or neither")
     if precision.bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         raise ConfigError("bf16: true but this GPU does not support bfloat16; use fp16: true instead")
-    if precision.bf16 and device_type() == "cpu" and not native_bf16() and not _warned_bf16:
-        _warn_emulated_bf16()
+    if precision.fell_back:
+        _say_once("bf16: true, but this CPU has no bf16 instructions (no AMX or AVX512-BF16): running in fp32, "
+                  "as emulated bf16 is ~30-70x slower here (bf16: force insists on bf16)")
+    elif precision.bf16 and device_type() == "cpu" and not native_bf16():
+        _say_once("bf16: force, but this CPU has no bf16 instructions (no AMX or AVX512-BF16): bf16 is emulated "
+                  "and runs ~30-70x slower than fp32 here; bf16: true (or false) trains in fp32")
 
 
 def check_speed_flags(torch_compile: bool, liger_kernel: bool) -> None:
@@ -90,14 +110,13 @@ def check_speed_flags(torch_compile: bool, liger_kernel: bool) -> None:
         raise ConfigError("enable_liger_kernel: true needs the liger-kernel package: pip install liger-kernel")
 
 
-_warned_bf16 = False
+_said: set[str] = set()  # precision lines already printed by this process (train, then load_model, check twice)
 
 
-def _warn_emulated_bf16() -> None:
-    global _warned_bf16
-    _warned_bf16 = True
-    say("bf16: true, but this CPU has no bf16 instructions (no AMX or AVX512-BF16): bf16 is emulated and "
-        "runs far slower than fp32 here; set bf16: false on this machine")
+def _say_once(line: str) -> None:
+    if line not in _said:
+        _said.add(line)
+        say(line)
 
 
 def _attn_implementation(choice: str) -> str | None:
@@ -180,9 +199,11 @@ def load_tokenizer(args: ModelArgs, model_dir: Path) -> Any:
 
 
 def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, model_dir: Path,
-               gradient_checkpointing: bool = False, head: str = "lm") -> Any:
+               gradient_checkpointing: bool = False, head: str = "lm",
+               checkpointing_kwargs: dict[str, Any] | None = None) -> Any:
     """The base causal LM (or vision-language model, `model/processor.py`; head "score": with a one-output
-    value head, a reward model), ready for an adapter method to be applied."""
+    value head, a reward model), ready for an adapter method to be applied. `checkpointing_kwargs` (default:
+    `use_reentrant` from the config's use_reentrant_gc) go to the model's checkpointing switch."""
     from transformers import AutoModelForSequenceClassification
     from transformers.integrations import is_deepspeed_zero3_enabled
 
@@ -207,18 +228,19 @@ def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, mode
         raise ModelError(f"{model_dir}: cannot load the model ({str(err).splitlines()[0]})") from None
     if not (args.quantization_bit or is_deepspeed_zero3_enabled()):  # ZeRO-3 shards it; a 4/8-bit base is placed
         model.to(this_device())
+    checkpointing_kwargs = checkpointing_kwargs or {"use_reentrant": args.use_reentrant_gc}
     if args.quantization_bit:
         from peft import prepare_model_for_kbit_training
 
         # Casts norms to fp32 and (with gradient checkpointing) enables input grads for the frozen 4/8-bit base.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+                                                gradient_checkpointing_kwargs=checkpointing_kwargs)
     if gradient_checkpointing:
         # transformers 5.2x renamed gradient checkpointing to activation checkpointing.
         if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
         else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
         model.enable_input_require_grads()  # so checkpointed blocks see a grad-requiring input under PEFT
         model.config.use_cache = False
     return model

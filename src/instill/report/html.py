@@ -9,11 +9,12 @@ What it reads (each optional; a missing one gives a section that says how to get
 - run_config.yaml (the resolved config), run_info.json (environment, wall time, peaks),
   data_summary.json (what tokenization kept and cut), trainer_log.jsonl (loss, lr, grad norm,
   tokens/s, CPU/RSS/GPU), all_results.json (Trainer's totals);
-- eval/metrics.json (its `headline`: the metrics its eval task leads with), eval/predictions.jsonl, eval/confusion_matrix.png, eval/task_metrics.jsonl,
-  and after `instill eval --compare base`: eval/{base,tuned}/... and eval/comparison.json.
+- eval/metrics.json (its `headline`: the metrics its eval task leads with), eval/predictions.jsonl,
+  eval/confusion_matrix.png, eval/task_metrics.jsonl, and after `instill eval --compare base`: eval/{base,tuned}/... and eval/comparison.json.
 
-Sections (element ids): summary, config, environment, data, training, evaluation, samples,
-performance. A section that fails to render shows the error instead; the report is still written.
+Sections (element ids), results first: summary, training, evaluation, samples, data, performance,
+environment, config (collapsed). A section that fails to render shows the error instead; the report is
+still written.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ from instill.report.redact import redact_yaml
 from instill.report.run_files import Run
 from instill.report.samples import pick_samples
 
-SECTIONS = ("summary", "config", "environment", "data", "training", "evaluation", "samples", "performance")
+# Results first; the resolved config, collapsed, last.
+SECTIONS = ("summary", "training", "evaluation", "samples", "data", "performance", "environment", "config")
+# What every tokens/s of a run means (train/throughput.py computes it once; this page only shows it).
+TOKENS_PER_S = ("non-padding tokens trained ÷ training time; evaluation during training is left out of "
+                "that time")
 
 # ---------------------------------------------------------------- html helpers
 
@@ -114,8 +119,10 @@ def _peak(run: Run, key: str) -> float | None:
     return max(values) if values else None
 
 
-def _tokens_per_s(run: Run) -> list[float]:
-    return [r["tokens_per_s"] for r in run.log if isinstance(r.get("tokens_per_s"), (int, float))]
+def _tokens_per_s(run: Run) -> str | None:
+    """The run's tokens/s as the summary line shows it (all_results.json's train_tokens_per_s)."""
+    value = run.results.get("train_tokens_per_s")
+    return f"{value:.1f}" if isinstance(value, (int, float)) else None
 
 
 def section_summary(run: Run) -> str:
@@ -135,18 +142,23 @@ def section_summary(run: Run) -> str:
             if base and base.metrics and isinstance(base.metrics.get(key), (int, float)) and main is not base:
                 value = f"{_num(base.metrics[key])} → {value}"
             cards.append((key.replace("_", " "), value))
-    if run.results.get("train_runtime") is not None:
-        cards.append(("train time", _seconds(run.results["train_runtime"])))
+    r = run.results
+    if r.get("train_seconds") is not None:  # as the summary line: training, then evaluation during it
+        cards.append(("train time", _seconds(r["train_seconds"])
+                      + (f" + {_seconds(r['eval_seconds'])} eval" if r.get("eval_seconds") else "")))
+    elif r.get("train_runtime") is not None:
+        cards.append(("train time", _seconds(r["train_runtime"])))
     if run.info.get("wall_seconds") is not None:
         cards.append(("wall time", _seconds(run.info["wall_seconds"])))
     tps = _tokens_per_s(run)
     if tps:
-        cards.append(("tokens / s", _num(statistics.median(tps), 1)))
+        cards.append(("tokens / s", tps))
     peak = _peak(run, "peak_rss_mb") or _peak(run, "rss_mb")
     if peak:
         cards.append(("peak RSS", f"{peak / 1024:.2f} GiB"))
-    card_html = "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{v}</div></div>'
-                        for k, v in cards)
+    hover = {"tokens / s": TOKENS_PER_S}
+    card_html = "".join((f'<div class="card" title="{_e(hover[k])}">' if k in hover else '<div class="card">')
+                        + f'<div class="k">{_e(k)}</div><div class="v">{v}</div></div>' for k, v in cards)
     facts = [
         ("model", _e(str(c.get("model_name_or_path", "—")))),
         ("method", _e(f"{c.get('stage', 'sft')} · {c.get('finetuning_type', '—')}")
@@ -167,7 +179,8 @@ def section_config(run: Run) -> str:
     text = redact_yaml(run.config_text)
     return ("<p>The fully resolved configuration (every key, defaults included); "
             "<code>instill train run_config.yaml</code> repeats the run.</p>"
-            f"<details open><summary>run_config.yaml</summary><pre>{_e(text)}</pre></details>")
+            f"<details><summary>run_config.yaml ({len(text.splitlines())} lines)</summary>"
+            f"<pre>{_e(text)}</pre></details>")
 
 
 def section_environment(run: Run) -> str:
@@ -324,12 +337,11 @@ def section_performance(run: Run) -> str:
     cpu = [x["cpu_percent"] for x in run.log if isinstance(x.get("cpu_percent"), (int, float))]
     pairs = [
         ("wall time (whole run)", _seconds(run.info.get("wall_seconds"))),
-        ("train time", _seconds(r.get("train_runtime"))),
-        ("tokens / s (median · max over logging steps)",
-         f"{_num(statistics.median(tps), 1)} · {_num(max(tps), 1)}" if tps else "—"),
-        ("tokens / s (whole training)", _num(r["num_input_tokens_seen"] / r["train_runtime"], 1)
-         if r.get("num_input_tokens_seen") and r.get("train_runtime") else "—"),
-        ("train samples / s", _num(r.get("train_samples_per_second"))),
+        ("time in trainer.train(), evaluation included", _seconds(r.get("train_runtime"))),
+        ("of which evaluation", _seconds(r.get("eval_seconds"))),
+        ("training time (what tokens / s divides by)", _seconds(r.get("train_seconds"))),
+        ("tokens / s", tps or "—"),
+        ("train samples / s", _num(r.get("train_samples_per_s"))),
         ("seconds / optimizer step", _num(r.get("train_s_per_step"))),
         ("padding (padded / all batch tokens)", f"{100 * r['padding_ratio']:.1f}%" if "padding_ratio" in r else "—"),
         ("shared prefix (tokens run once a batch / all tokens)",
@@ -347,7 +359,9 @@ def section_performance(run: Run) -> str:
     threads = (run.info.get("environment") or {}).get("torch_threads")
     if threads:
         pairs.append(("torch threads", _num(threads)))
-    return _kv(pairs) + _img(plots.plot_throughput(run.out / "trainer_log.jsonl", run.out), "Throughput and memory")
+    return (f"<p>tokens / s = {_e(TOKENS_PER_S)}: the figure of the run's summary line and all_results.json; "
+            "the plot shows it per logging interval.</p>"
+            + _kv(pairs) + _img(plots.plot_throughput(run.out / "trainer_log.jsonl", run.out), "Throughput and memory"))
 
 
 _SECTION_BUILDERS: dict[str, tuple[str, Callable[[Run], str]]] = {

@@ -1,7 +1,8 @@
 """What a run directory holds, read once for the report: configs, logs, results, eval outputs.
 
-Every file is optional and a missing or unreadable one reads as empty: the report says how to
-get what is missing instead of failing.
+Every file is optional: a missing one reads as empty and the report says how to get it. A file that is
+there but broken (not UTF-8, not valid JSON / YAML, a value of the wrong type where the report reads it)
+is a ReportError naming the file and line, never a traceback and never silently skipped.
 """
 
 from __future__ import annotations
@@ -14,28 +15,132 @@ from typing import Any
 
 import yaml
 
+from instill.errors import ReportError
 from instill.report.plots import plot_confusion_matrix, plotted_confusion
+from instill.textfile import read_text
 
 # ---------------------------------------------------------------- reading the run
 
+_FIX = "; fix the file, or move it out of the run directory to report without it"
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
+_KINDS = {  # kind -> (test, how a message names it)
+    "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "integer": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "string": (lambda v: isinstance(v, str), "a string"),
+    "object": (lambda v: isinstance(v, dict), "a JSON object"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+}
+
+# What the report reads from each file, by type (absent or null is fine).
+_RESULTS = dict.fromkeys(("epoch", "train_loss", "eval_loss", "num_input_tokens_seen", "train_runtime",
+                          "train_samples_per_second", "train_s_per_step", "padding_ratio", "shared_prefix_ratio",
+                          "mfu", "peak_tflops"), "number")
+_INFO = {"finished": "string", "wall_seconds": "number", "peak": "object", "environment": "object"}
+_ENVIRONMENT = {"packages": "object", "torch_threads": "number"}
+_METRICS = {"task": "string", "mode": "string", "model": "object", "samples": "number", "n": "number",
+            "per_class": "object", "per_type": "object", "confusion_matrix": "list", "labels": "list",
+            "accuracy": "number", "samples_per_second": "number", "calibration": "string",
+            "prompts_truncated": "number"}
+_MODEL = {"name": "string", "model_name_or_path": "string", "adapters": "list"}
+_SUMMARY = {"sets": "object", "cutoff_len": "number"}
+_SET = dict.fromkeys(("rows", "kept", "dropped", "truncated", "response_cut", "tokens", "trained_tokens"), "number")
 
 
-def _jsonl(path: Path) -> list[dict]:
+def _where(path: Path, line: int | None) -> str:
+    return f"{path}:{line}" if line else str(path)
+
+
+def _check(path: Path, line: int | None, record: Any, fields: dict[str, str], prefix: str = "") -> dict:
+    """`record` itself must be an object, and each of `fields` present in it of its kind; returns it."""
+    if not isinstance(record, dict):
+        what = f"'{prefix.rstrip('.')}' is" if prefix else "holds"
+        raise ReportError(f"{_where(path, line)}: {what} {_shown(record)}, expected a JSON object{_FIX}")
+    for key, kind in fields.items():
+        value = record.get(key)
+        test, name = _KINDS[kind]
+        if value is not None and not test(value):
+            raise ReportError(f"{_where(path, line)}: '{prefix}{key}' is {_shown(value)}, expected {name}{_FIX}")
+    return record
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _text(path: Path) -> str | None:
+    """The file's text, None when there is no such file."""
     if not path.is_file():
-        return []
+        return None
+    try:
+        return read_text(path, error=ReportError, hint=_FIX)
+    except OSError as err:
+        raise ReportError(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
+def _parse(path: Path, text: str, line: int | None = None) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path}:{line or err.lineno}: not valid JSON ({err.msg}, column {err.colno}){_FIX}") from None
+
+
+def _json(path: Path, fields: dict[str, str] | None = None) -> Any:
+    """A JSON object file (None when absent), checked against `fields`."""
+    text = _text(path)
+    return None if text is None else _check(path, None, _parse(path, text), fields or {})
+
+
+def _jsonl(path: Path, numbers: bool = False) -> list[dict]:
+    """One JSON object per line (blank lines skipped). A training log (`numbers`) has an integer 'step' and
+    numbers for every other value; other logs need 'step' only where they have it."""
+    text = _text(path)
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
             continue
+        row = _check(path, n, _parse(path, line, n), {"step": "integer"})
+        if numbers:
+            if "step" not in row:
+                raise ReportError(f"{path}:{n}: no 'step' in this log record{_FIX}")
+            _check(path, n, row, dict.fromkeys(row.keys() - {"step"}, "number"))
+        rows.append(row)
     return rows
+
+
+def _config(path: Path) -> tuple[str | None, dict]:
+    """run_config.yaml: its text (None when absent) and its keys."""
+    text = _text(path)
+    if not text:
+        return text, {}
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ReportError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', None) or err}){_FIX}") from None
+    if config is None:
+        return text, {}
+    if not isinstance(config, dict):
+        raise ReportError(f"{path}: holds {_shown(config)}, expected a mapping of keys{_FIX}")
+    for key in ("dataset", "eval_dataset"):
+        names = config.get(key)
+        if isinstance(names, str):
+            config[key] = [names]
+        elif names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
+            raise ReportError(f"{path}: '{key}' is {_shown(names)}, expected dataset names{_FIX}")
+    return text, config
+
+
+def _metrics(path: Path) -> dict | None:
+    """An eval's metrics.json, checked where the report reads it."""
+    metrics = _json(path, _METRICS)
+    if metrics is not None:
+        _check(path, None, metrics.get("model") or {}, _MODEL, "model.")
+        for key in ("per_class", "per_type"):
+            for label, values in (metrics.get(key) or {}).items():
+                _check(path, None, values, {}, f"{key}.{label}.")
+    return metrics
 
 
 @dataclass
@@ -66,7 +171,7 @@ def read_evals(eval_dir: Path) -> list[EvalRun]:
     for name, directory in (("tuned", eval_dir / "tuned"), ("base", eval_dir / "base"), ("evaluated", eval_dir)):
         if directory == eval_dir and evals:
             break  # a top-level metrics.json beside a comparison is an older run's
-        metrics, preds = _json(directory / "metrics.json"), _jsonl(directory / "predictions.jsonl")
+        metrics, preds = _metrics(directory / "metrics.json"), _jsonl(directory / "predictions.jsonl")
         if metrics is not None or preds:
             model = (metrics or {}).get("model", {}).get("name")
             evals.append(EvalRun(model or name, directory, metrics, preds))
@@ -88,18 +193,25 @@ class Run:
 
     @classmethod
     def read(cls, out: Path) -> Run:
-        config_path = out / "run_config.yaml"
-        config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else None
-        try:
-            config = yaml.safe_load(config_text) if config_text else {}
-        except yaml.YAMLError:
-            config = {}
+        """Every file the report reads, checked; raises ReportError naming the first broken one."""
+        config_text, config = _config(out / "run_config.yaml")
+        info = _json(out / "run_info.json", _INFO) or {}
+        _check(out / "run_info.json", None, info.get("environment") or {}, _ENVIRONMENT, "environment.")
+        _check(out / "run_info.json", None, info.get("peak") or {}, dict.fromkeys(info.get("peak") or {}, "number"),
+               "peak.")
+        data = _json(out / "data_summary.json", _SUMMARY)
+        for name, part in ((data or {}).get("sets") or {}).items():
+            _check(out / "data_summary.json", None, part, _SET, f"sets.{name}.")
         eval_dir = out / "eval"
         evals = read_evals(eval_dir)
+        comparison = _json(eval_dir / "comparison.json", {"metrics": "object"})
+        for key, values in ((comparison or {}).get("metrics") or {}).items():
+            _check(eval_dir / "comparison.json", None, values, dict.fromkeys(("base", "tuned", "delta"), "number"),
+                   f"metrics.{key}.")
         task_metrics = eval_dir / "task_metrics.jsonl"
-        return cls(out, config_text, config if isinstance(config, dict) else {}, _json(out / "run_info.json") or {},
-                   _json(out / "data_summary.json"), _jsonl(out / "trainer_log.jsonl"),
-                   _json(out / "all_results.json") or {}, evals, _json(eval_dir / "comparison.json"),
+        _jsonl(task_metrics)
+        return cls(out, config_text, config, info, data, _jsonl(out / "trainer_log.jsonl", numbers=True),
+                   _json(out / "all_results.json", _RESULTS) or {}, evals, comparison,
                    task_metrics if task_metrics.is_file() else None)
 
     @property

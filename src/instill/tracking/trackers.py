@@ -9,13 +9,15 @@ once (a warning) and switched off, and training goes on.
 What is logged, at every logging step, under the same names in every tracker:
 
 - ``train/loss``, ``train/learning_rate``, ``train/grad_norm``, ``train/epoch``,
-  ``train/tokens_per_s`` (non-padding input tokens per second since the previous log);
+  ``train/tokens_per_s`` (non-padding input tokens per second of training since the previous log,
+  evaluation left out: the `rate` training passes in);
 - ``hardware/cpu_percent``, ``hardware/rss_mb``, ``hardware/peak_rss_mb`` and, with CUDA,
   ``hardware/gpu_mem_mb``, ``hardware/gpu_peak_mem_mb``, ``hardware/gpu_util`` (`tracking.hardware`);
 - at every evaluation: ``eval/<metric>`` for each numeric eval metric (``eval/loss``, and the
   task metrics such as ``eval/accuracy`` when a task-metrics callback runs before this one);
-- once, the resolved config (secrets redacted), and after an `instill eval`, a text panel of
-  sample predictions (`log_eval_results`).
+- once, the resolved config (secrets redacted); after training, the run's throughput figures as
+  ``summary/<key>`` (`log_summary`: the numbers of the summary line and all_results.json); after an
+  `instill eval`, a text panel of sample predictions (`log_eval_results`).
 
 Only the main process (`state.is_world_process_zero`) starts trackers and logs.
 
@@ -34,7 +36,6 @@ import importlib.util
 import json
 import os
 import socket
-import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -232,13 +233,13 @@ def check_trackers(args: TrainArgs) -> None:
 class TrackingCallback(TrainerCallback):
     """Feeds train/eval/hardware metrics to the trackers; a failing tracker is dropped, not fatal."""
 
-    def __init__(self, trackers: list[Tracker], config: dict[str, Any]) -> None:
+    def __init__(self, trackers: list[Tracker], config: dict[str, Any],
+                 rate: Callable[[Any], float | None] | None = None) -> None:
         self.trackers = trackers
         self.config = config
+        self.rate = rate  # a training log's tokens/s, from the caller (training's clock)
         self.started = False
         self.closed = False
-        self._last_time: float | None = None
-        self._last_tokens = 0
         self.step = 0
         atexit.register(self.close)
 
@@ -280,7 +281,6 @@ class TrackingCallback(TrainerCallback):
             self.trackers = []  # only the main process logs
             return
         self.start()
-        self._last_time, self._last_tokens = time.perf_counter(), state.num_input_tokens_seen
         hardware.sample(state.global_step)  # baseline for cpu_percent
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -292,10 +292,9 @@ class TrackingCallback(TrainerCallback):
         if "loss" not in logs:  # eval / end-of-training summaries: eval metrics go in on_evaluate
             metrics = {}
         else:
-            now, seen = time.perf_counter(), state.num_input_tokens_seen
-            if self._last_time is not None and now > self._last_time and seen > self._last_tokens:
-                metrics["train/tokens_per_s"] = (seen - self._last_tokens) / (now - self._last_time)
-            self._last_time, self._last_tokens = now, seen
+            rate = self.rate(state) if self.rate is not None else None
+            if rate is not None:
+                metrics["train/tokens_per_s"] = rate
             metrics.update({f"hardware/{k}": v for k, v in hardware.sample(state.global_step).items()})
         self.log(metrics, state.global_step)
 
@@ -309,14 +308,23 @@ class TrackingCallback(TrainerCallback):
         self.log(values, state.global_step)
 
 
-def tracker_callbacks(config: RunConfig, output_dir: Path) -> list[TrainerCallback]:
-    """The callbacks for `report_to` (empty for none). Trackers start when training begins."""
+def tracker_callbacks(config: RunConfig, output_dir: Path,
+                      rate: Callable[[Any], float | None] | None = None) -> list[TrainerCallback]:
+    """The callbacks for `report_to` (empty for none). Trackers start when training begins; `rate(state)`
+    gives a training log's tokens/s."""
     names = [n for n in config.train.report_to if n != "none"]
     if not names:
         return []
     check_trackers(config.train)
     trackers = [TRACKERS[name].build(config, Path(output_dir)) for name in names]
-    return [TrackingCallback(trackers, redact(config.flat()))]
+    return [TrackingCallback(trackers, redact(config.flat()), rate)]
+
+
+def log_summary(trainer: Any, figures: dict[str, float]) -> None:
+    """The run's throughput figures, once after training, as ``summary/<key>`` in every open tracker."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TrackingCallback) and not callback.closed:
+            callback.log({f"summary/{k}": float(v) for k, v in figures.items()}, trainer.state.global_step)
 
 
 def close_trackers(trainer: Any) -> None:

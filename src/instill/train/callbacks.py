@@ -3,53 +3,48 @@
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from instill.stage_facts import StageFacts
 from instill.tracking import hardware
 from instill.train.checkpoint import save_failures
 
 # Logged by the Trainer subclass at every log step (samples, padding) and once after training (train/throughput.py).
-THROUGHPUT_KEYS = ("samples_seen", "padding_ratio", "train_tokens_per_s", "train_samples_per_s", "train_s_per_step",
-                   "peak_rss_mb", "gpu_peak_mem_mb", "mfu", "peak_tflops")
+THROUGHPUT_KEYS = ("samples_seen", "padding_ratio", "train_seconds", "eval_seconds", "train_tokens_per_s",
+                   "train_samples_per_s", "train_s_per_step", "peak_rss_mb", "gpu_peak_mem_mb", "mfu", "peak_tflops")
 
 
 class JsonlLogCallback(TrainerCallback):
     """Appends every log event to `trainer_log.jsonl`: step, epoch, loss, lr, grad_norm, tokens/s,
     and on training steps the hardware sample (cpu_percent, rss_mb, peak_rss_mb, gpu_* with CUDA).
 
-    Tokens are non-padding input tokens (Trainer's `num_input_tokens_seen`), so the rate is
-    what the model actually processed, not padding.
+    Tokens are non-padding input tokens (Trainer's `num_input_tokens_seen`). `rate` gives a training log's
+    tokens/s (`TrainClock.interval_rate`: non-padding tokens over training time since the previous log,
+    evaluation left out). The stage's own metrics (trl's rewards/..., KTO's kl, the reward model's accuracy
+    and margin) are kept too, as its facts name them.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, stage: StageFacts, rate: Callable[[Any], float | None] | None = None) -> None:
         self.path = Path(path)
-        self._last_time: float | None = None
-        self._last_tokens = 0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._last_time = time.perf_counter()
-        self._last_tokens = state.num_input_tokens_seen
+        self.stage = stage
+        self.rate = rate
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        now = time.perf_counter()
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         for key in ("loss", "eval_loss", "learning_rate", "grad_norm", *THROUGHPUT_KEYS):
             if key in logs:
                 record[key] = logs[key]
-        if any(_preference_metric(k) and k.removeprefix("eval_") not in ("accuracy", "mean_reward") for k in logs):
-            record.update({k: v for k, v in logs.items() if _preference_metric(k)})
-        if "loss" in logs and self._last_time is not None:
-            seen = state.num_input_tokens_seen
-            elapsed = now - self._last_time
-            if elapsed > 0 and seen > self._last_tokens:
-                record["tokens_per_s"] = round((seen - self._last_tokens) / elapsed, 1)
-            self._last_time, self._last_tokens = now, seen
+        record.update({k: v for k, v in logs.items() if self.stage.logs_metric(k)})
+        rate = self.rate(state) if "loss" in logs and self.rate is not None else None
+        if rate is not None:
+            record["tokens_per_s"] = rate
         if "loss" in logs:  # CPU %, RSS, GPU memory/utilisation (train.hardware), shared with the trackers
             record.update(hardware.sample(state.global_step))
         record["tokens_seen"] = state.num_input_tokens_seen
@@ -86,12 +81,4 @@ class LogLineProgress(ProgressCallback):
             self.training_bar.write(f"[instill] step {state.global_step}/{state.max_steps}: {' · '.join(shown)}")
 
 
-def _preference_metric(key: str) -> bool:
-    """trl's preference metrics: rewards/chosen, rewards/margins, ..., KTO's kl, the reward model's accuracy
-    and margin (and their eval_ forms). Recorded only beside a margin, reward or kl, so an SFT run's
-    eval_accuracy task metric is not taken for one."""
-    key = key.removeprefix("eval_")
-    return key.startswith("rewards/") or key in ("kl", "accuracy", "margin", "mean_reward")
-
-
-_SHOWN = ("rewards/margins", "rewards/accuracies", "loss", "grad_norm", "learning_rate", "eval_loss", "train_loss", "train_tokens_per_second")
+_SHOWN = ("rewards/margins", "rewards/accuracies", "loss", "grad_norm", "learning_rate", "eval_loss", "train_loss")

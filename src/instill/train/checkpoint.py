@@ -2,11 +2,11 @@
 
 transformers' Trainer (5.x) writes checkpoint-N in place, file by file: kill -9 or a full disk in the
 middle leaves a folder that looks like a checkpoint and is not. `atomic_checkpoints(trainer)` makes the
-trainer's own `_save_checkpoint` (Trainer's or a trl subclass's) write into output_dir/.instill-saving/,
-then fsyncs every file, renames the folder to output_dir/checkpoint-N (one rename: atomic on a POSIX
-file system), fsyncs output_dir, and only then deletes old checkpoints (save_total_limit). A save that
-raises (disk full, permission denied, a second Ctrl-C) removes the staging folder; an OSError becomes
-`SaveFailed`.
+trainer's own `_save_checkpoint` (Trainer's or a trl subclass's, wrapped by train/patches.py) write
+into output_dir/.instill-saving/, then fsyncs every file, renames the folder to output_dir/checkpoint-N
+(one rename: atomic on a POSIX file system), fsyncs output_dir, and only then deletes old checkpoints
+(save_total_limit). A save that raises (disk full, permission denied, a second Ctrl-C) removes the
+staging folder; an OSError becomes `SaveFailed`.
 
 Hand-written because neither transformers nor accelerate writes checkpoints atomically.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from instill.errors import InstillError
+from instill.train.patches import run_dir, saving_into, wrap_save_checkpoint
 
 STAGING = ".instill-saving"
 PREFIX = "checkpoint-"
@@ -104,44 +105,40 @@ def atomic_checkpoints(trainer: Any) -> None:
     """Make `trainer` write each checkpoint to a staging folder and rename it into place (see the module doc)."""
     from transformers.trainer_utils import rotate_checkpoints
 
-    save = trainer._save_checkpoint  # bound: the class's own, including a trl subclass's override
     args = trainer.args
 
     def wait() -> None:  # with several processes, each writes its own files (rng state) before the rename
         if args.world_size > 1:
             trainer.accelerator.wait_for_everyone()
 
-    def staged_save(model: Any, trial: Any) -> None:
-        run_dir = Path(trainer._get_output_dir(trial))
+    def staged_save(save: Any, model: Any, trial: Any) -> None:
+        out = Path(run_dir(trainer, trial))
         name = f"{PREFIX}{trainer.state.global_step}"
-        staging = run_dir / STAGING
+        staging = out / STAGING
         try:
             if args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
                 staging.mkdir(parents=True)
             wait()
-            trainer._get_output_dir = lambda trial: str(staging)
-            try:
+            with saving_into(trainer, str(staging)):
                 save(model, trial)
-            finally:
-                del trainer._get_output_dir  # the class's method again
             best = trainer.state.best_model_checkpoint
             if best and Path(best).parent == staging:  # this step is the best so far: name its final place
-                trainer.state.best_model_checkpoint = str(run_dir / name)
+                trainer.state.best_model_checkpoint = str(out / name)
                 if args.should_save:
                     trainer.state.save_to_json(str(staging / name / "trainer_state.json"))
             wait()
             if args.should_save:
-                _publish(staging / name, run_dir / name, staging)
+                _publish(staging / name, out / name, staging)
         except BaseException as err:  # a failed save, or a second Ctrl-C inside it: no half checkpoint kept
             if args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)
             if isinstance(err, OSError):
-                raise SaveFailed(name, err, last_complete_checkpoint(run_dir)) from None
+                raise SaveFailed(name, err, last_complete_checkpoint(out)) from None
             raise
         wait()
         if args.should_save:
             shutil.rmtree(staging, ignore_errors=True)
-            rotate_checkpoints(str(run_dir), args.save_total_limit, trainer.state.best_model_checkpoint, use_mtime=True)
+            rotate_checkpoints(str(out), args.save_total_limit, trainer.state.best_model_checkpoint, use_mtime=True)
 
-    trainer._save_checkpoint = staged_save
+    wrap_save_checkpoint(trainer, staged_save)

@@ -8,8 +8,9 @@ answers, weight `pref_ftx`; LLaMA-Factory's is a per-sequence length average), f
 `cpo_alpha`. ORPO's own SFT term is part of its loss (`pref_beta` weighs the odds-ratio term).
 
 The ids are ours (data/pairs.py: the SFT template and truncation); each trainer's own dataset
-preparation is replaced by one that passes them through. Every training argument is passed from
-our config explicitly (trl's configs default to bf16, gradient checkpointing and lr 1e-6).
+preparation is replaced by one that passes them through (mixins in train/patches.py). Every training
+argument is passed from our config explicitly (trl's configs default to bf16, gradient checkpointing
+and lr 1e-6).
 
 Reference model: LoRA/AdaLoRA -> none loaded, trl runs the reference pass with the adapter disabled
 (one copy of the base weights); full/freeze -> `ref_model` when given, else trl loads a frozen copy
@@ -22,8 +23,7 @@ from dataclasses import fields
 from typing import Any
 
 from instill.console import say
-from instill.data.tokenize import IGNORE_INDEX
-from instill.errors import ConfigError
+from instill.train.patches import IdsAsGiven, KLPairs, PairRowsAsGiven
 from instill.train.stage import Stage, StageInputs
 
 DPO_LOSSES = ("sigmoid", "ipo", "hinge")
@@ -37,36 +37,6 @@ def trl_config(config_cls: type, training_args: Any, **extra: Any) -> Any:
     return config_cls(**values)
 
 
-def _ids_as_given(self: Any, dataset: Any, *args: Any, **kwargs: Any) -> Any:
-    """Stands in for trl's `_prepare_dataset`: the dataset already holds our token ids."""
-    return dataset
-
-
-def _legacy_row(self: Any, feature: dict, model: Any = None) -> dict:
-    """Stands in for ORPO/CPO's `tokenize_row`: their column layout, built from our ids."""
-    prompt = feature["prompt_ids"]
-    row = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
-    for side in ("chosen", "rejected"):
-        answer = feature[f"{side}_ids"]
-        row[f"{side}_input_ids"] = prompt + answer
-        row[f"{side}_attention_mask"] = [1] * (len(prompt) + len(answer))
-        row[f"{side}_labels"] = [IGNORE_INDEX] * len(prompt) + answer
-    return row
-
-
-def _count_pair_tokens(self: Any, inputs: dict) -> None:
-    """Stands in for Trainer's `_track_num_input_tokens` in ORPO/CPO, whose batches have no `input_ids`
-    (it would warn and count nothing): the non-padding tokens of prompt+chosen and prompt+rejected,
-    what DPO's batches count."""
-    if self.args.include_num_input_tokens_seen == "no":
-        return
-    import torch
-
-    tokens = torch.as_tensor(inputs["chosen_attention_mask"].sum() + inputs["rejected_attention_mask"].sum(),
-                             device=self.args.device, dtype=torch.int64)
-    self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
-
-
 def _megabytes(model: Any) -> float:
     return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
 
@@ -75,9 +45,6 @@ def reference_model(inputs: StageInputs) -> Any:
     """The reference model to hand trl (None: adapter disabled, or trl's copy of the base), said once."""
     m = inputs.config.method
     if m.finetuning_type in ("lora", "adalora"):
-        if m.ref_model:
-            raise ConfigError("ref_model: with LoRA the reference is the base with the adapter disabled; "
-                              "remove ref_model (or train with finetuning_type: full)")
         say("reference model: the base with the adapter disabled (no second copy of the weights)")
         return None
     if not m.ref_model:
@@ -120,15 +87,14 @@ def build_dpo(inputs: StageInputs) -> Any:
         losses, weights = [m.pref_loss, "sft"], [1.0, m.pref_ftx]
     args = trl_config(DPOConfig, inputs.training_args, beta=m.pref_beta, loss_type=losses, loss_weights=weights,
                       label_smoothing=m.dpo_label_smoothing, max_length=None, gradient_checkpointing=False)
-    trainer_cls = type("InstillDPOTrainer", (DPOTrainer,), {"_prepare_dataset": _ids_as_given})
+    trainer_cls = type("InstillDPOTrainer", (IdsAsGiven, DPOTrainer), {})
     return _frozen_reference(trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs)))
 
 
 def _legacy_trainer(trainer_cls: type, config_cls: type, inputs: StageInputs, **extra: Any) -> Any:
     say(f"reference model: none ({inputs.config.method.pref_loss} is reference-free)")
     args = trl_config(config_cls, inputs.training_args, max_length=None, gradient_checkpointing=False, **extra)
-    patched = type(f"Instill{trainer_cls.__name__}", (trainer_cls,), {"tokenize_row": _legacy_row,
-                                                                       "_track_num_input_tokens": _count_pair_tokens})
+    patched = type(f"Instill{trainer_cls.__name__}", (PairRowsAsGiven, trainer_cls), {})
     return patched(args=args, **_common(inputs))
 
 
@@ -146,47 +112,8 @@ def _build_simpo(inputs: StageInputs) -> Any:
                            simpo_gamma=m.simpo_gamma, cpo_alpha=m.pref_ftx, label_smoothing=m.dpo_label_smoothing)
 
 
-def _with_kl_completions(self: Any, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
-    """KTO's KL term pairs each prompt with another row's answer. Batch >= 2: rotate the answers by one
-    within each batch (trl's own rule, applied to our ids). Batch 1: rotate them across the whole dataset
-    (row i gets row i-1's answer), as LLaMA-Factory builds its KL pairs at preprocessing time."""
-    if not self.calculate_KL:
-        return dataset
-    if len(dataset) < 2:
-        raise ConfigError(f"stage: kto: the {dataset_name} set has {len(dataset)} row(s); KTO's KL term pairs each "
-                          "prompt with another row's answer, so it needs at least 2")
-
-    def rotate(batch: dict) -> dict:
-        batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
-        return batch
-
-    size = self.kl_batch_size
-    return dataset.map(rotate, batched=True, batch_size=size if size > 1 else None)
-
-
-def _kto_trainer_class() -> type:
-    from trl import KTOTrainer
-
-    class InstillKTOTrainer(KTOTrainer):
-        _prepare_dataset = _with_kl_completions
-
-        def __init__(self, *, args: Any, **kwargs: Any) -> None:
-            """trl refuses batch 1 in `__init__` (its KL pairs rotate within a batch, so a batch of one would pair
-            each prompt with its own answer). Ours rotate across the dataset at batch 1, so trl's check is
-            passed with batch 2 for `__init__` only; the batch and `_train_batch_size` are 1 again right after."""
-            self.kl_batch_size = args.per_device_train_batch_size
-            args.per_device_train_batch_size = max(2, self.kl_batch_size)
-            try:
-                super().__init__(args=args, **kwargs)
-            finally:
-                args.per_device_train_batch_size = self.kl_batch_size
-            self._train_batch_size = args.train_batch_size
-
-    return InstillKTOTrainer
-
-
 def build_kto(inputs: StageInputs) -> Any:
-    from trl import KTOConfig
+    from trl import KTOConfig, KTOTrainer
 
     m = inputs.config.method
     args = trl_config(KTOConfig, inputs.training_args, beta=m.pref_beta, desirable_weight=m.kto_chosen_weight,
@@ -195,9 +122,9 @@ def build_kto(inputs: StageInputs) -> Any:
     if args.per_device_train_batch_size == 1:
         say("kto, batch 1: each prompt's KL answer is the previous row's (rotated across the dataset, "
             "as LLaMA-Factory does)")
-    return _frozen_reference(_kto_trainer_class()(ref_model=reference_model(inputs), args=args, **_common(inputs)))
+    trainer_cls = type("InstillKTOTrainer", (KLPairs, KTOTrainer), {})
+    return _frozen_reference(trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs)))
 
 
-DPO = Stage("dpo", "preference optimisation on chosen/rejected pairs (DPO, IPO, hinge, ORPO, SimPO)", "pairs",
-            build_dpo)
-KTO = Stage("kto", "KTO on answers labelled desirable or not", "kto", build_kto)
+DPO = Stage.named("dpo", build_dpo)
+KTO = Stage.named("kto", build_kto)

@@ -10,4 +10,4 @@ from __future__ import annotations
 from instill.train.sft import build_trainer
 from instill.train.stage import Stage
 
-STAGE = Stage("pt", "continued pretraining on plain text", "text", build_trainer)
+STAGE = Stage.named("pt", build_trainer)

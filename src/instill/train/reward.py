@@ -36,5 +36,4 @@ def build_trainer(inputs: StageInputs) -> Any:
                          callbacks=inputs.callbacks)
 
 
-STAGE = Stage("rm", "reward model: a value head trained on chosen/rejected pairs", "pairs", build_trainer,
-              head="score")
+STAGE = Stage.named("rm", build_trainer)

@@ -10,6 +10,7 @@ plot_loss, training_loss.png.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +18,15 @@ from typing import Any
 
 from transformers.trainer_callback import ProgressCallback
 
-from instill.config import RunConfig, TrainArgs, save_config
+from instill.config import TRAINER_PASSTHROUGH, RunConfig, TrainArgs, check_training, save_config
 from instill.console import say
 from instill.data.dataset import TokenizedSet, iterable_dataset, prepare_datasets
-from instill.data.pairs import PAIR_KINDS
 from instill.data.templates import get_template
 from instill.errors import ConfigError
 from instill.evaluate.runner import task_metrics_callback
 from instill.hub import resolve_model_args
-from instill.model.adapters import apply_method, check_adapters, describe_parameters
+from instill.model.adapters import apply_method, check_adapters, count_parameters, describe_parameters
+from instill.model.footprint import check_free_disk, checkpoint_bytes
 from instill.model.load import Precision, check_precision, check_speed_flags, device_type, load_model, load_tokenizer
 from instill.model.processor import load_image_inputs
 from instill.ranks import is_main, world_size
@@ -34,7 +35,7 @@ from instill.report.data_summary import write_data_summary
 from instill.report.html import try_write_report
 from instill.report.plots import plot_loss, plot_rewards
 from instill.tracking.compute import set_torch_threads
-from instill.tracking.trackers import check_trackers, finish_run, tracker_callbacks
+from instill.tracking.trackers import check_trackers, finish_run, log_summary, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
 from instill.train.checkpoint import atomic_checkpoints, last_complete_checkpoint, save_failures
 from instill.train.distributed import (
@@ -48,7 +49,14 @@ from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_t
 from instill.train.lock import LOCK_NAME
 from instill.train.stage import Stage, StageInputs
 from instill.train.stages import STAGES
-from instill.train.throughput import expected_padding, padding_line, throughput, throughput_text
+from instill.train.throughput import (
+    TrainClock,
+    expected_padding,
+    padding_line,
+    throughput,
+    throughput_text,
+    train_time_text,
+)
 
 
 def resolve_resume(args: TrainArgs) -> str | None:
@@ -86,6 +94,17 @@ def total_optimizer_steps(n_samples: int | None, args: TrainArgs) -> int:
     return math.ceil(per_epoch * args.num_train_epochs)
 
 
+def check_disk(model: Any, config: RunConfig, total_steps: int, resume: str | None) -> None:
+    """Before training starts: refuse in one line when output_dir's disk cannot hold the final weights and the
+    checkpoints still to come (model/footprint.py's estimate, the doctor's too)."""
+    trainable, total = count_parameters(model)
+    out = Path(config.train.output_dir)
+    kept = sum(1 for p in out.glob("checkpoint-*") if p.is_dir()) if out.is_dir() else 0
+    done = re.fullmatch(r"checkpoint-(\d+)", Path(resume).name) if resume else None
+    left = max(total_steps - int(done.group(1)), 0) if done else total_steps
+    check_free_disk(out, *checkpoint_bytes(total, trainable, config, left, kept))
+
+
 def _save_pissa_init(model: Any, config: RunConfig, out: Path) -> Path | None:
     """PiSSA's initial adapter, needed at the end to convert the trained one (see peft's PiSSA docs)."""
     if not config.method.pissa_init or config.model.adapter_name_or_path:
@@ -105,10 +124,18 @@ def _task_metrics(config: RunConfig, stage: Stage, tokenizer: Any, template: Any
 
 
 def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "full") -> Any:
+    """transformers' TrainingArguments for this run; a value it refuses is a one-line ConfigError."""
     from transformers import TrainingArguments
 
     on_cpu = device_type() == "cpu"
-    return TrainingArguments(
+    try:
+        return _training_arguments(TrainingArguments, args, has_eval, finetuning_type, on_cpu)
+    except (ValueError, TypeError, ImportError) as err:  # e.g. tf32 without an Ampere GPU, a bad optim_args
+        raise ConfigError(f"the training arguments: {' '.join(str(err).split())}") from None
+
+
+def _training_arguments(cls: type, args: TrainArgs, has_eval: bool, finetuning_type: str, on_cpu: bool) -> Any:
+    return cls(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.per_device_train_batch_size,
         per_device_eval_batch_size=args.per_device_eval_batch_size,
@@ -134,7 +161,7 @@ def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "
         eval_steps=args.eval_steps or (args.save_steps if args.eval_strategy == "steps" else None),
         prediction_loss_only=True,  # eval loss only: full-vocab logits of every eval batch would fill memory
         seed=args.seed,
-        data_seed=args.seed,
+        data_seed=args.seed if args.data_seed is None else args.data_seed,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random",
         torch_compile=args.torch_compile,
         use_liger_kernel=args.enable_liger_kernel,
@@ -145,6 +172,7 @@ def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         disable_tqdm=False,
+        **{key: getattr(args, key) for key in TRAINER_PASSTHROUGH},
     )
 
 
@@ -190,15 +218,14 @@ def run_training(config: RunConfig) -> RunResult:
     started = time.perf_counter()
     t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
     stage = STAGES[config.method.stage]
-    if stage.data_kind in PAIR_KINDS and t.group_by_length:
+    if stage.facts.reads_pairs and t.group_by_length:
         # transformers' length-grouped sampler reads input_ids, which pair rows do not have: random order,
         # and the data summary, the saved run_config.yaml and the Trainer all say so.
         t = t.model_copy(update={"group_by_length": False})
         config = config.model_copy(update={"train": t})
     check_precision(precision)
     check_speed_flags(config.train.torch_compile, config.train.enable_liger_kernel)
-    if not config.data.dataset:
-        raise ConfigError("training needs 'dataset' (names from dataset_info.json in dataset_dir)")
+    check_training(config)
     check_trackers(t)
     check_parallel(config)
     start_ranks(t.ddp_timeout)  # under torchrun: the process group, with ddp_timeout (train/distributed.py)
@@ -218,6 +245,11 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     for note in config.notes:
         say(note)
 
+    # Before anything loads: a value transformers refuses stops here; with ZeRO-3 the arguments make
+    # from_pretrained load the model sharded.
+    expects_eval = bool(config.data.eval_dataset or config.data.val_size)
+    training_args = training_arguments(t, expects_eval, config.method.finetuning_type)
+    check_world_size(training_args)
     m = config.model
     check_adapters(m.adapter_name_or_path)
     model_dir = resolve_model_args(m)  # once per run
@@ -226,16 +258,15 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     template = get_template(config.data.template, tokenizer)
     media = load_image_inputs(m, model_dir, tokenizer)  # None for a text model
     train_rows, eval_rows, train_set = _data(config, stage, template, media)
-
     has_eval = eval_rows is not None
-    # Before the model loads: with ZeRO-3 the arguments make from_pretrained load it sharded.
-    training_args = training_arguments(t, has_eval, config.method.finetuning_type)
-    check_world_size(training_args)
+    if has_eval != expects_eval:
+        training_args = training_arguments(t, has_eval, config.method.finetuning_type)
     model = load_model(m, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing,
-                       head=stage.head)
+                       head=stage.head, checkpointing_kwargs=t.gradient_checkpointing_kwargs)
     total_steps = total_optimizer_steps(len(train_set) if train_set is not None else None, t)
     model = apply_method(model, config.method, m.adapter_name_or_path, total_steps)
     say(f"{stage.name}, {config.method.finetuning_type}: {describe_parameters(model)}")
+    check_disk(model, config, total_steps, resume)
 
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -246,9 +277,11 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         if resume is None and log_path.exists():
             log_path.unlink()
 
+    clock = TrainClock()  # after the task metrics: their generation counts as evaluation, not training
     callbacks = (([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else [])
                  + _task_metrics(config, stage, tokenizer, template, has_eval, media)
-                 + [JsonlLogCallback(log_path), *tracker_callbacks(config, out)])
+                 + [clock, JsonlLogCallback(log_path, stage.facts, clock.interval_rate),
+                    *tracker_callbacks(config, out, clock.interval_rate)])
     trainer = stage.build_trainer(StageInputs(config, model, tokenizer, template, train_rows, eval_rows,
                                               training_args, callbacks, media))
     atomic_checkpoints(trainer)
@@ -260,10 +293,10 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         result = trainer.train(resume_from_checkpoint=resume)
     if stop.acted:
         raise TrainingInterrupted(trainer.state.global_step, last_complete_checkpoint(out))
-    figures = throughput(trainer, result.metrics.get("train_runtime", 0.0), precision.compute_dtype,
-                         config.method.finetuning_type == "full")
-    result.metrics.update(figures)
-    trainer.log(figures)  # trainer_log.jsonl and the trackers
+    figures = throughput(trainer, clock, precision.compute_dtype, config.method.finetuning_type == "full")
+    result.metrics.update(figures)  # all_results.json
+    trainer.log(figures)  # trainer_log.jsonl
+    log_summary(trainer, figures)
     with save_failures(out, f"the trained weights to {out}"):
         metrics = _save(trainer, config, template, tokenizer, result, pissa_init_dir, has_eval)
         if media is not None and is_main():  # the image processor (with its pixel bounds) travels with the run
@@ -324,7 +357,7 @@ def _summary_line(config: RunConfig, stage: Stage, trainer: Any, metrics: dict, 
     what = "adapter" if config.method.finetuning_type in ("lora", "adalora") else "weights"
     say(
         f"done ({stage.name}): {trainer.state.global_step} steps, {tokens:,} tokens, "
-        f"train {metrics.get('train_runtime', 0):.0f} s ({throughput_text(figures)}{ranks}), "
+        f"train {train_time_text(figures)} ({throughput_text(figures)}{ranks}), "
         f"mean train loss {metrics.get('train_loss', float('nan')):.4f}, total {seconds:.0f} s; "
         f"{what} in {config.train.output_dir}"
     )

@@ -34,4 +34,4 @@ def build_trainer(inputs: StageInputs) -> Any:
     )
 
 
-STAGE = Stage("sft", "supervised fine-tuning on conversations", "conversation", build_trainer, task_metrics=True)
+STAGE = Stage.named("sft", build_trainer)

@@ -1,4 +1,4 @@
-"""What a training stage is: the kind of data it reads and how it builds its Trainer.
+"""What a training stage is: its facts (`stage_facts.py`) and how it builds its Trainer.
 
 `train/run.py` does everything every stage shares (checks, model, method, callbacks, trackers,
 saving, report, summary line); a stage module adds only what differs. `STAGES` in
@@ -13,6 +13,7 @@ from typing import Any
 
 from instill.config import RunConfig
 from instill.data.templates import ChatTemplate
+from instill.stage_facts import STAGE_FACTS, DataKind, StageFacts
 
 
 @dataclass
@@ -32,12 +33,26 @@ class StageInputs:
 
 @dataclass(frozen=True)
 class Stage:
-    name: str
-    description: str
-    # "conversation": labels on what the assistant says; "text": every token trained (pretraining).
-    data_kind: str
+    facts: StageFacts
     build_trainer: Callable[[StageInputs], Any]
-    # Whether `do_eval` task metrics (accuracy, entity F1, ...) make sense for this stage's eval data.
-    task_metrics: bool = False
-    # "lm": the causal LM; "score": a one-output value head on the same body (stage: rm).
-    head: str = "lm"
+
+    @classmethod
+    def named(cls, name: str, build_trainer: Callable[[StageInputs], Any]) -> Stage:
+        """The stage `name` of the facts table, built by `build_trainer`."""
+        return cls(STAGE_FACTS[name], build_trainer)
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
+
+    @property
+    def data_kind(self) -> DataKind:
+        return self.facts.data_kind
+
+    @property
+    def task_metrics(self) -> bool:
+        return self.facts.task_metrics
+
+    @property
+    def head(self) -> str:
+        return self.facts.head

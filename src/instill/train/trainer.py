@@ -13,16 +13,11 @@ this for an arbitrary model): a pre-hook on its output head keeps only the label
 states, and the cross-entropy (plus AdaLoRA's regulariser) is computed here with the
 Trainer's own reduction rules.
 
-Rows that begin alike (a classification set's system prompt and instruction) share that prefix's
-work: the longest unlabelled prefix common to every row of a batch runs once, its key/value cache is
-repeated for each row, and the rest of the rows runs on it (`share_prefix`). Causal attention makes
-this the same computation, and gradients reach the prefix's adapters through the cache. It is off
-where it would not be exact or not apply: active dropout (one mask for all rows), activation
-checkpointing (no cache), DeepSpeed / FSDP (the prefix pass runs outside their forward), packed
-rows, images, sliding-window attention, router losses.
+Rows that begin alike share their common prefix's work (`share_prefix`, train/shared_prefix.py).
 
-Length-grouped batches (`group_by_length`) come in an order seeded by (seed, epoch), so a run
-resumed in the middle of any epoch trains exactly the batches the interrupted run would have.
+Length-grouped batches (`group_by_length`) come in an order seeded by (seed, epoch)
+(`patches.SeededLengthGroups`), so a run resumed in the middle of any epoch trains exactly the
+batches the interrupted run would have.
 """
 
 from __future__ import annotations
@@ -33,10 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer
-from transformers.cache_utils import DynamicCache, DynamicLayer
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from instill.data.tokenize import IGNORE_INDEX
+from instill.train.patches import SeededLengthGroups
+from instill.train.shared_prefix import PrefixSharing, base_forward
 
 
 def shifted_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -44,58 +39,10 @@ def shifted_labels(labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
 
 
-def _base_forward(model: nn.Module) -> Any:
-    """The forward of the model under PEFT / DDP / compile wrappers."""
-    inner = model
-    for attr in ("module", "_orig_mod"):
-        inner = getattr(inner, attr, inner)
-    if hasattr(inner, "get_base_model"):
-        inner = inner.get_base_model()
-    return inner.forward
-
-
 def accepts_keep_mask(model: nn.Module) -> bool:
     """Whether the model's forward takes `logits_to_keep` and passes loss kwargs (`shift_labels`) on."""
-    params = inspect.signature(_base_forward(model)).parameters
+    params = inspect.signature(base_forward(model)).parameters
     return "logits_to_keep" in params and any(p.kind == p.VAR_KEYWORD for p in params.values())
-
-
-def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, keep: torch.Tensor) -> int:
-    """How many leading tokens every row of the batch has in common, none of them scored (keep: the
-    shifted-label mask: position t scores token t + 1); at least one position is left to each row."""
-    if input_ids.shape[0] < 2:
-        return 0
-    same = (input_ids == input_ids[:1]).all(0) & ~keep.any(0)
-    if attention_mask is not None:
-        same &= (attention_mask == 1).all(0)
-    return min(int(same.long().cumprod(0).sum()), input_ids.shape[1] - 1)
-
-
-def can_share_prefix(model: nn.Module) -> bool:
-    """Whether a prefix pass plus a cached pass computes exactly what one pass does for this model."""
-    params = inspect.signature(_base_forward(model)).parameters
-    config = getattr(model, "config", None)
-    sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
-    return ("past_key_values" in params and config is not None and not sliding
-            and not hasattr(config, "vision_config") and not getattr(config, "output_router_logits", False))
-
-
-def plain_attention_cache(cache: Any, length: int) -> bool:
-    """A cache holding the `length` prefix tokens as full-attention keys and values only, which repeating
-    per row repeats exactly (not none, not a sliding-window, recurrent-state or remote-code cache)."""
-    return (type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
-            and cache.get_seq_length() == length)
-
-
-def checkpointed(model: nn.Module) -> bool:
-    """Whether activation checkpointing is on in any layer (checkpointed layers drop the cache)."""
-    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
-
-
-def has_dropout(model: nn.Module) -> bool:
-    config = getattr(model, "config", None)
-    return (any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
-            or bool(getattr(config, "attention_dropout", 0)))
 
 
 def adalora_regulariser(model: nn.Module) -> torch.Tensor | None:
@@ -113,58 +60,27 @@ def adalora_regulariser(model: nn.Module) -> torch.Tensor | None:
     return weight * torch.stack(terms).mean() if terms else None
 
 
-_PLAIN_KEYS = {"input_ids", "attention_mask", "labels"}  # batches with more (positions, images) run in one pass
-
-
-class EpochSeededLengthSampler(LengthGroupedSampler):
-    """transformers' length-grouped order, drawn from a generator seeded by (seed, epoch).
-
-    transformers draws it from the global RNG when the epoch's iterator is made; a run resumed in the
-    middle of epoch 2 or later holds another RNG state at that point, so it skipped the trained batches
-    of a different order and trained other rows than the interrupted run would have. Seeded by epoch,
-    the order of every epoch is the same in a fresh and in a resumed run (and on every rank)."""
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int, epoch: Any) -> None:
-        super().__init__(batch_size, lengths=lengths)
-        self.seed, self.epoch = seed, epoch  # epoch: a callable giving the epoch being started
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch())
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
-
-
-class LabelledLossTrainer(Trainer):
+class LabelledLossTrainer(SeededLengthGroups, Trainer):
     """A transformers Trainer whose loss projects onto the vocabulary only where labels are trained.
 
     Falls back to the plain computation with label smoothing, a custom `compute_loss_func`, or when
     full logits are asked for (`prediction_loss_only` off)."""
 
     force_head_hook = False  # tests set it to exercise the path for models without `logits_to_keep`
-    min_shared_prefix = 16  # tokens; a shorter common prefix is not worth a second forward call
 
     def __init__(self, *args: Any, share_prefix: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # What training batches held: sequences, token slots (padding included), labelled positions, and
         # the tokens a shared prefix saved (computed once instead of once per row).
         self.batch_counts = {"samples": 0, "slots": 0, "labelled": 0, "shared": 0}
-        self.sampler_epoch = 0
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        processes = self.accelerator.distributed_type.value  # one process or plain DDP; not DeepSpeed / FSDP / XLA
-        self.share_prefix = (share_prefix and can_share_prefix(unwrapped)
-                             and not self.args.gradient_checkpointing and not checkpointed(unwrapped)
-                             and (processes == "NO" or processes.startswith("MULTI_")))
-        self._dropout = has_dropout(unwrapped)
+        self.prefix = PrefixSharing(self.accelerator.unwrap_model(self.model), wanted=share_prefix,
+                                    gradient_checkpointing=self.args.gradient_checkpointing,
+                                    processes=self.accelerator.distributed_type.value)
 
-    def _get_train_sampler(self, train_dataset=None):
-        sampler = super()._get_train_sampler(train_dataset)
-        if type(sampler) is LengthGroupedSampler:
-            return EpochSeededLengthSampler(sampler.batch_size, sampler.lengths, self.args.seed,
-                                            lambda: self.sampler_epoch)
-        return sampler
-
-    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
-        self.sampler_epoch = kwargs["epoch"]  # read by EpochSeededLengthSampler when the epoch's iterator is made
-        return super()._run_epoch(*args, **kwargs)
+    @property
+    def share_prefix(self) -> bool:
+        """Whether batches share their common prefix (off for good once a model's cache cannot be repeated)."""
+        return self.prefix.on
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         ids, counts = inputs["input_ids"], self.batch_counts
@@ -201,27 +117,12 @@ class LabelledLossTrainer(Trainer):
         if accepts_keep_mask(model) and not self.force_head_hook:
             rest = {k: v for k, v in inputs.items() if k != "labels"}
             fast = {**rest, "labels": kept, "shift_labels": kept, "logits_to_keep": keep}
-            if self.share_prefix and (not model.training or not self._dropout) and inputs.keys() <= _PLAIN_KEYS:
-                fast = self._after_shared_prefix(model, fast, keep)
+            if self.prefix.applies(model.training, inputs):
+                fast, spared = self.prefix.after_prefix(self.accelerator.unwrap_model(model), fast, keep)
+                if model.training:
+                    self.batch_counts["shared"] += spared
             return super().compute_loss(model, fast, return_outputs, num_items_in_batch)
         return self._loss_by_head_hook(model, inputs, keep, kept, return_outputs, num_items_in_batch)
-
-    def _after_shared_prefix(self, model, fast: dict[str, Any], keep: torch.Tensor) -> dict[str, Any]:
-        """The inputs for the rows' remainders, after the batch's common prefix has run once into a cache."""
-        ids = fast["input_ids"]
-        length = shared_prefix_length(ids, fast.get("attention_mask"), keep)
-        if length < self.min_shared_prefix:
-            return fast
-        inner = self.accelerator.unwrap_model(model)  # under DDP the prefix pass is not a second DDP forward
-        cache = inner(input_ids=ids[:1, :length], use_cache=True, logits_to_keep=1).past_key_values
-        if not plain_attention_cache(cache, length):
-            self.share_prefix = False  # the model's caches will not change: stop trying
-            return fast
-        cache.batch_repeat_interleave(ids.shape[0])
-        if model.training:
-            self.batch_counts["shared"] += length * (ids.shape[0] - 1)
-        return {**fast, "input_ids": ids[:, length:], "past_key_values": cache, "use_cache": True,
-                "logits_to_keep": keep[:, length:]}
 
     def _loss_by_head_hook(self, model, inputs, keep, kept, return_outputs, num_items_in_batch):
         head = self.accelerator.unwrap_model(model).get_output_embeddings()

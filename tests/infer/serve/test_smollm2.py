@@ -17,7 +17,7 @@ QUESTIONS = ["What is the capital of France? Answer in one word.", "Say hello in
 
 def test_smollm2_answers_stop_at_end_of_turn_alone_or_batched(smollm2_dir, tmp_path):
     from instill.config import load_config
-    from instill.infer.served import load_served
+    from instill.infer.serve.served import load_served
 
     config = write_yaml(tmp_path / "smol.yaml", model_name_or_path=SMOLLM2, template="auto",
                         output_dir=str(tmp_path / "out"))

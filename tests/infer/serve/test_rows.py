@@ -7,10 +7,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from instill.infer.protocol import ChatCompletionRequest, CompletionRequest
-from instill.infer.rows import IncrementalDecoder, Row, partial_stop
-from instill.infer.server import exposure_warning
-from instill.infer.toolcalls import ToolCallSplitter, parse_tool_calls
+from instill.infer.serve.protocol import ChatCompletionRequest, CompletionRequest
+from instill.infer.serve.rows import IncrementalDecoder, Row, partial_stop
+from instill.infer.serve.server import exposure_warning
+from instill.infer.serve.toolcalls import ToolCallSplitter, parse_tool_calls
 
 TEXTS = ["Hello, world! 你好，世界。", "emoji 🤖🎉 and café", "  leading spaces\n\ttabs\nand lines  ", "<tool_call>x"]
 
@@ -146,7 +146,7 @@ def test_template_kwargs_reach_the_tokenizer_template(served):
     import copy
 
     from instill.data.templates import get_template
-    from instill.infer.served import ServedModel
+    from instill.infer.serve.served import ServedModel
 
     tokenizer = copy.deepcopy(served.models["alpha"].tokenizer)
     tokenizer.chat_template = ("{% for m in messages %}{{ m.content }}{% endfor %}"

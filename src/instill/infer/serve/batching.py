@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from instill.infer.rows import Row
+from instill.infer.serve.rows import Row
 
 log = logging.getLogger("instill.serve")
 

@@ -32,11 +32,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from instill.errors import DataError, TemplateError
-from instill.infer.batching import Batcher, QueueFull
-from instill.infer.protocol import ChatCompletionRequest, CompletionRequest
-from instill.infer.rows import Row
-from instill.infer.served import ServedModel, ServedModels
-from instill.infer.toolcalls import ToolCallSplitter
+from instill.infer.serve.batching import Batcher, QueueFull
+from instill.infer.serve.protocol import ChatCompletionRequest, CompletionRequest
+from instill.infer.serve.rows import Row
+from instill.infer.serve.served import ServedModel, ServedModels
+from instill.infer.serve.toolcalls import ToolCallSplitter
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -127,7 +127,7 @@ def build_app(served: ServedModels, batcher: Batcher, api_key: str | None = None
 
     @app.get("/", include_in_schema=False)
     async def chat_page() -> HTMLResponse:
-        return HTMLResponse(resources.files("instill.infer").joinpath("static/chat.html").read_text("utf-8"))
+        return HTMLResponse(resources.files("instill.infer.serve").joinpath("static/chat.html").read_text("utf-8"))
 
     @app.get("/health")
     async def health() -> dict:
@@ -351,7 +351,7 @@ def run_server(served: ServedModels, host: str = "127.0.0.1", port: int = 8000, 
     from uvicorn.config import LOGGING_CONFIG
 
     from instill.console import say
-    from instill.infer.rows import generate_rows
+    from instill.infer.serve.rows import generate_rows
 
     batcher = Batcher(lambda rows: generate_rows(served.model, rows, served.pad_id, served.multi_adapter, served.media),
                       max_batch=max_concurrency, max_queue=max_queue)

@@ -14,7 +14,7 @@ import re
 import uuid
 from typing import Any
 
-from instill.infer.rows import partial_stop
+from instill.infer.serve.rows import partial_stop
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)

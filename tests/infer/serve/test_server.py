@@ -309,7 +309,7 @@ def test_tool_calls_are_parsed_streamed_or_not(serve_app, served, monkeypatch):
     assert calls[0].function.name == "get_weather" and json.loads(calls[0].function.arguments) == {"city": "Paris"}
 
     # The call and the tool's answer go back in; OpenAI's string arguments render as a JSON object.
-    from instill.infer.protocol import ChatCompletionRequest
+    from instill.infer.serve.protocol import ChatCompletionRequest
 
     follow = messages + [{"role": "assistant", "content": None, "tool_calls": [
         {"id": call.id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},

@@ -1,0 +1,75 @@
+"""What each training stage is, as facts the config and every layer can read (the ground floor).
+
+`train/stages.py` pairs each entry here with the code that builds its Trainer (`train/stage.py`);
+a test pins the two to the same names. Adding a stage: one entry here, one module in `train/`,
+one line in `train/stages.py`. Nothing else asks "is this a preference stage" by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# What a stage's rows become: "conversation" (labels on what the assistant says), "text" (every token
+# trained), "pairs" (chosen/rejected answers to one prompt), "kto" (one answer with a desirable tag).
+DataKind = Literal["conversation", "text", "pairs", "kto"]
+PAIR_KINDS: tuple[DataKind, ...] = ("pairs", "kto")
+
+# learning_rate a YAML leaves unset (defaults.py), by finetuning_type. LoRA: 5e-4 (alpha = 2 x rank);
+# AdaLoRA 10x that (its singular values start at zero: at LoRA's rate it barely moves, README "Methods");
+# full and freeze update the base weights themselves, where 1e-5 / 1e-4 are the usual values.
+# Preference stages start from a tuned model and move it a little (trl's DPO examples: 5e-7 to 5e-5).
+_SFT_RATES = {"lora": 5e-4, "adalora": 5e-3, "freeze": 1e-4, "full": 1e-5}
+_PREFERENCE_RATES = {"lora": 5e-5, "adalora": 5e-4, "freeze": 5e-6, "full": 1e-6}
+
+
+@dataclass(frozen=True)
+class StageFacts:
+    name: str
+    description: str
+    data_kind: DataKind
+    # Rows can be read and tokenized lazily as training consumes them (streaming: true).
+    streamable: bool
+    # learning_rate by finetuning_type when the YAML sets none.
+    learning_rates: dict[str, float]
+    # Whether `do_eval` task metrics (accuracy, entity F1, ...) make sense for this stage's eval data.
+    task_metrics: bool = False
+    # "lm": the causal LM; "score": a one-output value head on the same body (stage: rm).
+    head: Literal["lm", "score"] = "lm"
+    # Metrics the stage's Trainer logs besides loss (eval_ forms included): kept in trainer_log.jsonl and
+    # drawn in rewards.png. Exact names, or prefixes ending in "/".
+    metrics: tuple[str, ...] = ()
+    # Config keys that only this stage (and others listing them) reads; set in another stage, they are
+    # named as ignored in the run summary.
+    own_keys: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def reads_pairs(self) -> bool:
+        """Rows are pairs or KTO rows (no input_ids to group by length; read up front)."""
+        return self.data_kind in PAIR_KINDS
+
+    def logs_metric(self, key: str) -> bool:
+        """Whether `key` (or its eval_ form) is one of this stage's own metrics."""
+        key = key.removeprefix("eval_")
+        return any(key.startswith(m) if m.endswith("/") else key == m for m in self.metrics)
+
+
+_DPO_KEYS = frozenset({"pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "simpo_gamma", "ref_model"})
+_KTO_KEYS = frozenset({"pref_beta", "kto_chosen_weight", "kto_rejected_weight", "ref_model"})
+
+STAGE_FACTS: dict[str, StageFacts] = {facts.name: facts for facts in (
+    StageFacts("sft", "supervised fine-tuning on conversations", "conversation", streamable=True,
+               learning_rates=_SFT_RATES, task_metrics=True),
+    StageFacts("pt", "continued pretraining on plain text", "text", streamable=True, learning_rates=_SFT_RATES),
+    StageFacts("dpo", "preference optimisation on chosen/rejected pairs (DPO, IPO, hinge, ORPO, SimPO)", "pairs",
+               streamable=False, learning_rates=_PREFERENCE_RATES, own_keys=_DPO_KEYS,
+               metrics=("rewards/",)),
+    StageFacts("kto", "KTO on answers labelled desirable or not", "kto", streamable=False,
+               learning_rates=_PREFERENCE_RATES, own_keys=_KTO_KEYS, metrics=("rewards/", "kl")),
+    StageFacts("rm", "reward model: a value head trained on chosen/rejected pairs", "pairs", streamable=False,
+               learning_rates=_PREFERENCE_RATES, head="score", metrics=("accuracy", "margin", "mean_reward")),
+)}
+
+STAGE_NAMES = tuple(STAGE_FACTS)
+# Keys some stage reads and others do not (for the "ignored for this stage" note).
+STAGE_KEYS = frozenset().union(*(facts.own_keys for facts in STAGE_FACTS.values()))
