@@ -159,3 +159,10 @@ def test_api_and_webchat_are_the_server(capsys):
     for verb in ("api", "webchat"):
         args = parse_args([verb, "x.yaml", "--port", "9001"])
         assert args.func.__name__ == "_serve" and args.port == 9001
+
+
+def test_bco_and_ld_dpo_are_dpo_keys():
+    config = build_config({**BASE, "stage": "dpo", "pref_bco_weight": 0.5, "ld_alpha": 0.3})
+    assert (config.method.pref_bco_weight, config.method.ld_alpha) == (0.5, 0.3)
+    with pytest.raises(ConfigError, match="'pref_bco_weight' mixes into DPO's own losses"):
+        build_config({**BASE, "stage": "dpo", "pref_loss": "orpo", "pref_bco_weight": 0.5})

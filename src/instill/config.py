@@ -187,6 +187,10 @@ class MethodArgs(_Section):
     """DPO's loss: sigmoid (DPO), ipo, hinge, orpo or simpo."""
     dpo_label_smoothing: float = Field(default=0.0, ge=0, le=0.5)
     """DPO: label smoothing (conservative DPO), in [0, 0.5]."""
+    pref_bco_weight: float = Field(default=0.0, ge=0)
+    """DPO: weight of the BCO term mixed in, as LLaMA-Factory does: (loss + w * bco) / (1 + w)."""
+    ld_alpha: float | None = Field(default=None, ge=0, le=1)
+    """LD-DPO: weight of the tokens of the longer answer beyond the shorter one's length (trl's ld_alpha)."""
     simpo_gamma: float = Field(default=0.5, ge=0)
     """SimPO: the target reward margin."""
     kto_chosen_weight: float = Field(default=1.0, gt=0)
@@ -626,6 +630,14 @@ def reference_fits_method(c: RunConfig) -> str | None:
     return None
 
 
+def bco_and_ld_fit_the_loss(c: RunConfig) -> str | None:
+    m = c.method
+    extras = [k for k in ("pref_bco_weight", "ld_alpha") if getattr(m, k)]
+    if extras and m.pref_loss in ("orpo", "simpo"):
+        return f"'{extras[0]}' mixes into DPO's own losses (sigmoid, ipo, hinge), not pref_loss: {m.pref_loss}"
+    return None
+
+
 def predict_has_data(c: RunConfig) -> str | None:
     if c.eval.do_predict and not (c.data.eval_dataset or (c.data.val_size and c.data.dataset)):
         return "do_predict needs eval_dataset (or val_size with dataset) to predict on"
@@ -641,7 +653,8 @@ def best_model_has_evaluation(c: RunConfig) -> str | None:
 
 
 CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quantization_fits_method, streaming_fits,
-               masking_is_one, reference_fits_method, predict_has_data, best_model_has_evaluation)
+               masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
+               best_model_has_evaluation)
 
 
 def check_training(config: RunConfig, source: str = "config") -> None:

@@ -187,7 +187,6 @@ POLICY: dict[str, Policy] = {
              {"export_hub_model_id": None}),
     **_table("refused", "a reference model with its own adapters or quantization " + _NOT_YET, {
         "ref_model_adapters": None, "ref_model_quantization_bit": None}),
-    **_table("refused", "LD-DPO (ld_alpha) and the BCO term " + _NOT_YET, {"ld_alpha": None, "pref_bco_weight": 0.0}),
     **_table("refused", "vision preprocessing options for Gemma 3 / InternVL are not supported (Qwen2-VL only)", {
         "image_do_pan_and_scan": False, "crop_to_patches": False}),
     **_table("refused", "LLaMA-Factory's MMLU/CMMLU/C-Eval evaluation is deprecated there and not built here; use "

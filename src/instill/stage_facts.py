@@ -54,7 +54,8 @@ class StageFacts:
         return any(key.startswith(m) if m.endswith("/") else key == m for m in self.metrics)
 
 
-_DPO_KEYS = frozenset({"pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "simpo_gamma", "ref_model"})
+_DPO_KEYS = frozenset({"pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "simpo_gamma", "ref_model",
+                       "pref_bco_weight", "ld_alpha"})
 _KTO_KEYS = frozenset({"pref_beta", "kto_chosen_weight", "kto_rejected_weight", "ref_model"})
 
 STAGE_FACTS: dict[str, StageFacts] = {facts.name: facts for facts in (

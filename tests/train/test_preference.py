@@ -93,6 +93,7 @@ def test_lora_dpo_learns_the_planted_preference_with_one_copy_of_the_base(tiny_q
     ({"quantization_bit": 4}, "qlora"),  # bitsandbytes >= 0.45 runs 4-bit on the CPU (fp32 compute)
     ({"dataset": "dpo_zh_demo", "pref_loss": "orpo", "max_samples": 4}, "orpo"),  # 2 steps of 2: every pair once
     ({"pref_loss": "simpo", "simpo_gamma": 0.5}, "simpo"),
+    ({"pref_bco_weight": 1.0, "ld_alpha": 0.5, "pref_ftx": 0.2}, "bco+ld"),  # LLaMA-Factory's BCO mix and LD-DPO
     # LLaMA-Factory's *_kto.yaml trains at batch 1: the KL answers rotate across the dataset
     ({"stage": "kto", "dataset": "kto_en_demo", "per_device_train_batch_size": 1}, "kto"),
 ])
@@ -104,6 +105,9 @@ def test_every_preference_loss_trains_and_logs_rewards(tiny_qwen2, data_dir, tmp
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
     assert "rewards/chosen" in rows[0] or "rewards/chosen_sum" in rows[0] or "kl" in rows[0], rows[0]
     args = result.trainer.args
+    if expect == "bco+ld":  # (dpo + w·bco) / (1 + w), then the SFT term, as LLaMA-Factory weighs them
+        assert args.loss_type == ["sigmoid", "bco_pair", "sft"] and args.loss_weights == [0.5, 0.5, 0.2]
+        assert args.ld_alpha == 0.5
     if expect == "sigmoid+sft":
         assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]
         assert rows[0]["loss"] > math.log(2)  # the SFT term is added to ln 2

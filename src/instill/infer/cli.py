@@ -96,7 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "/v1/models) with a chat page at /. Each adapter in adapter_name_or_path is served beside "
                     "the base under its directory's name.",
         epilog="examples:\n  instill serve examples/demo_lora.yaml\n"
-               "  INSTILL_API_KEY=s3cret instill serve examples/demo_lora.yaml --port 9000 --max-concurrency 16",
+               "  INSTILL_API_KEY=s3cret instill serve examples/demo_lora.yaml --port 9000 --max-concurrency 16\n"
+               "  instill api examples/demo_lora.yaml      # LLaMA-Factory's name for the same server\n"
+               "  instill webchat examples/demo_lora.yaml  # the same; open the chat page it prints",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")

@@ -74,6 +74,19 @@ def _common(inputs: StageInputs) -> dict[str, Any]:
             "processing_class": inputs.tokenizer, "callbacks": inputs.callbacks}
 
 
+def dpo_losses(m: Any) -> dict[str, list]:
+    """trl's loss_type / loss_weights for LLaMA-Factory's keys: the preference loss, the BCO term mixed in as
+    LLaMA-Factory does ((loss + w·bco) / (1 + w), `pref_bco_weight`), the SFT term on the chosen answer
+    (`pref_ftx`)."""
+    losses, weights = [m.pref_loss], [1.0]
+    if m.pref_bco_weight > 0:
+        w = m.pref_bco_weight
+        losses, weights = [m.pref_loss, "bco_pair"], [1 / (1 + w), w / (1 + w)]
+    if m.pref_ftx > 0:
+        losses, weights = [*losses, "sft"], [*weights, m.pref_ftx]
+    return {"loss_type": losses, "loss_weights": weights}
+
+
 def build_dpo(inputs: StageInputs) -> Any:
     m = inputs.config.method
     if m.pref_loss == "orpo":
@@ -82,11 +95,9 @@ def build_dpo(inputs: StageInputs) -> Any:
         return _build_simpo(inputs)
     from trl import DPOConfig, DPOTrainer
 
-    losses, weights = [m.pref_loss], [1.0]
-    if m.pref_ftx > 0:
-        losses, weights = [m.pref_loss, "sft"], [1.0, m.pref_ftx]
-    args = trl_config(DPOConfig, inputs.training_args, beta=m.pref_beta, loss_type=losses, loss_weights=weights,
-                      label_smoothing=m.dpo_label_smoothing, max_length=None, gradient_checkpointing=False)
+    args = trl_config(DPOConfig, inputs.training_args, beta=m.pref_beta, **dpo_losses(m),
+                      label_smoothing=m.dpo_label_smoothing, ld_alpha=m.ld_alpha, max_length=None,
+                      gradient_checkpointing=False)
     trainer_cls = type("InstillDPOTrainer", (IdsAsGiven, DPOTrainer), {})
     return _frozen_reference(trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs)))
 
