@@ -6,7 +6,7 @@ Every key a LLaMA-Factory YAML may hold has one policy (`config.policy_of`):
 - **refused**: the run stops at the door with the reason and what to do instead.
 
 A refused key set to LLaMA-Factory's own default asks for nothing, so it is accepted quietly: the
-YAMLs LLaMA-Factory writes (and users copy) often spell out defaults such as `use_galore: false`.
+YAMLs LLaMA-Factory writes (and users copy) often spell out defaults such as `pure_bf16: false`.
 The README's "Coming from LLaMA-Factory" tables are generated from this module
 (`python -m instill.key_policy`); a test keeps them in step. Facts about LLaMA-Factory (key names,
 defaults) come from its v0.9.5 source: `src/llamafactory/hparams/*.py`.

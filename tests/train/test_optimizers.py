@@ -17,20 +17,22 @@ from instill.errors import ConfigError
 from instill.train.optimizers import MuonWithAdamW, muon_split
 from instill.train.run import run_training
 from tests.conftest import native_bf16
+from tests.train.test_preference import config as preference_config
+from tests.train.test_preference import data_dir  # noqa: F401 — the preference pairs, a fixture
 
 EXTRAS = Path(__file__).resolve().parents[1] / "fixtures" / "llamafactory_examples" / "extras"
 
 
-def _sized(tiny_qwen2: Path, data_dir: Path, out: Path) -> list[str]:
+def _sized(tiny_qwen2: Path, dataset_dir: Path, out: Path) -> list[str]:
     """The stand-ins (model, dataset_dir holding the demo datasets) and a run a CPU finishes in seconds: 4 rows
     of each of identity and alpaca_en_demo, 3 epochs, every step logged."""
-    return [f"model_name_or_path={tiny_qwen2}", f"dataset_dir={data_dir}", f"output_dir={out}", "max_samples=4",
+    return [f"model_name_or_path={tiny_qwen2}", f"dataset_dir={dataset_dir}", f"output_dir={out}", "max_samples=4",
             "cutoff_len=128", "logging_steps=1", "dataloader_num_workers=0", "preprocessing_num_workers=1",
             f"bf16={native_bf16()}"]
 
 
-def _train(example: str, tiny_qwen2: Path, data_dir: Path, out: Path, *extra: str):
-    config = load_config(EXTRAS / example, [*_sized(tiny_qwen2, data_dir, out), *extra])
+def _train(example: str, tiny_qwen2: Path, dataset_dir: Path, out: Path, *extra: str):
+    config = load_config(EXTRAS / example, [*_sized(tiny_qwen2, dataset_dir, out), *extra])
     result = run_training(config)
     rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in rows if "loss" in row]
@@ -205,3 +207,22 @@ def test_missing_package_names_the_extra(tiny_qwen2, lf_dataset_dir, tmp_path, m
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err == ("instill: error: use_galore: needs the galore-torch package: pip install 'instill[galore]'")
+
+
+@pytest.mark.parametrize(("stage", "keys"), [
+    ("dpo", {"loraplus_lr_ratio": 4.0}),
+    ("dpo", {"pref_loss": "orpo", "use_muon": True}),
+    ("kto", {"dataset": "kto_en_demo", "use_muon": True}),
+    ("rm", {"loraplus_lr_ratio": 4.0}),
+])
+def test_every_stage_builds_the_chosen_optimizer(tiny_qwen2, data_dir, tmp_path, stage, keys):  # noqa: F811
+    """Preference and reward stages build their trl trainer with the optimizer the config chose."""
+    result = run_training(preference_config(tiny_qwen2, data_dir, tmp_path / "out", stage=stage, max_steps=2,
+                                            per_device_train_batch_size=2, cutoff_len=32, max_samples=8, **keys))
+    optimizer = getattr(result.trainer.optimizer, "optimizer", result.trainer.optimizer)
+    if "use_muon" in keys:
+        assert type(optimizer) is MuonWithAdamW and all(opt.state for opt in optimizer.parts)
+    else:
+        names = {id(p): n for n, p in result.trainer.model.named_parameters()}
+        b = {g["initial_lr"] for g in optimizer.param_groups for p in g["params"] if "lora_B" in names[id(p)]}
+        assert b == {4.0 * 5e-3}
