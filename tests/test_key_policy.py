@@ -62,7 +62,7 @@ def test_passthrough_names_are_trainer_fields():
 
 
 @pytest.mark.parametrize("key, value, reason", [
-    ("use_galore", True, "GaLore is one of LLaMA-Factory's training extras"),
+    ("apollo_scale_front", True, "apollo-torch reads scale_front only as a constructor argument"),
     ("use_mca", True, "Megatron-Core training"),
     ("fp8", True, "fp8 training needs a CUDA GPU"),
     ("infer_backend", "vllm", "the vLLM backend is not built"),
@@ -76,8 +76,8 @@ def test_refused_keys_say_why(key, value, reason):
 
 
 def test_refused_key_at_its_default_is_accepted_quietly():
-    config = build_config({**BASE, "use_galore": False, "galore_rank": 16, "mix_strategy": "concat"})
-    assert not any("galore" in note for note in config.notes)
+    config = build_config({**BASE, "apollo_scale_front": False, "mix_strategy": "concat"})
+    assert not any("apollo" in note or "mix" in note for note in config.notes)
 
 
 def test_ignored_keys_are_named_in_the_notes():
@@ -140,8 +140,8 @@ def test_instill_keys_lists_help_and_policy(capsys):
 
     assert main(["keys", "beta2"]) == 0
     assert "adam_beta2  [train] default 0.999\n    AdamW's beta2." in capsys.readouterr().out
-    assert main(["keys", "galore_rank"]) == 0
-    assert "galore_rank  [LLaMA-Factory: refused]" in capsys.readouterr().out
+    assert main(["keys", "apollo_scale_front"]) == 0
+    assert "apollo_scale_front  [LLaMA-Factory: refused]" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("verb, says", [("webui", "LLaMA Board is not built"), ("env", "instill doctor")])

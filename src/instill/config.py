@@ -199,16 +199,81 @@ class MethodArgs(_Section):
     """KTO: weight of undesirable answers."""
     ref_model: str | None = None
     """Full fine-tuning: the reference model (default: a frozen copy of the base; LoRA uses the base with the adapter off)."""
+    # -- optimizers beyond transformers' `optim` (train/optimizers.py) --
+    use_galore: bool = False
+    """GaLore: gradients of the target layers projected to low rank (transformers' galore_* optimizers; full / freeze)."""
+    galore_target: list[str] = Field(default_factory=lambda: ["all"])
+    """GaLore: linear layers it projects (all: every one but the head; or names, comma-separated)."""
+    galore_rank: int = Field(default=16, ge=1)
+    """GaLore: the rank of the projected gradients."""
+    galore_update_interval: int = Field(default=200, ge=1)
+    """GaLore: optimizer steps between recomputations of the projection."""
+    galore_scale: float = Field(default=2.0, gt=0)
+    """GaLore: the scale of the projected update."""
+    galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
+    """GaLore: which side(s) of the gradient is projected."""
+    galore_layerwise: bool = False
+    """GaLore: step each parameter as soon as its gradient is ready (less memory; one process, no accumulation)."""
+    use_apollo: bool = False
+    """APOLLO: AdamW with low-rank, scaled gradient statistics (transformers' apollo_* optimizers; full / freeze)."""
+    apollo_target: list[str] = Field(default_factory=lambda: ["all"])
+    """APOLLO: linear layers it applies to (all: every one but the head; or names, comma-separated)."""
+    apollo_rank: int = Field(default=16, ge=1)
+    """APOLLO: the rank of the projected gradients."""
+    apollo_update_interval: int = Field(default=200, ge=1)
+    """APOLLO: optimizer steps between recomputations of the projection."""
+    apollo_scale: float = Field(default=32.0, gt=0)
+    """APOLLO: the scale of the update."""
+    apollo_proj: Literal["svd", "random"] = "random"
+    """APOLLO: the projection, random or svd."""
+    apollo_proj_type: Literal["std", "right", "left"] = "std"
+    """APOLLO: which side of the gradient is projected."""
+    apollo_scale_type: Literal["channel", "tensor"] = "channel"
+    """APOLLO: scale per channel or per tensor."""
+    apollo_layerwise: bool = False
+    """APOLLO: step each parameter as soon as its gradient is ready (less memory; one process, no accumulation)."""
+    use_badam: bool = False
+    """BAdam: Adam on one block of layers at a time, switching blocks (the badam package; full / freeze)."""
+    badam_mode: Literal["layer", "ratio"] = "layer"
+    """BAdam: layer (one decoder layer at a time) or ratio (a share of every weight)."""
+    badam_start_block: int | None = Field(default=None, ge=0)
+    """BAdam, layer mode: the block to start with (default: as badam_switch_mode says)."""
+    badam_switch_mode: Literal["ascending", "descending", "random", "fixed"] = "ascending"
+    """BAdam, layer mode: the order of the blocks."""
+    badam_switch_interval: int = Field(default=50)
+    """BAdam: optimizer steps per block (-1: never switch)."""
+    badam_update_ratio: float = Field(default=0.05, gt=0, le=1)
+    """BAdam, ratio mode: the share of each weight updated."""
+    badam_mask_mode: Literal["adjacent", "scatter"] = "adjacent"
+    """BAdam, ratio mode: the updated entries adjacent or scattered."""
+    badam_verbose: int = Field(default=0, ge=0, le=2)
+    """BAdam: 0 silent, 1 prints the block, 2 also its parameters."""
+    use_adam_mini: bool = False
+    """Adam-mini: one second-moment value per block of parameters instead of per parameter (the adam-mini package)."""
+    use_muon: bool = False
+    """Muon (torch.optim.Muon) on the 2-D hidden weights, AdamW on embeddings, head, norms and biases."""
+    loraplus_lr_ratio: float | None = Field(default=None, gt=0)
+    """LoRA+: the B matrices learn at this many times learning_rate (peft's create_loraplus_optimizer; lora)."""
+    loraplus_lr_embedding: float = Field(default=1e-6, gt=0)
+    """LoRA+: the learning rate of adapters on embedding layers."""
 
     _split = field_validator(
         "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", mode="before"
     )(_comma_list)
+    _split_optimizer_targets = field_validator("galore_target", "apollo_target", mode="before")(_comma_list)
 
     @field_validator("freeze_trainable_layers")
     @classmethod
     def _nonzero(cls, v: int) -> int:
         if v == 0:
             raise ValueError("must be non-zero (positive: last N layers, negative: first N layers)")
+        return v
+
+    @field_validator("badam_switch_interval")
+    @classmethod
+    def _switch_interval(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError("must be a positive number of steps, or -1 never to switch blocks")
         return v
 
     @model_validator(mode="after")
@@ -652,9 +717,59 @@ def best_model_has_evaluation(c: RunConfig) -> str | None:
     return None
 
 
+# Optimizers beyond `optim` (train/optimizers.py): one at a time, on the methods LLaMA-Factory allows them.
+OPTIMIZER_KEYS = ("use_galore", "use_apollo", "use_badam", "use_adam_mini", "use_muon", "loraplus_lr_ratio")
+# The `optim` values each low-rank optimizer runs on (transformers' galore_* / apollo_* variants of them).
+LOW_RANK_BASES = {"galore": ("adamw_torch", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "adafactor"),
+                  "apollo": ("adamw_torch",)}
+
+
+def chosen_optimizer(m: MethodArgs) -> str | None:
+    """The key of MethodArgs that chooses the optimizer (use_galore, ..., loraplus_lr_ratio), or None."""
+    return next((key for key in OPTIMIZER_KEYS if getattr(m, key) not in (None, False)), None)
+
+
+def one_optimizer(c: RunConfig) -> str | None:
+    keys = [key for key in OPTIMIZER_KEYS if getattr(c.method, key) not in (None, False)]
+    if len(keys) > 1:
+        return f"{keys[0]} and {keys[1]} each choose the optimizer; keep one"
+    return None
+
+
+def optimizer_fits_method(c: RunConfig) -> str | None:
+    m = c.method
+    for key in ("use_galore", "use_apollo", "use_badam"):
+        if getattr(m, key) and m.finetuning_type not in ("full", "freeze"):
+            return (f"{key} optimizes full weights: it needs finetuning_type full or freeze, not "
+                    f"{m.finetuning_type} (as in LLaMA-Factory)")
+    if m.loraplus_lr_ratio is not None and m.finetuning_type != "lora":
+        return "loraplus_lr_ratio sets the learning rate of LoRA's B matrices; it needs finetuning_type: lora"
+    return None
+
+
+def optimizer_fits_training(c: RunConfig) -> str | None:
+    m, t = c.method, c.train
+    for name in ("galore", "apollo"):
+        if not getattr(m, f"use_{name}"):
+            continue
+        if getattr(m, f"{name}_layerwise") and t.gradient_accumulation_steps != 1:
+            return (f"{name}_layerwise steps each parameter as soon as its gradient is ready, so it needs "
+                    "gradient_accumulation_steps: 1")
+        if t.deepspeed:
+            return f"use_{name} does not work with DeepSpeed (as in LLaMA-Factory); remove deepspeed"
+        if t.weight_decay:
+            return f"use_{name}: transformers' {name} optimizers apply no weight decay; set weight_decay: 0"
+        if t.optim not in LOW_RANK_BASES[name]:
+            return f"optim: {t.optim}: use_{name} runs on optim {' / '.join(LOW_RANK_BASES[name])}"
+    key = "use_adam_mini" if m.use_adam_mini else "use_muon" if m.use_muon else None
+    if key and t.optim != "adamw_torch":
+        return f"optim: {t.optim}: {key} is the optimizer; remove optim"
+    return None
+
+
 CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quantization_fits_method, streaming_fits,
                masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
-               best_model_has_evaluation)
+               best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training)
 
 
 def check_training(config: RunConfig, source: str = "config") -> None:

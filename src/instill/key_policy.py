@@ -6,7 +6,7 @@ Every key a LLaMA-Factory YAML may hold has one policy (`config.policy_of`):
 - **refused**: the run stops at the door with the reason and what to do instead.
 
 A refused key set to LLaMA-Factory's own default asks for nothing, so it is accepted quietly: the
-YAMLs LLaMA-Factory writes (and users copy) often spell out defaults such as `use_galore: false`.
+YAMLs LLaMA-Factory writes (and users copy) often spell out defaults such as `pure_bf16: false`.
 The README's "Coming from LLaMA-Factory" tables are generated from this module
 (`python -m instill.key_policy`); a test keeps them in step. Facts about LLaMA-Factory (key names,
 defaults) come from its v0.9.5 source: `src/llamafactory/hparams/*.py`.
@@ -112,19 +112,9 @@ POLICY: dict[str, Policy] = {
         "ppo_buffer_size": 1, "ppo_epochs": 4, "ppo_score_norm": False, "ppo_target": 6.0,
         "ppo_whiten_rewards": False, "reward_model": None, "reward_model_adapters": None,
         "reward_model_quantization_bit": None, "reward_model_type": "lora"}),
-    **_table("refused", "GaLore " + _EXTRAS, {
-        "use_galore": False, "galore_target": "all", "galore_rank": 16, "galore_update_interval": 200,
-        "galore_scale": 2.0, "galore_proj_type": "std", "galore_layerwise": False}),
-    **_table("refused", "APOLLO " + _EXTRAS, {
-        "use_apollo": False, "apollo_target": "all", "apollo_rank": 16, "apollo_update_interval": 200,
-        "apollo_scale": 32.0, "apollo_proj": "random", "apollo_proj_type": "std", "apollo_scale_type": "channel",
-        "apollo_layerwise": False, "apollo_scale_front": False}),
-    **_table("refused", "BAdam " + _EXTRAS, {
-        "use_badam": False, "badam_mode": "layer", "badam_start_block": None, "badam_switch_mode": "ascending",
-        "badam_switch_interval": 50, "badam_update_ratio": 0.05, "badam_mask_mode": "adjacent", "badam_verbose": 0}),
-    **_table("refused", "Adam-mini " + _EXTRAS, {"use_adam_mini": False}),
-    **_table("refused", "Muon " + _EXTRAS, {"use_muon": False}),
-    **_table("refused", "LoRA+ " + _EXTRAS, {"loraplus_lr_ratio": None, "loraplus_lr_embedding": 1e-6}),
+    **_table("refused", "apollo-torch reads scale_front only as a constructor argument, which transformers' apollo "
+             "optimizers do not pass (LLaMA-Factory sets it in a parameter group, where apollo-torch ignores it)",
+             {"apollo_scale_front": False}),
     **_table("refused", "OFT (finetuning_type: oft) " + _EXTRAS, {
         "oft_rank": 0, "oft_block_size": 32, "oft_target": "all", "module_dropout": 0.0}),
     **_table("refused", "LLaMA Pro " + _EXTRAS, {"use_llama_pro": False}),

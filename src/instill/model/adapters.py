@@ -220,7 +220,10 @@ def apply_method(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | 
     if args.finetuning_type in ("full", "freeze"):
         freeze_vision(model, args)
     # Trainable weights live in fp32 even when the frozen base is bf16/fp16: optimizer updates
-    # of ~1e-5 vanish in bf16's 8-bit mantissa.
+    # of ~1e-5 vanish in bf16's 8-bit mantissa. Not with BAdam: it keeps fp32 copies of the block it
+    # trains (its memory saving), as in LLaMA-Factory.
+    if args.use_badam:
+        return model
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32 and param.is_floating_point():
             param.data = param.data.float()

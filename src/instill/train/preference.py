@@ -23,6 +23,7 @@ from dataclasses import fields
 from typing import Any
 
 from instill.console import say
+from instill.train.optimizers import with_chosen_optimizer
 from instill.train.patches import IdsAsGiven, KLPairs, PairRowsAsGiven
 from instill.train.stage import Stage, StageInputs
 
@@ -98,14 +99,15 @@ def build_dpo(inputs: StageInputs) -> Any:
     args = trl_config(DPOConfig, inputs.training_args, beta=m.pref_beta, **dpo_losses(m),
                       label_smoothing=m.dpo_label_smoothing, ld_alpha=m.ld_alpha, max_length=None,
                       gradient_checkpointing=False)
-    trainer_cls = type("InstillDPOTrainer", (IdsAsGiven, DPOTrainer), {})
+    trainer_cls = with_chosen_optimizer(type("InstillDPOTrainer", (IdsAsGiven, DPOTrainer), {}), m)
     return _frozen_reference(trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs)))
 
 
 def _legacy_trainer(trainer_cls: type, config_cls: type, inputs: StageInputs, **extra: Any) -> Any:
     say(f"reference model: none ({inputs.config.method.pref_loss} is reference-free)")
     args = trl_config(config_cls, inputs.training_args, max_length=None, gradient_checkpointing=False, **extra)
-    patched = type(f"Instill{trainer_cls.__name__}", (PairRowsAsGiven, trainer_cls), {})
+    patched = with_chosen_optimizer(type(f"Instill{trainer_cls.__name__}", (PairRowsAsGiven, trainer_cls), {}),
+                                    inputs.config.method)
     return patched(args=args, **_common(inputs))
 
 
@@ -133,7 +135,7 @@ def build_kto(inputs: StageInputs) -> Any:
     if args.per_device_train_batch_size == 1:
         say("kto, batch 1: each prompt's KL answer is the previous row's (rotated across the dataset, "
             "as LLaMA-Factory does)")
-    trainer_cls = type("InstillKTOTrainer", (KLPairs, KTOTrainer), {})
+    trainer_cls = with_chosen_optimizer(type("InstillKTOTrainer", (KLPairs, KTOTrainer), {}), m)
     return _frozen_reference(trainer_cls(ref_model=reference_model(inputs), args=args, **_common(inputs)))
 
 

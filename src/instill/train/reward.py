@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from instill.train.optimizers import with_chosen_optimizer
 from instill.train.preference import trl_config
 from instill.train.stage import Stage, StageInputs
 
@@ -31,9 +32,10 @@ def build_trainer(inputs: StageInputs) -> Any:
         for param in model.score.parameters():
             param.requires_grad_(True)
     args = trl_config(RewardConfig, inputs.training_args, max_length=None, gradient_checkpointing=False)
-    return RewardTrainer(model=model, args=args, train_dataset=_whole_conversations(inputs.train_dataset),
-                         eval_dataset=_whole_conversations(inputs.eval_dataset), processing_class=inputs.tokenizer,
-                         callbacks=inputs.callbacks)
+    trainer_cls = with_chosen_optimizer(RewardTrainer, inputs.config.method)
+    return trainer_cls(model=model, args=args, train_dataset=_whole_conversations(inputs.train_dataset),
+                       eval_dataset=_whole_conversations(inputs.eval_dataset), processing_class=inputs.tokenizer,
+                       callbacks=inputs.callbacks)
 
 
 STAGE = Stage.named("rm", build_trainer)

@@ -47,6 +47,7 @@ from instill.train.distributed import (
 )
 from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_to
 from instill.train.lock import LOCK_NAME
+from instill.train.optimizers import check_optimizer
 from instill.train.stage import Stage, StageInputs
 from instill.train.stages import STAGES
 from instill.train.throughput import (
@@ -228,6 +229,7 @@ def run_training(config: RunConfig) -> RunResult:
     check_training(config)
     check_trackers(t)
     check_parallel(config)
+    check_optimizer(config)
     start_ranks(t.ddp_timeout)  # under torchrun: the process group, with ddp_timeout (train/distributed.py)
     resume = resolve_resume(t)
     with rank0_lock(t.output_dir, lambda: check_output_dir(t, resume)):

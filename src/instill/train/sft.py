@@ -8,6 +8,7 @@ from instill.data.collate import PackCollator, PadCollator
 from instill.data.multimodal import ImageCollator
 from instill.errors import ConfigError
 from instill.model.load import device_type
+from instill.train.optimizers import with_chosen_optimizer
 from instill.train.stage import Stage, StageInputs
 from instill.train.trainer import LabelledLossTrainer
 
@@ -22,7 +23,7 @@ def build_trainer(inputs: StageInputs) -> Any:
         raise ConfigError("packing / neat_packing: not built for image datasets; set packing: false")
     collator = (PackCollator(pad_id, d.cutoff_len) if d.packing or d.neat_packing
                 else PadCollator(pad_id, 8 if device_type() == "cuda" else None))
-    return LabelledLossTrainer(
+    return with_chosen_optimizer(LabelledLossTrainer, inputs.config.method)(
         model=inputs.model,
         args=inputs.training_args,
         train_dataset=inputs.train_dataset,
