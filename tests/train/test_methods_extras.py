@@ -315,11 +315,11 @@ RUN = ["dataset=identity,alpaca_en_demo", "template=qwen", "max_samples=8", "max
     ("asft/qwen2_full_asft.yaml", ["deepspeed=null"]),
     ("eaft/qwen25_05b_eaft_full.yaml", []),
 ])
-def test_llamafactory_extras_example_trains(name, extra, tiny_qwen2, expanded_qwen2, lf_dataset_dir, tmp_path):
+def test_llamafactory_extras_example_trains(name, extra, tiny_qwen2, lf_dataset_dir, tmp_path, request):
     from instill.config import load_config
     from instill.train.run import run_training
 
-    model = expanded_qwen2 if "llama_pro" in name else tiny_qwen2
+    model = request.getfixturevalue("expanded_qwen2") if "llama_pro" in name else tiny_qwen2
     config = load_config(EXAMPLES / name, [f"model_name_or_path={model}", f"dataset_dir={lf_dataset_dir}",
                                            f"output_dir={tmp_path / 'out'}", *RUN, *extra])
     result = run_training(config)
