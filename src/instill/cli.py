@@ -92,11 +92,16 @@ def _export(args: argparse.Namespace) -> int:
     from instill.model.export import export_model
 
     config = load_config(args.config, args.overrides)
-    out = export_model(config)
+    out = export_model(config, args.expand_layers)
     size = sum(p.stat().st_size for p in out.glob("*.safetensors")) / 2**20
     what = "merged model" if config.model.adapter_name_or_path else \
         "no adapter_name_or_path, so nothing merged: the base model re-saved"
+    if args.expand_layers:
+        what = f"model expanded by {args.expand_layers} identity blocks (LLaMA Pro)"
     print(f"[instill] {what} written to {out} ({size:,.0f} MiB of safetensors, {config.export.export_dtype})")
+    if args.expand_layers:
+        print(f"[instill] train its new blocks with: model_name_or_path: {out}, finetuning_type: freeze, "
+              f"freeze_trainable_layers: {args.expand_layers}, use_llama_pro: true")
     return 0
 
 
@@ -144,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("pattern", nargs="?", help="only keys containing this text")
     keys.set_defaults(func=_keys)
     export = sub.add_parser("export", help="merge adapters into the base model and save it",
-                            **_examples("instill export examples/export_demo.yaml"))
+                            **_examples("instill export examples/export_demo.yaml",
+                                        "instill export examples/export_demo.yaml --expand-layers 8"))
     export.add_argument("config", help="YAML with model_name_or_path, adapter_name_or_path, export_dir")
+    export.add_argument("--expand-layers", type=int, default=0, metavar="N",
+                        help="LLaMA Pro: insert N identity-initialised decoder blocks (the output is unchanged) "
+                             "to train with use_llama_pro: true, freeze_trainable_layers: N")
     export.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override config keys")
     export.set_defaults(func=_export)
     # Each family of commands registers its own subcommands (`register(subparsers)`).

@@ -84,6 +84,9 @@ class ModelArgs(_Section):
     false (torch's recommendation: it needs no input gradients and works with adapters)."""
     infer_backend: Literal["huggingface", "hf"] = "huggingface"
     """The inference engine for chat, serve, predict and eval: transformers (vLLM/SGLang are refused)."""
+    rope_scaling: Literal["linear", "dynamic", "yarn", "llama3"] | None = None
+    """RoPE scaling for sequences longer than the model's max_position_embeddings: the factor is
+    ceil(cutoff_len / max_position_embeddings), as LLaMA-Factory derives it; saved with the run, so inference uses it."""
 
     _split = field_validator("adapter_name_or_path", mode="before")(_comma_list)
 
@@ -137,8 +140,8 @@ class DataArgs(_Section):
 class MethodArgs(_Section):
     stage: Literal[STAGE_NAMES] = "sft"  # type: ignore[valid-type]
     """The training stage (stage_facts.py): sft, pt, dpo, kto or rm."""
-    finetuning_type: Literal["lora", "adalora", "full", "freeze"] = "lora"
-    """How the model is trained: lora, adalora, freeze (the last layers) or full."""
+    finetuning_type: Literal["lora", "adalora", "oft", "full", "freeze"] = "lora"
+    """How the model is trained: lora, adalora, oft (orthogonal fine-tuning), freeze (the last layers) or full."""
     lora_target: list[str] = Field(default_factory=lambda: ["all"])
     """Modules that get adapters: all (every linear layer but the head) or names, comma-separated."""
     lora_rank: int = Field(default=8, ge=1)
@@ -169,12 +172,24 @@ class MethodArgs(_Section):
     """AdaLoRA: steps between rank allocations."""
     adalora_orth_reg_weight: float = Field(default=0.5, ge=0)
     """AdaLoRA: weight of the orthogonality regulariser."""
+    oft_target: list[str] = Field(default_factory=lambda: ["all"])
+    """OFT: modules that get orthogonal adapters: all (every linear layer but the head) or names, comma-separated."""
+    oft_rank: int = Field(default=0, ge=0)
+    """OFT: orthogonal blocks per adapted layer (0: set by oft_block_size; give one of the two)."""
+    oft_block_size: int = Field(default=32, ge=0)
+    """OFT: the size of each orthogonal block (0: set by oft_rank); peft lowers it to a divisor of a layer's input
+    width where it does not divide it."""
+    module_dropout: float = Field(default=0.0, ge=0, lt=1)
+    """OFT: probability of dropping a whole block (to the identity) while training."""
     freeze_trainable_layers: int = Field(default=2)
     """freeze: train the last N layers (negative: the first N)."""
     freeze_trainable_modules: list[str] = Field(default_factory=lambda: ["all"])
     """freeze: modules of those layers to train (all, or names)."""
     freeze_extra_modules: list[str] | None = None
     """freeze: modules outside the layers to train too (e.g. embed_tokens)."""
+    use_llama_pro: bool = False
+    """LLaMA Pro: train only the freeze_trainable_layers blocks added by `instill export --expand-layers N`
+    (freeze, lora or oft); the original layers stay frozen."""
     freeze_vision_tower: bool = True
     """Vision-language models: keep the vision tower frozen (no adapters on it)."""
     freeze_multi_modal_projector: bool = True
@@ -256,10 +271,20 @@ class MethodArgs(_Section):
     """LoRA+: the B matrices learn at this many times learning_rate (peft's create_loraplus_optimizer; lora)."""
     loraplus_lr_embedding: float = Field(default=1e-6, gt=0)
     """LoRA+: the learning rate of adapters on embedding layers."""
+    use_dft_loss: bool = False
+    """SFT: the DFT loss (each token's cross-entropy weighted by its detached probability)."""
+    use_eaft_loss: bool = False
+    """SFT: the EAFT loss (each token's cross-entropy weighted by (top-20 entropy / 3) ** eaft_alpha)."""
+    eaft_alpha: float = Field(default=1.0, ge=0)
+    """EAFT: the power of the entropy weight."""
+    use_asft_loss: bool = False
+    """SFT: the ASFT loss (DFT plus asft_alpha x KL(reference || model) at the labelled tokens)."""
+    asft_alpha: float = Field(default=0.1, ge=0)
+    """ASFT: the weight of the KL term anchoring the model to the reference (ref_model, or the base)."""
 
     _split = field_validator(
-        "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", mode="before"
-    )(_comma_list)
+        "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", "oft_target",
+        mode="before")(_comma_list)
     _split_optimizer_targets = field_validator("galore_target", "apollo_target", mode="before")(_comma_list)
 
     @field_validator("freeze_trainable_layers")
@@ -282,6 +307,9 @@ class MethodArgs(_Section):
             raise ValueError("adalora_target_r must not exceed adalora_init_r")
         if self.pissa_init and self.use_dora:
             raise ValueError("pissa_init and use_dora cannot be combined")
+        if self.finetuning_type == "oft" and bool(self.oft_rank) == bool(self.oft_block_size):
+            raise ValueError("OFT needs exactly one of oft_rank and oft_block_size (the other 0): blocks x block size "
+                             "= a layer's input width")
         return self
 
 
@@ -664,6 +692,9 @@ def eval_strategy_has_data(c: RunConfig) -> str | None:
 
 
 def quantization_fits_method(c: RunConfig) -> str | None:
+    if c.model.quantization_bit and c.method.finetuning_type == "oft":
+        return (f"'quantization_bit: {c.model.quantization_bit}' with finetuning_type: oft: peft has no 4/8-bit OFT "
+                "layers (quantized OFT is not built); remove quantization_bit")
     if c.model.quantization_bit and c.method.finetuning_type not in ("lora", "adalora"):
         return "quantization_bit (QLoRA) needs finetuning_type lora or adalora: quantized weights cannot be trained"
     if c.model.quantization_bit and c.method.pissa_init:
@@ -689,7 +720,7 @@ def masking_is_one(c: RunConfig) -> str | None:
 
 
 def reference_fits_method(c: RunConfig) -> str | None:
-    if c.method.ref_model and c.method.finetuning_type in ("lora", "adalora"):
+    if c.method.ref_model and c.method.finetuning_type in ("lora", "adalora", "oft"):
         return ("ref_model: with LoRA the reference is the base with the adapter disabled; remove ref_model "
                 "(or train with finetuning_type: full)")
     return None
@@ -767,9 +798,31 @@ def optimizer_fits_training(c: RunConfig) -> str | None:
     return None
 
 
+def sft_loss_fits(c: RunConfig) -> str | None:
+    m = c.method
+    chosen = [key for key in ("use_dft_loss", "use_eaft_loss", "use_asft_loss") if getattr(m, key)]
+    if len(chosen) > 1:
+        return f"{' and '.join(chosen)} are all losses; choose one"
+    if chosen and c.train.label_smoothing_factor:
+        return f"{chosen[0]} replaces the cross-entropy; remove label_smoothing_factor"
+    if m.stage == "sft" and m.ref_model and not m.use_asft_loss:
+        return "ref_model in stage sft is the ASFT loss's reference; set use_asft_loss: true or remove ref_model"
+    return None
+
+
+def llama_pro_fits(c: RunConfig) -> str | None:
+    m = c.method
+    if m.use_llama_pro and m.finetuning_type not in ("freeze", "lora", "oft"):
+        return f"use_llama_pro trains the expanded blocks with freeze, lora or oft, not {m.finetuning_type}"
+    if m.use_llama_pro and m.freeze_trainable_layers < 0:
+        return "use_llama_pro: freeze_trainable_layers is the number of expanded blocks; it must be positive"
+    return None
+
+
 CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quantization_fits_method, streaming_fits,
                masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
-               best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training)
+               best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
+               sft_loss_fits, llama_pro_fits)
 
 
 def check_training(config: RunConfig, source: str = "config") -> None:

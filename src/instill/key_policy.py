@@ -115,13 +115,6 @@ POLICY: dict[str, Policy] = {
     **_table("refused", "apollo-torch reads scale_front only as a constructor argument, which transformers' apollo "
              "optimizers do not pass (LLaMA-Factory sets it in a parameter group, where apollo-torch ignores it)",
              {"apollo_scale_front": False}),
-    **_table("refused", "OFT (finetuning_type: oft) " + _EXTRAS, {
-        "oft_rank": 0, "oft_block_size": 32, "oft_target": "all", "module_dropout": 0.0}),
-    **_table("refused", "LLaMA Pro " + _EXTRAS, {"use_llama_pro": False}),
-    **_table("refused", "the DFT loss " + _EXTRAS, {"use_dft_loss": False}),
-    **_table("refused", "the ASFT loss " + _EXTRAS, {"use_asft_loss": False, "asft_alpha": 0.1}),
-    **_table("refused", "the EAFT loss " + _EXTRAS, {"use_eaft_loss": False, "eaft_alpha": 1.0}),
-    **_table("refused", "RoPE scaling " + _EXTRAS, {"rope_scaling": None}),
     **_table("refused", "mixture of depths (MoD) is refused: its library (mixture-of-depth) is unmaintained",
              {"mixture_of_depths": None}),
     **_table("refused", "pure bf16 training (no fp32 master weights) is not built; use bf16: true (mixed precision)",
@@ -194,7 +187,6 @@ POLICY: dict[str, Policy] = {
 # Values refused for keys instill implements: (key, value) -> reason.
 REFUSED_VALUES: dict[tuple[str, Any], str] = {
     ("stage", "ppo"): "PPO was removed from trl (the library instill trains on); use stage: dpo or kto",
-    ("finetuning_type", "oft"): "OFT " + _EXTRAS,
     ("infer_backend", "vllm"): "the vLLM backend is not built in instill yet; use infer_backend: huggingface",
     ("infer_backend", "sglang"): "the SGLang backend is not supported; use infer_backend: huggingface",
     ("infer_backend", "ktransformers"): "the KTransformers backend is not supported; use infer_backend: huggingface",

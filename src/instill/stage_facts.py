@@ -19,8 +19,8 @@ PAIR_KINDS: tuple[DataKind, ...] = ("pairs", "kto")
 # AdaLoRA 10x that (its singular values start at zero: at LoRA's rate it barely moves, README "Methods");
 # full and freeze update the base weights themselves, where 1e-5 / 1e-4 are the usual values.
 # Preference stages start from a tuned model and move it a little (trl's DPO examples: 5e-7 to 5e-5).
-_SFT_RATES = {"lora": 5e-4, "adalora": 5e-3, "freeze": 1e-4, "full": 1e-5}
-_PREFERENCE_RATES = {"lora": 5e-5, "adalora": 5e-4, "freeze": 5e-6, "full": 1e-6}
+_SFT_RATES = {"lora": 5e-4, "adalora": 5e-3, "oft": 1e-4, "freeze": 1e-4, "full": 1e-5}
+_PREFERENCE_RATES = {"lora": 5e-5, "adalora": 5e-4, "oft": 1e-5, "freeze": 5e-6, "full": 1e-6}
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,15 @@ class StageFacts:
         return any(key.startswith(m) if m.endswith("/") else key == m for m in self.metrics)
 
 
+# The SFT losses (DFT, EAFT, ASFT); ASFT's reference is ref_model when given.
+_SFT_KEYS = frozenset({"use_dft_loss", "use_eaft_loss", "eaft_alpha", "use_asft_loss", "asft_alpha", "ref_model"})
 _DPO_KEYS = frozenset({"pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "simpo_gamma", "ref_model",
                        "pref_bco_weight", "ld_alpha"})
 _KTO_KEYS = frozenset({"pref_beta", "kto_chosen_weight", "kto_rejected_weight", "ref_model"})
 
 STAGE_FACTS: dict[str, StageFacts] = {facts.name: facts for facts in (
     StageFacts("sft", "supervised fine-tuning on conversations", "conversation", streamable=True,
-               learning_rates=_SFT_RATES, task_metrics=True),
+               learning_rates=_SFT_RATES, task_metrics=True, own_keys=_SFT_KEYS),
     StageFacts("pt", "continued pretraining on plain text", "text", streamable=True, learning_rates=_SFT_RATES),
     StageFacts("dpo", "preference optimisation on chosen/rejected pairs (DPO, IPO, hinge, ORPO, SimPO)", "pairs",
                streamable=False, learning_rates=_PREFERENCE_RATES, own_keys=_DPO_KEYS,

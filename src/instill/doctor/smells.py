@@ -11,6 +11,7 @@ AREA = "config"
 USUAL_LR = {
     "lora": (1e-5, 1e-3),
     "adalora": (1e-4, 1e-2),  # its singular values start at zero: it wants ~10x LoRA's rate (README, Methods)
+    "oft": (1e-5, 1e-3),  # LLaMA-Factory's OFT examples: 1e-4
     "full": (1e-6, 5e-5),
     "freeze": (1e-6, 1e-4),
 }

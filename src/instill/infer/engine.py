@@ -28,6 +28,7 @@ from instill.hub import resolve_model_args
 from instill.model.adapters import check_adapters
 from instill.model.load import Precision, load_model, load_tokenizer
 from instill.model.processor import load_image_inputs
+from instill.model.rope import inference_rope
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +159,8 @@ def load_generator(model_args: ModelArgs, template_name: str = "auto",
     adapters = [adapter] if isinstance(adapter, (str, Path)) else list(adapter or [])
     check_adapters([str(p) for p in adapters])
     tokenizer = load_tokenizer(model_args, tokenizer_dir(model_dir, adapters))
-    model = load_model(model_args, precision or Precision(), "lora", model_dir)
+    rope = inference_rope(model_args.rope_scaling, model_dir, adapters, model_args.trust_remote_code)
+    model = load_model(model_args, precision or Precision(), "lora", model_dir, rope=rope)
     if adapters:
         from peft import PeftModel
 

@@ -46,23 +46,51 @@ def _task_type(model: nn.Module) -> str:
     return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
 
 
-def _lora_targets(model: nn.Module, args: MethodArgs) -> list[str]:
+def _lora_targets(model: nn.Module, args: MethodArgs, key: str = "lora_target") -> list[str]:
+    """The modules named by `key` (lora_target, or oft_target): leaf names, or full names where some are excluded
+    (a frozen vision tower, LLaMA Pro's original layers)."""
+    targets = _named_targets(model, args, getattr(args, key), key)
+    return _expanded_only(model, targets, args.freeze_trainable_layers) if args.use_llama_pro else targets
+
+
+def _named_targets(model: nn.Module, args: MethodArgs, wanted: list[str], key: str) -> list[str]:
     available = linear_module_names(model)
     frozen = frozen_parts(model, args)
     if frozen:  # a vision-language model: full module names, none inside a frozen part
-        return _unfrozen_targets(model, available if args.lora_target == ["all"] else args.lora_target, frozen,
-                                 available)
-    if args.lora_target == ["all"]:
+        return _unfrozen_targets(model, available if wanted == ["all"] else wanted, frozen, available)
+    if wanted == ["all"]:
         return available
-    missing = [t for t in args.lora_target if t not in available]
+    missing = [t for t in wanted if t not in available]
     if missing:
         near = [n for t in missing for n in difflib.get_close_matches(t, available, n=2, cutoff=0.5)]
         shown = list(dict.fromkeys(near + available))[:5]
         more = f" and {len(available) - len(shown)} more" if len(available) > len(shown) else ""
         hint = f"did you mean {', '.join(near[:2])}? " if near else ""
-        raise ConfigError(f"lora_target: {', '.join(missing)} not found in the model ({hint}linear layers: "
-                          f"{', '.join(shown)}{more}; or lora_target: all)")
-    return args.lora_target
+        raise ConfigError(f"{key}: {', '.join(missing)} not found in the model ({hint}linear layers: "
+                          f"{', '.join(shown)}{more}; or {key}: all)")
+    return wanted
+
+
+def llama_pro_layers(n_layers: int, n_expanded: int) -> range:
+    """The blocks `instill export --expand-layers` added: the last of every n_layers / n_expanded (LLaMA-Factory's
+    `use_llama_pro`)."""
+    if n_layers % n_expanded:
+        raise ConfigError(f"use_llama_pro: the model's {n_layers} layers are not divisible by freeze_trainable_layers "
+                          f"({n_expanded}), the number of expanded blocks")
+    stride = n_layers // n_expanded
+    return range(stride - 1, n_layers, stride)
+
+
+_LAYER = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
+
+
+def _expanded_only(model: nn.Module, targets: list[str], n_expanded: int) -> list[str]:
+    """Full names of the target linear layers inside LLaMA Pro's expanded blocks."""
+    ids = llama_pro_layers(_num_layers(model), n_expanded)
+    head = model.get_output_embeddings()
+    return [name for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and module is not head and (m := _LAYER.search(name))
+            and int(m.group(1)) in ids and (name in targets or name.split(".")[-1] in targets)]
 
 
 def _unfrozen_targets(model: nn.Module, leaves: list[str], frozen: tuple[str, ...], available: list[str]
@@ -129,6 +157,23 @@ def apply_lora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | No
     return get_peft_model(model, config)
 
 
+def apply_oft(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
+    """OFT: a trained block-diagonal orthogonal rotation of each target layer's input (peft's OFTConfig)."""
+    from peft import OFTConfig, get_peft_model
+
+    if adapter_paths:
+        return _load_adapters(model, adapter_paths)
+    config = OFTConfig(
+        task_type=_task_type(model),
+        r=args.oft_rank,
+        oft_block_size=args.oft_block_size,
+        module_dropout=args.module_dropout,
+        target_modules=_lora_targets(model, args, "oft_target"),
+        modules_to_save=args.additional_target,
+    )
+    return get_peft_model(model, config)
+
+
 def apply_adalora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
     """AdaLoRA: ranks start at adalora_init_r and are pruned by importance during training.
 
@@ -188,13 +233,15 @@ def apply_freeze(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | 
     n = args.freeze_trainable_layers
     if abs(n) > n_layers:
         raise ConfigError(f"freeze_trainable_layers: {n} but the model has {n_layers} layers")
-    layer_ids = range(n_layers - n, n_layers) if n > 0 else range(-n)
-    layer_re = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
+    if args.use_llama_pro:
+        layer_ids = llama_pro_layers(n_layers, n)
+    else:
+        layer_ids = range(n_layers - n, n_layers) if n > 0 else range(-n)
     modules = args.freeze_trainable_modules
     extra = args.freeze_extra_modules or []
     matched = 0
     for name, param in model.named_parameters():
-        m = layer_re.search(name)
+        m = _LAYER.search(name)
         in_layer = bool(m) and int(m.group(1)) in layer_ids
         module_ok = modules == ["all"] or any(f".{mod}." in name for mod in modules)
         is_extra = any(name.startswith(e + ".") or f".{e}." in name for e in extra)
@@ -209,6 +256,7 @@ def apply_freeze(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | 
 METHODS: dict[str, Callable[..., nn.Module]] = {
     "lora": apply_lora,
     "adalora": apply_adalora,
+    "oft": apply_oft,
     "full": apply_full,
     "freeze": apply_freeze,
 }

@@ -18,10 +18,12 @@ from instill.hub import resolve_model_args
 from instill.model.adapters import check_adapters
 from instill.model.load import load_tokenizer
 from instill.model.processor import auto_model_class, load_image_inputs
+from instill.model.rope import inference_rope
 
 
-def export_model(config: RunConfig) -> Path:
-    """Write the merged model to `export_dir`; return that directory."""
+def export_model(config: RunConfig, expand_layers: int = 0) -> Path:
+    """Write the merged model to `export_dir`; return that directory. `expand_layers`: LLaMA Pro's block
+    expansion of the merged model by that many identity blocks (model/expand.py)."""
     from peft import PeftModel
     args = config.export
     if not args.export_dir:
@@ -33,11 +35,18 @@ def export_model(config: RunConfig) -> Path:
     check_adapters(config.model.adapter_name_or_path)
     model_dir = resolve_model_args(config.model)
     tokenizer = load_tokenizer(config.model, model_dir)
+    rope = inference_rope(config.model.rope_scaling, model_dir, config.model.adapter_name_or_path or [],
+                          config.model.trust_remote_code)  # saved in the export's config.json
     model = auto_model_class(model_dir).from_pretrained(model_dir, dtype=torch.float32,
-                                                        trust_remote_code=config.model.trust_remote_code)
+                                                        trust_remote_code=config.model.trust_remote_code,
+                                                        **(rope or {}))
     media = load_image_inputs(config.model, model_dir, tokenizer)  # a vision-language model's image processor
     for adapter in config.model.adapter_name_or_path or []:
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    if expand_layers:
+        from instill.model.expand import expand_layers as expand
+
+        expand(model, expand_layers)
     model = model.to(getattr(torch, args.export_dtype))
 
     template = get_template(config.data.template, tokenizer)

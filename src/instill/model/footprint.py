@@ -88,10 +88,10 @@ def checkpoint_bytes(base_params: int, trainable: int, config: RunConfig, steps:
     """Bytes the run writes to output_dir (final weights + the checkpoints it adds) and how many checkpoints.
 
     `steps`: optimizer steps still to run; `kept`: checkpoints already there (a resumed run), which
-    count toward save_total_limit. base_params is not used for lora / adalora (only the adapter is saved).
+    count toward save_total_limit. base_params is not used for lora / adalora / oft (only the adapter is saved).
     """
     t, method = config.train, config.method.finetuning_type
-    if method in ("lora", "adalora"):
+    if method in ("lora", "adalora", "oft"):
         saved = trainable * 4.0  # adapters are saved in fp32
     elif method == "full":
         saved = base_params * 4.0

@@ -200,16 +200,17 @@ def load_tokenizer(args: ModelArgs, model_dir: Path) -> Any:
 
 def load_model(args: ModelArgs, precision: Precision, finetuning_type: str, model_dir: Path,
                gradient_checkpointing: bool = False, head: str = "lm",
-               checkpointing_kwargs: dict[str, Any] | None = None) -> Any:
+               checkpointing_kwargs: dict[str, Any] | None = None, rope: dict[str, Any] | None = None) -> Any:
     """The base causal LM (or vision-language model, `model/processor.py`; head "score": with a one-output
     value head, a reward model), ready for an adapter method to be applied. `checkpointing_kwargs` (default:
-    `use_reentrant` from the config's use_reentrant_gc) go to the model's checkpointing switch."""
+    `use_reentrant` from the config's use_reentrant_gc) go to the model's checkpointing switch; `rope`: RoPE
+    scaling's config overrides (`model/rope.py`)."""
     from transformers import AutoModelForSequenceClassification
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     check_precision(precision)
     dtype = torch.float32 if finetuning_type == "full" else precision.compute_dtype
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": args.trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": args.trust_remote_code, **(rope or {})}
     if args.quantization_bit:
         kwargs.update(_quantization(args, precision))
     attn = _attn_implementation(args.flash_attn)

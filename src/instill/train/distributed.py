@@ -29,7 +29,7 @@ from instill.model.load import device_type
 from instill.ranks import broadcast_error, is_main, rank, world_size
 from instill.train.lock import output_lock
 
-ADAPTERS = ("lora", "adalora")
+ADAPTERS = ("lora", "adalora", "oft")
 
 
 def device_count() -> int:

@@ -45,7 +45,7 @@ def _megabytes(model: Any) -> float:
 def reference_model(inputs: StageInputs) -> Any:
     """The reference model to hand trl (None: adapter disabled, or trl's copy of the base), said once."""
     m = inputs.config.method
-    if m.finetuning_type in ("lora", "adalora"):
+    if m.finetuning_type in ("lora", "adalora", "oft"):
         say("reference model: the base with the adapter disabled (no second copy of the weights)")
         return None
     if not m.ref_model:

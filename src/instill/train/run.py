@@ -29,6 +29,7 @@ from instill.model.adapters import apply_method, check_adapters, count_parameter
 from instill.model.footprint import check_free_disk, checkpoint_bytes
 from instill.model.load import Precision, check_precision, check_speed_flags, device_type, load_model, load_tokenizer
 from instill.model.processor import load_image_inputs
+from instill.model.rope import save_rope, training_rope
 from instill.ranks import is_main, world_size
 from instill.ranks import start as start_ranks
 from instill.report.data_summary import write_data_summary
@@ -263,8 +264,11 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     has_eval = eval_rows is not None
     if has_eval != expects_eval:
         training_args = training_arguments(t, has_eval, config.method.finetuning_type)
+    rope, rope_line = training_rope(m.rope_scaling, config.data.cutoff_len, model_dir, m.trust_remote_code)
+    if rope_line:
+        say(rope_line)
     model = load_model(m, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing,
-                       head=stage.head, checkpointing_kwargs=t.gradient_checkpointing_kwargs)
+                       head=stage.head, checkpointing_kwargs=t.gradient_checkpointing_kwargs, rope=rope)
     total_steps = total_optimizer_steps(len(train_set) if train_set is not None else None, t)
     model = apply_method(model, config.method, m.adapter_name_or_path, total_steps)
     say(f"{stage.name}, {config.method.finetuning_type}: {describe_parameters(model)}")
@@ -303,6 +307,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         metrics = _save(trainer, config, template, tokenizer, result, pissa_init_dir, has_eval)
         if media is not None and is_main():  # the image processor (with its pixel bounds) travels with the run
             media.processor.save_pretrained(out)
+        if rope and is_main() and (out / "adapter_config.json").is_file():  # a full model's config.json has it
+            save_rope(rope, out)
     if t.plot_loss and is_main():
         plot = plot_loss(log_path, out)
         if plot:
@@ -356,7 +362,7 @@ def _summary_line(config: RunConfig, stage: Stage, trainer: Any, metrics: dict, 
                   figures: dict[str, float]) -> None:
     tokens = trainer.state.num_input_tokens_seen
     ranks = f" over {world_size()} processes" if world_size() > 1 else ""  # tokens and tokens/s: all ranks
-    what = "adapter" if config.method.finetuning_type in ("lora", "adalora") else "weights"
+    what = "adapter" if config.method.finetuning_type in ("lora", "adalora", "oft") else "weights"
     say(
         f"done ({stage.name}): {trainer.state.global_step} steps, {tokens:,} tokens, "
         f"train {train_time_text(figures)} ({throughput_text(figures)}{ranks}), "

@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from instill.console import say
 from instill.data.collate import PackCollator, PadCollator
 from instill.data.multimodal import ImageCollator
 from instill.errors import ConfigError
 from instill.model.load import device_type
+from instill.train.losses import sft_loss
 from instill.train.optimizers import with_chosen_optimizer
 from instill.train.stage import Stage, StageInputs
 from instill.train.trainer import LabelledLossTrainer
+
+
+def asft_reference(inputs: StageInputs) -> Any:
+    """ASFT's reference: None with an adapter (the model with it disabled), else ref_model or a frozen copy of
+    the model as it starts training (the base), said once."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    m, model = inputs.config.method, inputs.model
+    if hasattr(model, "disable_adapter"):
+        say("ASFT reference: the base with the adapter disabled (no second copy of the weights)")
+        return None
+    if is_deepspeed_zero3_enabled() or inputs.config.train.fsdp:
+        raise ConfigError("use_asft_loss with full or freeze fine-tuning keeps a second copy of the model, which is "
+                          "not built under ZeRO-3 or FSDP; use ZeRO-0/1/2 or LoRA")
+    if m.ref_model:
+        from transformers import AutoModelForCausalLM
+
+        from instill.hub import resolve_model
+
+        ref = AutoModelForCausalLM.from_pretrained(resolve_model(m.ref_model), dtype=model.dtype)
+        say(f"ASFT reference: {m.ref_model}, frozen")
+    else:
+        ref = copy.deepcopy(model)
+        say(f"ASFT reference: a frozen copy of {inputs.config.model.model_name_or_path}")
+    return ref.requires_grad_(False).eval()
 
 
 def build_trainer(inputs: StageInputs) -> Any:
@@ -21,6 +49,8 @@ def build_trainer(inputs: StageInputs) -> Any:
     d, pad_id = inputs.config.data, inputs.tokenizer.pad_token_id
     if inputs.media is not None and (d.packing or d.neat_packing):
         raise ConfigError("packing / neat_packing: not built for image datasets; set packing: false")
+    m = inputs.config.method
+    loss = sft_loss(m.use_dft_loss, m.use_eaft_loss, m.eaft_alpha, m.use_asft_loss, m.asft_alpha)
     collator = (PackCollator(pad_id, d.cutoff_len) if d.packing or d.neat_packing
                 else PadCollator(pad_id, 8 if device_type() == "cuda" else None))
     return with_chosen_optimizer(LabelledLossTrainer, inputs.config.method)(
@@ -32,6 +62,8 @@ def build_trainer(inputs: StageInputs) -> Any:
         processing_class=inputs.tokenizer,
         callbacks=inputs.callbacks,
         share_prefix=inputs.config.train.share_prefix,
+        sft_loss=loss,
+        reference=asft_reference(inputs) if loss is not None and loss.reference else None,
     )
 
 

@@ -13,6 +13,10 @@ this for an arbitrary model): a pre-hook on its output head keeps only the label
 states, and the cross-entropy (plus AdaLoRA's regulariser) is computed here with the
 Trainer's own reduction rules.
 
+With an SFT loss other than cross-entropy (DFT, EAFT, ASFT: train/losses.py) the model is asked for the
+logits at the labelled positions only, the same way, and the loss is computed here from them; ASFT's
+reference model (or the model with its adapter disabled) is asked for the same positions.
+
 Rows that begin alike share their common prefix's work (`share_prefix`, train/shared_prefix.py).
 
 Length-grouped batches (`group_by_length`) come in an order seeded by (seed, epoch)
@@ -30,6 +34,7 @@ from torch import nn
 from transformers import Trainer
 
 from instill.data.tokenize import IGNORE_INDEX
+from instill.train.losses import SftLoss
 from instill.train.patches import SeededLengthGroups
 from instill.train.shared_prefix import PrefixSharing, base_forward
 
@@ -68,8 +73,14 @@ class LabelledLossTrainer(SeededLengthGroups, Trainer):
 
     force_head_hook = False  # tests set it to exercise the path for models without `logits_to_keep`
 
-    def __init__(self, *args: Any, share_prefix: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, share_prefix: bool = True, sft_loss: SftLoss | None = None,
+                 reference: nn.Module | None = None, **kwargs: Any) -> None:
+        """sft_loss: DFT / EAFT / ASFT instead of cross-entropy; reference: ASFT's frozen model (None: the
+        model with its adapter disabled)."""
         super().__init__(*args, **kwargs)
+        self.sft_loss, self.reference = sft_loss, reference
+        if reference is not None:
+            reference.to(self.args.device)
         # What training batches held: sequences, token slots (padding included), labelled positions, and
         # the tokens a shared prefix saved (computed once instead of once per row).
         self.batch_counts = {"samples": 0, "slots": 0, "labelled": 0, "shared": 0}
@@ -114,6 +125,8 @@ class LabelledLossTrainer(SeededLengthGroups, Trainer):
         shift = shifted_labels(labels)
         keep = shift != IGNORE_INDEX
         kept = shift[keep]
+        if self.sft_loss is not None:
+            return self._sft_loss(model, inputs, keep, kept, return_outputs, num_items_in_batch)
         if accepts_keep_mask(model) and not self.force_head_hook:
             rest = {k: v for k, v in inputs.items() if k != "labels"}
             fast = {**rest, "labels": kept, "shift_labels": kept, "logits_to_keep": keep}
@@ -137,9 +150,52 @@ class LabelledLossTrainer(SeededLengthGroups, Trainer):
                                            reduction="sum" if by_items else "mean")
         if by_items:
             loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
+        loss = self._as_trainer_scales(model, loss, by_items)
+        return (loss, outputs) if return_outputs else loss
+
+    def _as_trainer_scales(self, model, loss, by_items):
+        """The loss plus AdaLoRA's regulariser, scaled across processes as Trainer.compute_loss scales it."""
         regulariser = adalora_regulariser(self.accelerator.unwrap_model(model))
         if regulariser is not None:
             loss = loss + regulariser
-        if by_items and self.args.average_tokens_across_devices:  # as Trainer.compute_loss scales it
+        if by_items and self.args.average_tokens_across_devices:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return loss
+
+    def _kept_logits(self, model, inputs, keep, share=True):
+        """(logits at the kept positions, (N, vocab), and the model's outputs), labels not passed."""
+        if accepts_keep_mask(model) and not self.force_head_hook:
+            fast = {**inputs, "logits_to_keep": keep}
+            if share and self.prefix.applies(model.training, inputs):
+                fast, spared = self.prefix.after_prefix(self.accelerator.unwrap_model(model), fast, keep)
+                if model.training:
+                    self.batch_counts["shared"] += spared
+            outputs = model(**fast)
+            return outputs["logits"], outputs
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        handle = head.register_forward_pre_hook(lambda _module, args: (args[0][keep],) + args[1:])
+        try:
+            outputs = model(**inputs)
+        finally:
+            handle.remove()
+        return outputs["logits"], outputs
+
+    def _sft_loss(self, model, inputs, keep, kept, return_outputs, num_items_in_batch):
+        """DFT / EAFT / ASFT from the logits at the labelled positions (train/losses.py)."""
+        rest = {k: v for k, v in inputs.items() if k != "labels"}
+        logits, outputs = self._kept_logits(model, rest, keep)
+        ref_logits = None
+        if self.sft_loss.reference:
+            with torch.no_grad():
+                if self.reference is not None:
+                    ref_logits = self._kept_logits(self.reference, rest, keep, share=False)[0]
+                else:
+                    inner = self.accelerator.unwrap_model(model)
+                    with inner.disable_adapter():
+                        ref_logits = self._kept_logits(inner, rest, keep, share=False)[0]
+        by_items = num_items_in_batch is not None and self.model_accepts_loss_kwargs
+        denominator = (torch.as_tensor(num_items_in_batch, device=logits.device) if by_items
+                       else max(kept.numel(), 1))
+        loss = self.sft_loss.compute(logits, kept.to(logits.device), ref_logits, denominator)
+        loss = self._as_trainer_scales(model, loss, by_items)
         return (loss, outputs) if return_outputs else loss

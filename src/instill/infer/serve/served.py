@@ -27,6 +27,7 @@ from instill.infer.engine import tokenizer_dir
 from instill.model.choice import choose_model
 from instill.model.load import Precision, load_model, load_tokenizer
 from instill.model.processor import load_image_inputs
+from instill.model.rope import inference_rope
 
 
 @dataclass
@@ -105,7 +106,8 @@ def load_served(config: RunConfig, which: str = "auto", max_model_len: int | Non
     model_dir = resolve_model_args(args)
     template_name = config.data.template
     base_tokenizer = load_tokenizer(args, model_dir)
-    model = load_model(args, Precision(config.train.bf16, config.train.fp16), "lora", model_dir)
+    rope = inference_rope(args.rope_scaling, model_dir, choice.adapters, args.trust_remote_code)
+    model = load_model(args, Precision(config.train.bf16, config.train.fp16), "lora", model_dir, rope=rope)
     media = load_image_inputs(args, model_dir, base_tokenizer)
     taken: set[str] = set()
     models: dict[str, ServedModel] = {}
