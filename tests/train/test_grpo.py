@@ -31,7 +31,7 @@ def _log(out) -> list[dict]:
 def test_grpo_label_match_logs_rewards_and_resumes(tiny_qwen2, tmp_path, capsys):
     data = write_dataset(tmp_path / "data", "heads", ROWS)
     out = tmp_path / "out"
-    config = _yaml(tmp_path, tiny_qwen2, data, out, "beta: 0.05\nsave_strategy: steps\nsave_steps: 1\n")
+    config = _yaml(tmp_path, tiny_qwen2, data, out, "beta: 0.05\nsave_strategy: steps\nsave_steps: 1\nplot_loss: true\n")
     assert instill_main(["train", config]) == 0
     printed = capsys.readouterr().out
     assert "done (grpo)" in printed
@@ -43,7 +43,8 @@ def test_grpo_label_match_logs_rewards_and_resumes(tiny_qwen2, tmp_path, capsys)
     assert "Tried to track the number of tokens" not in printed
     rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
     assert rows and {"step", "prompt", "completion", "label_match"} <= set(rows[0])
-    assert (out / "adapter_model.safetensors").is_file()
+    assert (out / "adapter_model.safetensors").is_file() and (out / "rewards.png").is_file()
+    assert "Sampled answers" in (out / "report.html").read_text()
     assert instill_main(["train", config, "max_steps=3", "resume_from_checkpoint=true"]) == 0
     assert [r["step"] for r in _log(out) if "loss" in r][-1] == 3
 

@@ -305,7 +305,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         plot = plot_loss(log_path, out)
         if plot:
             say(f"loss plot: {plot}")
-        rewards = plot_rewards(log_path, out)  # preference stages only
+        rewards = plot_rewards(log_path, out)  # stages that log rewards (preference, online RL)
         if rewards:
             say(f"reward plot: {rewards}")
 
