@@ -204,7 +204,7 @@ class MethodArgs(_Section):
     max_completion_length: int = Field(default=256, ge=1)
     """grpo/rloo: longest sampled answer, in tokens."""
     beta: float | None = Field(default=None, ge=0)
-    """grpo/rloo: weight of the KL term to the reference (the base, adapter disabled); 0 skips it (default: trl's, 0 for grpo, 0.05 for rloo)."""
+    """grpo/rloo: weight of the KL term to the reference (the base, adapter disabled; default 0 grpo, 0.05 rloo); distill: the divergence, 0 forward KL to 1 reverse KL (default 1)."""
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
     """grpo: how token losses are averaged: grpo (per answer), dapo (per token, trl's default), dr_grpo, bnpo."""
     epsilon: float = Field(default=0.2, gt=0)
@@ -225,6 +225,8 @@ class MethodArgs(_Section):
     """grpo/rloo: a reward model trained with stage: rm (its output_dir), scoring each answer."""
     length_range: list[int] | None = None
     """The length reward's target: [min, max] completion tokens."""
+    teacher_model_name_or_path: str | None = None
+    """distill: the teacher (local directory, hub id or .gguf); it must share the student's tokenizer."""
 
     _split = field_validator(
         "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", "reward_funcs",
@@ -691,6 +693,12 @@ REWARD_NAMES = ("label_match", "entity_f1", "accuracy", "format", "think_format"
                 "repetition")
 
 
+def distill_beta_is_a_mix(c: RunConfig) -> str | None:
+    if "teacher_model_name_or_path" in STAGE_FACTS[c.method.stage].own_keys and (c.method.beta or 0) > 1:
+        return "beta: for distill it mixes forward KL (0) and reverse KL (1); give a value in [0, 1]"
+    return None
+
+
 def rewards_are_given(c: RunConfig) -> str | None:
     m = c.method
     if "reward_funcs" not in STAGE_FACTS[m.stage].own_keys:
@@ -712,7 +720,7 @@ def rewards_are_given(c: RunConfig) -> str | None:
 
 CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quantization_fits_method, streaming_fits,
                masking_is_one, reference_fits_method, predict_has_data, best_model_has_evaluation,
-               sampling_keys_apply, rewards_are_given)
+               sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix)
 
 
 def check_training(config: RunConfig, source: str = "config") -> None:

@@ -73,7 +73,8 @@ _ONLINE_KEYS = frozenset({"num_generations", "max_prompt_length", "max_completio
                           "mask_truncated_completions", "use_vllm", "beta"})
 _RL_KEYS = _ONLINE_KEYS | {"epsilon", "reward_funcs", "reward_weights", "reward_model"}
 _GRPO_KEYS = _RL_KEYS | {"loss_type", "scale_rewards"}
-_DISTILL_KEYS = _ONLINE_KEYS | {"teacher_model_name_or_path", "lmbda"}
+_DISTILL_KEYS = _ONLINE_KEYS - {"num_generations", "steps_per_generation", "mask_truncated_completions"} | {
+    "teacher_model_name_or_path"}
 # What trl's online trainers log (eval_ forms too): rewards per function, KL, completion lengths, clipping.
 _RL_METRICS = ("reward", "reward_std", "rewards/", "kl", "completions/", "clip_ratio/", "clip_ratio", "entropy",
                "frac_reward_zero_std")
@@ -96,6 +97,9 @@ STAGE_FACTS: dict[str, StageFacts] = {facts.name: facts for facts in (
     StageFacts("rloo", "online RL (RLOO): like grpo, each answer's baseline is the mean reward of the others",
                "prompts", streamable=False, learning_rates=_ONLINE_RATES, task_metrics=True, own_keys=_RL_KEYS,
                metrics=_RL_METRICS),
+    StageFacts("distill", "on-policy distillation: the student answers, a teacher's next-token distribution "
+               "corrects it", "prompts", streamable=False, learning_rates=_ONLINE_RATES, task_metrics=True,
+               own_keys=_DISTILL_KEYS, metrics=("completions/",)),
 )}
 
 STAGE_NAMES = tuple(STAGE_FACTS)

@@ -68,7 +68,7 @@ class CompletionTable(TrainerCallback):
         self.rows = []
 
 
-def _fit_prompts(rows: Any, limit: int | None, name: str) -> Any:
+def fit_prompts(rows: Any, limit: int | None, name: str) -> Any:
     """Rows whose prompt fits `max_prompt_length` (trl 1.x does not cut prompts); the rest are counted."""
     if rows is None or limit is None:
         return rows
@@ -81,7 +81,7 @@ def _fit_prompts(rows: Any, limit: int | None, name: str) -> Any:
     return kept
 
 
-def _stop_at_end_of_turn(model: Any, template: Any, tokenizer: Any) -> None:
+def stop_at_end_of_turn(model: Any, template: Any, tokenizer: Any) -> None:
     """Generation stops at the template's end-of-turn token too (trl stops at the generation config's eos)."""
     if not template.end_of_turn:
         return
@@ -150,14 +150,14 @@ def _online_args(inputs: StageInputs, config_cls: type, **extra: Any) -> Any:
 def _build(inputs: StageInputs, trainer_cls: type, config_cls: type, **extra: Any) -> Any:
     m = inputs.config.method
     _check_vllm(m.use_vllm)
-    train = _fit_prompts(inputs.train_dataset, m.max_prompt_length, "train")
-    evaluation = _fit_prompts(inputs.eval_dataset, m.max_prompt_length, "eval")
+    train = fit_prompts(inputs.train_dataset, m.max_prompt_length, "train")
+    evaluation = fit_prompts(inputs.eval_dataset, m.max_prompt_length, "eval")
     table = CompletionTable(Path(inputs.config.train.output_dir) / "completions.jsonl")
     funcs: list[Any] = [table.wrap(f) for f in reward_functions(inputs.config, train)]
     if m.reward_model:
         funcs.append(_reward_model(inputs))
     args = _online_args(inputs, config_cls, **extra)
-    _stop_at_end_of_turn(inputs.model, inputs.template, inputs.tokenizer)
+    stop_at_end_of_turn(inputs.model, inputs.template, inputs.tokenizer)
     if args.beta and inputs.config.method.finetuning_type in ("lora", "adalora"):
         say("reference model: the base with the adapter disabled (no second copy of the weights)")
     elif args.beta:

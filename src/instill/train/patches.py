@@ -24,7 +24,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from instill.data.tokenize import IGNORE_INDEX
 from instill.errors import ConfigError
 
-_ONLINE_TRAINERS = ("trl:GRPOTrainer", "trl:RLOOTrainer")
+_ONLINE_TRAINERS = ("trl:GRPOTrainer", "trl:RLOOTrainer", "trl:DistillationTrainer")
 _TRAINERS = ("transformers:Trainer", "trl:DPOTrainer", "trl:KTOTrainer", "trl:RewardTrainer",
              "trl.experimental.orpo:ORPOTrainer", "trl.experimental.cpo:CPOTrainer", *_ONLINE_TRAINERS)
 _PAIR_TRAINERS = ("trl.experimental.orpo:ORPOTrainer", "trl.experimental.cpo:CPOTrainer")
@@ -59,7 +59,7 @@ OVERRIDES = (
     Override(_PAIR_TRAINERS, "_track_num_input_tokens", ("self", "inputs"),
              "PairRowsAsGiven: ORPO/CPO batches have no input_ids; counts prompt+chosen and prompt+rejected"),
     Override(_ONLINE_TRAINERS, "_track_num_input_tokens", ("self", "inputs"),
-             "OwnTokenCount: GRPO/RLOO count prompt + completion tokens as they generate; Trainer's counter finds "
+             "OwnTokenCount: GRPO/RLOO/distillation count prompt + completion tokens as they generate; Trainer's counter finds "
              "no input_ids in their batches and warned at every step"),
     Override(_TRAINERS, "_save_checkpoint", ("self", "model", "trial"),
              "wrap_save_checkpoint (checkpoint.py): each checkpoint written in a staging folder, renamed into place"),
