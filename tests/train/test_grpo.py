@@ -83,3 +83,21 @@ def test_rloo_trains_on_the_same_rows(tiny_qwen2, tmp_path, capsys):
     assert "done (rloo)" in capsys.readouterr().out
     steps = [r for r in _log(out) if "loss" in r]
     assert len(steps) == 2 and all("rewards/label_match/mean" in r for r in steps)
+
+
+def test_a_reward_model_scores_the_answers(tiny_qwen2, tmp_path, capsys):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    rm = tmp_path / "rm"
+    AutoModelForSequenceClassification.from_pretrained(tiny_qwen2, num_labels=1).save_pretrained(rm)
+    AutoTokenizer.from_pretrained(tiny_qwen2).save_pretrained(rm)
+    data = write_dataset(tmp_path / "data", "heads", ROWS)
+    out = tmp_path / "out"
+    assert instill_main(["train", _yaml(tmp_path, tiny_qwen2, data, out, f"reward_model: {rm}\n",
+                                        rewards="format"), "max_steps=1"]) == 0
+    assert "reward model: " in capsys.readouterr().out
+    step = [r for r in _log(out) if "loss" in r][0]
+    assert {"rewards/format/mean", "rewards/rm/mean"} <= set(step), sorted(step)
+    assert instill_main(["train", _yaml(tmp_path, tiny_qwen2, data, out, f"reward_model: {tmp_path}/none\n"),
+                         "overwrite_output_dir=true", "max_steps=1"]) == 2
+    assert "reward_model: " in capsys.readouterr().err
