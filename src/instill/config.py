@@ -136,7 +136,7 @@ class DataArgs(_Section):
 
 class MethodArgs(_Section):
     stage: Literal[STAGE_NAMES] = "sft"  # type: ignore[valid-type]
-    """The training stage (stage_facts.py): sft, pt, dpo, kto or rm."""
+    """The training stage (stage_facts.py): sft, pt, dpo, kto, rm, grpo, rloo or distill."""
     finetuning_type: Literal["lora", "adalora", "full", "freeze"] = "lora"
     """How the model is trained: lora, adalora, freeze (the last layers) or full."""
     lora_target: list[str] = Field(default_factory=lambda: ["all"])
