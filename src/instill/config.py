@@ -139,7 +139,7 @@ class DataArgs(_Section):
 
 class MethodArgs(_Section):
     stage: Literal[STAGE_NAMES] = "sft"  # type: ignore[valid-type]
-    """The training stage (stage_facts.py): sft, pt, dpo, kto or rm."""
+    """The training stage (stage_facts.py): sft, pt, dpo, kto, rm, grpo, rloo or distill."""
     finetuning_type: Literal["lora", "adalora", "oft", "full", "freeze"] = "lora"
     """How the model is trained: lora, adalora, oft (orthogonal fine-tuning), freeze (the last layers) or full."""
     lora_target: list[str] = Field(default_factory=lambda: ["all"])
@@ -282,10 +282,52 @@ class MethodArgs(_Section):
     asft_alpha: float = Field(default=0.1, ge=0)
     """ASFT: the weight of the KL term anchoring the model to the reference (ref_model, or the base)."""
 
+    # Online stages (grpo, rloo): trl's key names. Sampling uses the eval keys temperature and top_p, one key
+    # each as in LLaMA-Factory, whose generating arguments drive its PPO sampling too.
+    num_generations: int = Field(default=4, ge=2)
+    """grpo/rloo: answers sampled per prompt (the group whose rewards are compared)."""
+    max_prompt_length: int | None = Field(default=512, ge=1)
+    """grpo/rloo: prompts longer than this many tokens are left out (counted in the run summary)."""
+    max_completion_length: int = Field(default=256, ge=1)
+    """grpo/rloo: longest sampled answer, in tokens."""
+    beta: float | None = Field(default=None, ge=0)
+    """grpo/rloo: weight of the KL term to the reference (the base, adapter disabled; default 0 grpo, 0.05 rloo); distill: the divergence, 0 forward KL to 1 reverse KL (default 1)."""
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
+    """grpo: how token losses are averaged: grpo (per answer), dapo (per token, trl's default), dr_grpo, bnpo."""
+    epsilon: float = Field(default=0.2, gt=0)
+    """grpo/rloo: clipping range of the policy ratio."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """grpo: divide advantages by the reward std of the group, of the batch, or not at all."""
+    mask_truncated_completions: bool = False
+    """grpo/rloo: answers cut at max_completion_length get no loss."""
+    steps_per_generation: int | None = Field(default=None, ge=1)
+    """grpo/rloo: optimizer steps per round of sampling (default: gradient_accumulation_steps)."""
+    use_vllm: bool = False
+    """grpo/rloo: sample with vLLM (CUDA, vLLM installed) instead of transformers."""
+    reward_funcs: list[str] = Field(default_factory=list)
+    """grpo/rloo: rewards, comma-separated: label_match, entity_f1, accuracy, format, think_format, length, json_valid, repetition, or file.py:function."""
+    reward_weights: list[float] | None = None
+    """grpo/rloo: a weight per reward function (default: 1 each)."""
+    reward_model: str | None = None
+    """grpo/rloo: a reward model trained with stage: rm (its output_dir), scoring each answer."""
+    length_range: list[int] | None = None
+    """The length reward's target: [min, max] completion tokens."""
+    teacher_model_name_or_path: str | None = None
+    """distill: the teacher (local directory, hub id or .gguf); it must share the student's tokenizer."""
+
+
     _split = field_validator(
         "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", "oft_target",
-        mode="before")(_comma_list)
+        "reward_funcs", mode="before")(_comma_list)
     _split_optimizer_targets = field_validator("galore_target", "apollo_target", mode="before")(_comma_list)
+
+    @field_validator("reward_weights", "length_range", mode="before")
+    @classmethod
+    def _number_list(cls, v: Any) -> Any:
+        """'1, 0.5' or one number -> a list (each item then checked as a number)."""
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return [v]
+        return _comma_list(v)
 
     @field_validator("freeze_trainable_layers")
     @classmethod
@@ -310,6 +352,9 @@ class MethodArgs(_Section):
         if self.finetuning_type == "oft" and bool(self.oft_rank) == bool(self.oft_block_size):
             raise ValueError("OFT needs exactly one of oft_rank and oft_block_size (the other 0): blocks x block size "
                              "= a layer's input width")
+        if self.length_range is not None and (len(self.length_range) != 2 or not 0 <= self.length_range[0]
+                                              <= self.length_range[1]):
+            raise ValueError("length_range must be [min, max] with 0 <= min <= max")
         return self
 
 
@@ -566,9 +611,9 @@ class EvalArgs(_Section):
     do_sample: bool = False
     """Sample instead of greedy decoding."""
     temperature: float = Field(default=1.0, gt=0)
-    """Sampling temperature (with do_sample)."""
+    """Sampling temperature (with do_sample; the online stages always sample with it)."""
     top_p: float = Field(default=1.0, gt=0, le=1)
-    """Nucleus sampling threshold (with do_sample)."""
+    """Nucleus sampling threshold (with do_sample; the online stages always sample with it)."""
 
     _split = field_validator("labels", mode="before")(_comma_list)
 
@@ -592,10 +637,6 @@ class EvalArgs(_Section):
             raise ValueError("eval_mode: score ranks candidate labels, so it needs eval_task: classification")
         if self.eval_calibration != "none" and self.eval_mode != "score":
             raise ValueError("eval_calibration applies to eval_mode: score (it re-ranks label likelihoods)")
-        # Non-default values only, so a resolved run_config.yaml (which lists every key) loads back.
-        changed = [name for name in ("temperature", "top_p") if getattr(self, name) != 1.0]
-        if not self.do_sample and changed:
-            raise ValueError(f"'{changed[0]}' applies only when sampling; set do_sample: true (greedy otherwise)")
         return self
 
 
@@ -819,10 +860,48 @@ def llama_pro_fits(c: RunConfig) -> str | None:
     return None
 
 
+def sampling_keys_apply(c: RunConfig) -> str | None:
+    # Non-default values only, so a resolved run_config.yaml (which lists every key) loads back.
+    changed = [name for name in ("temperature", "top_p") if getattr(c.eval, name) != 1.0]
+    if changed and not c.eval.do_sample and not STAGE_FACTS[c.method.stage].generates:
+        return f"'{changed[0]}' applies only when sampling; set do_sample: true (greedy otherwise)"
+    return None
+
+
+# reward_funcs' built-in names (train/rewards.py implements them; a test keeps the two in step).
+REWARD_NAMES = ("label_match", "entity_f1", "accuracy", "format", "think_format", "length", "json_valid",
+                "repetition")
+
+
+def distill_beta_is_a_mix(c: RunConfig) -> str | None:
+    if "teacher_model_name_or_path" in STAGE_FACTS[c.method.stage].own_keys and (c.method.beta or 0) > 1:
+        return "beta: for distill it mixes forward KL (0) and reverse KL (1); give a value in [0, 1]"
+    return None
+
+
+def rewards_are_given(c: RunConfig) -> str | None:
+    m = c.method
+    if "reward_funcs" not in STAGE_FACTS[m.stage].own_keys:
+        return None
+    if not m.reward_funcs and not m.reward_model:
+        return (f"stage: {m.stage} needs reward_funcs (e.g. label_match; built in: {', '.join(REWARD_NAMES)}; "
+                "or file.py:function) or reward_model")
+    unknown = [f for f in m.reward_funcs if f not in REWARD_NAMES and ".py:" not in f]
+    if unknown:
+        return (f"reward_funcs: unknown '{unknown[0]}' (built in: {', '.join(REWARD_NAMES)}; "
+                "or your own as file.py:function)")
+    count = len(m.reward_funcs) + bool(m.reward_model)
+    if m.reward_weights is not None and len(m.reward_weights) != count:
+        return f"reward_weights has {len(m.reward_weights)} values for {count} rewards (reward_funcs, reward_model)"
+    if "length" in m.reward_funcs and m.length_range is None:
+        return "reward_funcs: length needs length_range: [min, max] (completion tokens)"
+    return None
+
+
 CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quantization_fits_method, streaming_fits,
                masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
                best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
-               sft_loss_fits, llama_pro_fits)
+               sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix)
 
 
 def check_training(config: RunConfig, source: str = "config") -> None:
@@ -958,8 +1037,18 @@ def _describe(err: ValidationError, flat: dict[str, Any]) -> str:
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML file, apply key=value overrides, validate. Raises ConfigError naming the key."""
-    return build_config(load_yaml(path), overrides, source=str(path))
+    """Read a YAML file, apply key=value overrides, validate. Raises ConfigError naming the key.
+
+    A reward plugin (`reward_funcs: my_rewards.py:fn`) is read from the YAML's folder: its path is made
+    absolute here, so run_config.yaml names the file that ran."""
+    config = build_config(load_yaml(path), overrides, source=str(path))
+    funcs = config.method.reward_funcs
+    if any(".py:" in f for f in funcs):
+        here = Path(path).resolve().parent
+        funcs = [str(here / f) if ".py:" in f and not Path(f.rpartition(":")[0]).is_absolute() else f
+                 for f in funcs]
+        config.method.reward_funcs = funcs
+    return config
 
 
 # Key names that hold a secret: ...token (hf_hub_token), ...api_key, ...password, ...secret.

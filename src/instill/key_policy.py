@@ -37,6 +37,8 @@ def _table(action: Action, reason: str, keys: str | dict[str, Any]) -> dict[str,
 
 _EXTRAS = "is one of LLaMA-Factory's training extras, not built in instill yet (remove it to train without it)"
 _NOT_YET = "is not built in instill yet; remove it"
+_PPO = ("PPO was removed from trl (the library instill trains on); use stage: grpo with reward_model: "
+        "<your stage: rm output_dir> (or reward_funcs)")
 
 POLICY: dict[str, Policy] = {
     # -- accepted and ignored: nothing to do here, said once in the run summary --------------------
@@ -108,9 +110,9 @@ POLICY: dict[str, Policy] = {
     **_table("refused", "the SGLang inference backend is not supported; use infer_backend: huggingface", {
         "sglang_maxlen": 4096, "sglang_mem_fraction": 0.7, "sglang_tp_size": -1, "sglang_config": None,
         "sglang_lora_backend": "triton"}),
-    **_table("refused", "PPO was removed from trl (the library instill trains on); use stage: dpo or kto", {
+    **_table("refused", _PPO, {
         "ppo_buffer_size": 1, "ppo_epochs": 4, "ppo_score_norm": False, "ppo_target": 6.0,
-        "ppo_whiten_rewards": False, "reward_model": None, "reward_model_adapters": None,
+        "ppo_whiten_rewards": False, "reward_model_adapters": None,
         "reward_model_quantization_bit": None, "reward_model_type": "lora"}),
     **_table("refused", "apollo-torch reads scale_front only as a constructor argument, which transformers' apollo "
              "optimizers do not pass (LLaMA-Factory sets it in a parameter group, where apollo-torch ignores it)",
@@ -186,7 +188,7 @@ POLICY: dict[str, Policy] = {
 
 # Values refused for keys instill implements: (key, value) -> reason.
 REFUSED_VALUES: dict[tuple[str, Any], str] = {
-    ("stage", "ppo"): "PPO was removed from trl (the library instill trains on); use stage: dpo or kto",
+    ("stage", "ppo"): _PPO,
     ("infer_backend", "vllm"): "the vLLM backend is not built in instill yet; use infer_backend: huggingface",
     ("infer_backend", "sglang"): "the SGLang backend is not supported; use infer_backend: huggingface",
     ("infer_backend", "ktransformers"): "the KTransformers backend is not supported; use infer_backend: huggingface",

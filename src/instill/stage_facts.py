@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # What a stage's rows become: "conversation" (labels on what the assistant says), "text" (every token
-# trained), "pairs" (chosen/rejected answers to one prompt), "kto" (one answer with a desirable tag).
-DataKind = Literal["conversation", "text", "pairs", "kto"]
+# trained), "pairs" (chosen/rejected answers to one prompt), "kto" (one answer with a desirable tag),
+# "prompts" (a conversation up to the user's last turn; the model writes the answers while training).
+DataKind = Literal["conversation", "text", "pairs", "kto", "prompts"]
 PAIR_KINDS: tuple[DataKind, ...] = ("pairs", "kto")
 
 # learning_rate a YAML leaves unset (defaults.py), by finetuning_type. LoRA: 5e-4 (alpha = 2 x rank);
@@ -21,6 +22,9 @@ PAIR_KINDS: tuple[DataKind, ...] = ("pairs", "kto")
 # Preference stages start from a tuned model and move it a little (trl's DPO examples: 5e-7 to 5e-5).
 _SFT_RATES = {"lora": 5e-4, "adalora": 5e-3, "oft": 1e-4, "freeze": 1e-4, "full": 1e-5}
 _PREFERENCE_RATES = {"lora": 5e-5, "adalora": 5e-4, "oft": 1e-5, "freeze": 5e-6, "full": 1e-6}
+# Online RL and distillation start from a tuned model too; LoRA at 1e-5 (trl's GRPO default 1e-6 is for full
+# weights) moved the demo's rewards within a few dozen steps.
+_ONLINE_RATES = {"lora": 1e-5, "adalora": 1e-4, "oft": 1e-5, "freeze": 1e-6, "full": 1e-6}
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,18 @@ class StageFacts:
 
     @property
     def reads_pairs(self) -> bool:
-        """Rows are pairs or KTO rows (no input_ids to group by length; read up front)."""
+        """Rows are pairs or KTO rows (read up front)."""
         return self.data_kind in PAIR_KINDS
+
+    @property
+    def has_input_ids(self) -> bool:
+        """Rows are tokenized conversations or text (input_ids to group by length)."""
+        return self.data_kind in ("conversation", "text")
+
+    @property
+    def generates(self) -> bool:
+        """The stage samples completions while training (temperature and top_p apply to them)."""
+        return self.data_kind == "prompts"
 
     def logs_metric(self, key: str) -> bool:
         """Whether `key` (or its eval_ form) is one of this stage's own metrics."""
@@ -58,6 +72,15 @@ class StageFacts:
 _SFT_KEYS = frozenset({"use_dft_loss", "use_eaft_loss", "eaft_alpha", "use_asft_loss", "asft_alpha", "ref_model"})
 _DPO_KEYS = frozenset({"pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "simpo_gamma", "ref_model",
                        "pref_bco_weight", "ld_alpha"})
+_ONLINE_KEYS = frozenset({"num_generations", "max_prompt_length", "max_completion_length", "steps_per_generation",
+                          "mask_truncated_completions", "use_vllm", "beta"})
+_RL_KEYS = _ONLINE_KEYS | {"epsilon", "reward_funcs", "reward_weights", "reward_model"}
+_GRPO_KEYS = _RL_KEYS | {"loss_type", "scale_rewards"}
+_DISTILL_KEYS = _ONLINE_KEYS - {"num_generations", "steps_per_generation", "mask_truncated_completions"} | {
+    "teacher_model_name_or_path"}
+# What trl's online trainers log (eval_ forms too): rewards per function, KL, completion lengths, clipping.
+_RL_METRICS = ("reward", "reward_std", "rewards/", "kl", "completions/", "clip_ratio/", "clip_ratio", "entropy",
+               "frac_reward_zero_std")
 _KTO_KEYS = frozenset({"pref_beta", "kto_chosen_weight", "kto_rejected_weight", "ref_model"})
 
 STAGE_FACTS: dict[str, StageFacts] = {facts.name: facts for facts in (
@@ -71,6 +94,15 @@ STAGE_FACTS: dict[str, StageFacts] = {facts.name: facts for facts in (
                learning_rates=_PREFERENCE_RATES, own_keys=_KTO_KEYS, metrics=("rewards/", "kl")),
     StageFacts("rm", "reward model: a value head trained on chosen/rejected pairs", "pairs", streamable=False,
                learning_rates=_PREFERENCE_RATES, head="score", metrics=("accuracy", "margin", "mean_reward")),
+    StageFacts("grpo", "online RL (GRPO): the model answers each prompt several times, rewards rank the answers",
+               "prompts", streamable=False, learning_rates=_ONLINE_RATES, task_metrics=True, own_keys=_GRPO_KEYS,
+               metrics=_RL_METRICS),
+    StageFacts("rloo", "online RL (RLOO): like grpo, each answer's baseline is the mean reward of the others",
+               "prompts", streamable=False, learning_rates=_ONLINE_RATES, task_metrics=True, own_keys=_RL_KEYS,
+               metrics=_RL_METRICS),
+    StageFacts("distill", "on-policy distillation: the student answers, a teacher's next-token distribution "
+               "corrects it", "prompts", streamable=False, learning_rates=_ONLINE_RATES, task_metrics=True,
+               own_keys=_DISTILL_KEYS, metrics=("completions/",)),
 )}
 
 STAGE_NAMES = tuple(STAGE_FACTS)

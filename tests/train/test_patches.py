@@ -22,7 +22,8 @@ def test_the_trainers_install_the_overrides_declared():
     from instill.train import patches
 
     declared = {entry.name for entry in OVERRIDES}
-    mixins = (patches.SeededLengthGroups, patches.IdsAsGiven, patches.PairRowsAsGiven, patches.KLPairs)
+    mixins = (patches.SeededLengthGroups, patches.IdsAsGiven, patches.PairRowsAsGiven, patches.KLPairs,
+              patches.OwnTokenCount)
     for mixin in mixins:
         for name, value in vars(mixin).items():
             if callable(value) and (name == "__init__" or not name.startswith("__")):

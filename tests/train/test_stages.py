@@ -31,6 +31,7 @@ def test_the_stage_table_is_pinned_to_the_registry():
     assert all(STAGES[name].facts is facts for name, facts in STAGE_FACTS.items())
     # The facts that generic code asks: pair rows, streaming, default rates for every method, own metrics.
     assert {n for n, f in STAGE_FACTS.items() if f.reads_pairs} == {"dpo", "kto", "rm"}
+    assert {n for n, f in STAGE_FACTS.items() if f.generates} == {"grpo", "rloo", "distill"}
     assert {n for n, f in STAGE_FACTS.items() if f.streamable} == {"sft", "pt"}
     methods = typing.get_args(MethodArgs.model_fields["finetuning_type"].annotation)
     assert all(set(f.learning_rates) == set(methods) for f in STAGE_FACTS.values())
@@ -44,8 +45,9 @@ def test_no_generic_module_names_a_stage():
     from pathlib import Path
 
     src = Path(__file__).resolve().parents[2] / "src" / "instill"
-    own = {"stage_facts.py", "key_policy.py", "preference.py", "reward.py", "sft.py", "pt.py", "stages.py"}
-    pattern = re.compile(r"""in \(["'](?:dpo|kto|rm)["']|== ["'](?:dpo|kto|rm)["']""")
+    own = {"stage_facts.py", "key_policy.py", "preference.py", "reward.py", "sft.py", "pt.py", "grpo.py", "distill.py",
+           "stages.py"}
+    pattern = re.compile(r"""in \(["'](?:dpo|kto|rm|grpo|rloo)["']|== ["'](?:dpo|kto|rm|grpo|rloo)["']""")
     found = [f"{p.relative_to(src)}:{n}" for p in src.rglob("*.py") if p.name not in own
              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
              if "stage" in line and pattern.search(line)]

@@ -42,6 +42,7 @@ from instill.data.formats import fill_placeholders, to_example, to_text
 from instill.data.media import attach_media
 from instill.data.multimodal import ImageInputs, encode_mixed
 from instill.data.pairs import PAIR_KINDS, encode_items, iter_items
+from instill.data.prompts import iter_prompts, prompt_rows
 from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate
 from instill.data.tokenize import EncodeOptions, EncodeSummary, encode_batch
@@ -376,10 +377,28 @@ def _build_pairs(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind) 
             "eval": _pair_set("eval", eval_items, args, template, kind) if eval_items else None}
 
 
+def _build_prompts(args: DataArgs, template: ChatTemplate, seed: int) -> dict[str, TokenizedSet | None]:
+    from datasets import Dataset
+
+    def load(names: list[str]) -> list:
+        return list(iter_prompts(names, args.dataset_dir, args.max_samples, seed))
+
+    def as_set(name: str, items: list) -> TokenizedSet:
+        columns, summary = prompt_rows(items, template, args.allow_special_tokens_in_data)
+        return TokenizedSet(name, Dataset.from_dict(columns), summary)
+
+    train_items, eval_items = split_examples(load(args.dataset or []), args.val_size, seed)
+    if args.eval_dataset:
+        eval_items = load(args.eval_dataset)
+    return {"train": as_set("train", train_items), "eval": as_set("eval", eval_items) if eval_items else None}
+
+
 def _build(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
            media: ImageInputs | None = None) -> dict[str, TokenizedSet | None]:
     if kind in PAIR_KINDS:
         return _build_pairs(args, template, seed, kind)
+    if kind == "prompts":
+        return _build_prompts(args, template, seed)
     load = load_texts if kind == "text" else load_examples
     train_items, eval_items = split_examples(load(args.dataset or [], args, seed), args.val_size, seed)
     if args.eval_dataset:

@@ -228,7 +228,7 @@ def section_training(run: Run) -> str:
         return _note("No trainer_log.jsonl: this directory holds no training run.")
     parts = [_img(plots.plot_loss(log_path, run.out), "Training loss"),
              _img(plots.plot_learning_rate(log_path, run.out), "Learning rate and gradient norm"),
-             _img(plots.plot_rewards(log_path, run.out), "Preference rewards and accuracy")]
+             _img(plots.plot_rewards(log_path, run.out), "Rewards")]
     r = run.results
     steps = max((x["step"] for x in run.log), default=0)
     pairs = [("optimizer steps", _num(steps)),
@@ -237,7 +237,24 @@ def section_training(run: Run) -> str:
              ("final eval loss", _num(r.get("eval_loss")) if "eval_loss" in r else "—"),
              ("input tokens seen", _num(r.get("num_input_tokens_seen")))]
     parts.append(_kv(pairs))
+    parts.append(_completions(run.out / "completions.jsonl"))
     return "".join(parts)
+
+
+def _completions(path: Path) -> str:
+    """Online stages: the sampled answers of the first and last logged step, with each reward."""
+    rows = plots.read_log(path) if path.is_file() else []
+    if not rows:
+        return ""
+    steps = sorted({r["step"] for r in rows})
+    shown = [r for r in rows if r["step"] in (steps[0], steps[-1])]
+    rewards = list(dict.fromkeys(k for r in shown for k in r if k not in ("step", "prompt", "completion")))
+    table = _table(["step", "prompt (end)", "answer", *rewards],
+                   [[str(r["step"]), _cell(r.get("prompt"), 200), _cell(r.get("completion")),
+                     *(_num(r.get(k), 3) if r.get(k) is not None else "—" for k in rewards)] for r in shown],
+                   "samples")
+    return (f"<h3>Sampled answers</h3><p>Answers sampled at step {steps[0]} and step {steps[-1]} with their "
+            "rewards (every logged step is in completions.jsonl).</p>" + table)
 
 
 def _metrics_table(run: Run) -> str:

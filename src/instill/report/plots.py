@@ -95,8 +95,11 @@ ACCURACY_LINES = ("rewards/accuracies", "accuracy")
 
 
 def plot_rewards(log_path: str | Path, out_dir: str | Path) -> Path | None:
-    """rewards.png (preference stages): trl's reward terms per step, accuracies on a second axis."""
+    """rewards.png: trl's reward terms per step, accuracies on a second axis (preference stages), or the
+    online stages' rewards (plot_online_rewards)."""
     records = [r for r in read_log(log_path) if "loss" in r]
+    if any("reward" in r for r in records):
+        return plot_online_rewards(records, out_dir)
     lines = {k: [(r["step"], r[k]) for r in records if k in r] for k in REWARD_LINES + ACCURACY_LINES}
     lines = {k: v for k, v in lines.items() if v}
     if not lines:
@@ -121,6 +124,34 @@ def plot_rewards(log_path: str | Path, out_dir: str | Path) -> Path | None:
         handles = (handles[0] + h2[0], handles[1] + h2[1])
     ax.legend(*handles, loc="best", fontsize=8)
     ax.set_title("Preference rewards")
+    return _save(fig, Path(out_dir) / "rewards.png")
+
+
+def plot_online_rewards(records: list[dict], out_dir: str | Path) -> Path:
+    """rewards.png (grpo, rloo): mean reward and each function's mean per step; KL and answer length below."""
+    fig = Figure(figsize=(7, 5), dpi=120, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    keys = ["reward"] + sorted({k for r in records for k in r if k.startswith("rewards/") and k.endswith("/mean")})
+    for key in keys:
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        if points:
+            top.plot(*zip(*points), linewidth=2 if key == "reward" else 1,
+                     label=key.removeprefix("rewards/").removesuffix("/mean"))
+    top.set_ylabel("mean reward")
+    top.grid(alpha=0.3)
+    top.legend(loc="best", fontsize=8)
+    top.set_title("Online RL: rewards of the sampled answers")
+    length = [(r["step"], r["completions/mean_length"]) for r in records if "completions/mean_length" in r]
+    if length:
+        bottom.plot(*zip(*length), color="#4c72b0", label="answer length (tokens)")
+    bottom.set_ylabel("answer length")
+    bottom.set_xlabel("step")
+    bottom.grid(alpha=0.3)
+    kl = [(r["step"], r["kl"]) for r in records if "kl" in r]
+    if kl:
+        ax2 = bottom.twinx()
+        ax2.plot(*zip(*kl), "--", color="#c44e52", label="KL to the reference")
+        ax2.set_ylabel("KL")
     return _save(fig, Path(out_dir) / "rewards.png")
 
 

@@ -41,7 +41,8 @@ class JsonlLogCallback(TrainerCallback):
         for key in ("loss", "eval_loss", "learning_rate", "grad_norm", *THROUGHPUT_KEYS):
             if key in logs:
                 record[key] = logs[key]
-        record.update({k: v for k, v in logs.items() if self.stage.logs_metric(k)})
+        # None: trl's mean of a reward function that had no opinion on any answer of the interval.
+        record.update({k: v for k, v in logs.items() if self.stage.logs_metric(k) and v is not None})
         rate = self.rate(state) if "loss" in logs and self.rate is not None else None
         if rate is not None:
             record["tokens_per_s"] = rate

@@ -24,8 +24,9 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from instill.data.tokenize import IGNORE_INDEX
 from instill.errors import ConfigError
 
+_ONLINE_TRAINERS = ("trl:GRPOTrainer", "trl:RLOOTrainer", "trl:DistillationTrainer")
 _TRAINERS = ("transformers:Trainer", "trl:DPOTrainer", "trl:KTOTrainer", "trl:RewardTrainer",
-             "trl.experimental.orpo:ORPOTrainer", "trl.experimental.cpo:CPOTrainer")
+             "trl.experimental.orpo:ORPOTrainer", "trl.experimental.cpo:CPOTrainer", *_ONLINE_TRAINERS)
 _PAIR_TRAINERS = ("trl.experimental.orpo:ORPOTrainer", "trl.experimental.cpo:CPOTrainer")
 
 
@@ -57,6 +58,9 @@ OVERRIDES = (
              "PairRowsAsGiven: ORPO/CPO's column layout built from our ids instead of their tokenization"),
     Override(_PAIR_TRAINERS, "_track_num_input_tokens", ("self", "inputs"),
              "PairRowsAsGiven: ORPO/CPO batches have no input_ids; counts prompt+chosen and prompt+rejected"),
+    Override(_ONLINE_TRAINERS, "_track_num_input_tokens", ("self", "inputs"),
+             "OwnTokenCount: GRPO/RLOO/distillation count prompt + completion tokens as they generate; Trainer's counter finds "
+             "no input_ids in their batches and warned at every step"),
     Override(_TRAINERS, "_save_checkpoint", ("self", "model", "trial"),
              "wrap_save_checkpoint (checkpoint.py): each checkpoint written in a staging folder, renamed into place"),
     Override(_TRAINERS, "_get_output_dir", ("self", "trial"),
@@ -149,6 +153,14 @@ class PairRowsAsGiven:
         tokens = torch.as_tensor(inputs["chosen_attention_mask"].sum() + inputs["rejected_attention_mask"].sum(),
                                  device=self.args.device, dtype=torch.int64)
         self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
+
+
+class OwnTokenCount:
+    """GRPO / RLOO mixin: tokens are counted by the trainer as it generates (num_input_tokens_seen), so the
+    Trainer's per-batch counter, which looks for input_ids these batches do not have, is skipped."""
+
+    def _track_num_input_tokens(self, inputs: dict) -> None:
+        return None
 
 
 class KLPairs:

@@ -220,8 +220,8 @@ def run_training(config: RunConfig) -> RunResult:
     started = time.perf_counter()
     t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
     stage = STAGES[config.method.stage]
-    if stage.facts.reads_pairs and t.group_by_length:
-        # transformers' length-grouped sampler reads input_ids, which pair rows do not have: random order,
+    if not stage.facts.has_input_ids and t.group_by_length:
+        # transformers' length-grouped sampler reads input_ids, which pair and prompt rows do not have: random order,
         # and the data summary, the saved run_config.yaml and the Trainer all say so.
         t = t.model_copy(update={"group_by_length": False})
         config = config.model_copy(update={"train": t})
@@ -313,7 +313,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         plot = plot_loss(log_path, out)
         if plot:
             say(f"loss plot: {plot}")
-        rewards = plot_rewards(log_path, out)  # preference stages only
+        rewards = plot_rewards(log_path, out)  # stages that log rewards (preference, online RL)
         if rewards:
             say(f"reward plot: {rewards}")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from instill.train import preference, pt, reward, sft
+from instill.train import distill, grpo, preference, pt, reward, sft
 from instill.train.stage import Stage
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (sft.STAGE, pt.STAGE, preference.DPO, preference.KTO,
-                                                        reward.STAGE)}
+                                                        reward.STAGE, grpo.GRPO, grpo.RLOO, distill.STAGE)}
