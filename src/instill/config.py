@@ -650,6 +650,11 @@ def check_training(config: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: training needs 'dataset' (names from dataset_info.json in dataset_dir)")
 
 
+def _printable(text: str) -> str:
+    """`text` with control characters (a newline in a key) escaped, so an error stays one line."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _suggest(key: str) -> str:
     close = difflib.get_close_matches(key, [*KNOWN_KEYS, *ALIASES, *POLICY], n=1, cutoff=0.75)
     return f" — did you mean '{close[0]}'?" if close else ""
@@ -657,7 +662,7 @@ def _suggest(key: str) -> str:
 
 def _parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise ConfigError(f"override '{item}' is not of the form key=value")
+        raise ConfigError(f"override '{_printable(item)}' is not of the form key=value")
     key, _, raw = item.partition("=")
     key = key.strip()
     try:
@@ -685,14 +690,24 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def yaml_position(text: str, err: yaml.reader.ReaderError) -> str:
+    """LINE:COLUMN (1-based) of the character a YAML ReaderError refuses."""
+    line = text.count("\n", 0, err.position) + 1
+    return f"{line}:{err.position - text.rfind(chr(10), 0, err.position)}"
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    text = read_text(path, error=ConfigError)
     try:
-        raw = yaml.load(read_text(path, error=ConfigError), Loader=_UniqueKeyLoader)  # noqa: S506 — a SafeLoader
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 — a SafeLoader
     except RecursionError:
         raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
+    except yaml.reader.ReaderError as err:  # a control character: no problem_mark, and a two-line str()
+        raise ConfigError(f"{path}:{yaml_position(text, err)}: invalid YAML (character #x{err.character:04x} is "
+                          "not allowed in YAML)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -739,14 +754,14 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
             raise ConfigError(f"{source}: key {key!r} is not a string")
         why = refusal(key, value)
         if why:
-            shown = f"{key}: {value}" if isinstance(value, str | int | float | bool) else key
+            shown = f"{key}: {_printable(str(value))}" if isinstance(value, str | int | float | bool) else key
             raise ConfigError(f"{source}: '{shown}': {why}")
         if key in POLICY:  # ignored, or a refused key at LLaMA-Factory's default (asks for nothing)
             if POLICY[key].action == "ignored":
                 ignored.append(f"'{key}' ({POLICY[key].reason})")
             continue
         if key not in KNOWN_KEYS:
-            raise ConfigError(f"{source}: unknown key '{key}'{_suggest(key)}")
+            raise ConfigError(f"{source}: unknown key '{_printable(key)}'{_suggest(key)}")
         sections[KNOWN_KEYS[key]][key] = value
     stage = str(flat.get("stage", "sft"))
     if stage in STAGE_FACTS:
