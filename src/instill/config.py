@@ -19,7 +19,7 @@ from instill.defaults import defaults_note, learning_defaults
 from instill.errors import ConfigError
 from instill.key_policy import POLICY, refusal
 from instill.stage_facts import STAGE_FACTS, STAGE_KEYS, STAGE_NAMES
-from instill.textfile import read_text
+from instill.textfile import printable, read_text
 
 
 def _is_number_type(annotation: Any) -> bool:
@@ -650,11 +650,6 @@ def check_training(config: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: training needs 'dataset' (names from dataset_info.json in dataset_dir)")
 
 
-def _printable(text: str) -> str:
-    """`text` with control characters (a newline in a key) escaped, so an error stays one line."""
-    return text if text.isprintable() else repr(text)[1:-1]
-
-
 def _suggest(key: str) -> str:
     close = difflib.get_close_matches(key, [*KNOWN_KEYS, *ALIASES, *POLICY], n=1, cutoff=0.75)
     return f" — did you mean '{close[0]}'?" if close else ""
@@ -662,7 +657,7 @@ def _suggest(key: str) -> str:
 
 def _parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise ConfigError(f"override '{_printable(item)}' is not of the form key=value")
+        raise ConfigError(f"override '{printable(item)}' is not of the form key=value")
     key, _, raw = item.partition("=")
     key = key.strip()
     try:
@@ -754,14 +749,14 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
             raise ConfigError(f"{source}: key {key!r} is not a string")
         why = refusal(key, value)
         if why:
-            shown = f"{key}: {_printable(str(value))}" if isinstance(value, str | int | float | bool) else key
+            shown = f"{key}: {printable(str(value))}" if isinstance(value, str | int | float | bool) else key
             raise ConfigError(f"{source}: '{shown}': {why}")
         if key in POLICY:  # ignored, or a refused key at LLaMA-Factory's default (asks for nothing)
             if POLICY[key].action == "ignored":
                 ignored.append(f"'{key}' ({POLICY[key].reason})")
             continue
         if key not in KNOWN_KEYS:
-            raise ConfigError(f"{source}: unknown key '{_printable(key)}'{_suggest(key)}")
+            raise ConfigError(f"{source}: unknown key '{printable(key)}'{_suggest(key)}")
         sections[KNOWN_KEYS[key]][key] = value
     stage = str(flat.get("stage", "sft"))
     if stage in STAGE_FACTS:
