@@ -412,7 +412,11 @@ class TrainArgs(_Section):
     @field_validator("fsdp", mode="before")
     @classmethod
     def _fsdp(cls, v: Any) -> list[str]:
+        if v not in (None, False) and not isinstance(v, str | list):
+            raise ValueError("give fsdp options as text or a list, e.g. 'full_shard auto_wrap'")
         words = v.split() if isinstance(v, str) else list(v or [])
+        if not all(isinstance(word, str) for word in words):
+            raise ValueError("give fsdp options as text or a list, e.g. 'full_shard auto_wrap'")
         allowed = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard", "hybrid_shard_zero2", "offload", "auto_wrap"}
         for word in words:
             if word not in allowed:
@@ -766,6 +770,10 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
     if ignored:
         notes.append("ignored: " + "; ".join(ignored))
 
+    for key, value in flat.items():
+        if _has_surrogate(value):  # YAML's "\ud800" escape: not text, and pydantic would raise UnicodeEncodeError
+            raise ConfigError(f"{source}: '{key}' holds a lone surrogate (an escape such as \\ud800 that is no "
+                              "character); write the character itself")
     if "model_name_or_path" not in sections["model"]:
         raise ConfigError(f"{source}: 'model_name_or_path' is required")
 
@@ -774,6 +782,14 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
         return RunConfig(**built, notes=notes)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_describe(err, flat)}") from None
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    return isinstance(value, list) and any(map(_has_surrogate, value))
 
 
 def _describe(err: ValidationError, flat: dict[str, Any]) -> str:

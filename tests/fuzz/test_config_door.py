@@ -59,6 +59,7 @@ def _load(text: str | bytes, root: Path):
 @examples(300)
 @given(raw=configs, with_model=st.booleans())
 @example(raw={"\n": None}, with_model=False)  # an unknown key holding a newline was printed on two lines
+@example(raw={"fsdp": True}, with_model=True)  # TypeError in the fsdp validator (found by bench/fuzz_long.py)
 def test_any_keys_and_values_load_or_name_the_key(raw, with_model):
     if with_model:
         raw = {"model_name_or_path": "some/model", **raw}
@@ -94,6 +95,8 @@ def test_any_yaml_text_loads_or_is_one_line(text):
 @given(overrides=st.lists(st.tuples(keys, st.text(max_size=12) | values.map(json.dumps)).map("=".join)
                           | st.text(max_size=12), max_size=4))
 @example(overrides=["\n"])  # printed on two lines
+@example(overrides=['fsdp="\\ud800\\udc00"'])  # UnicodeEncodeError from pydantic (found by bench/fuzz_long.py)
+@example(overrides=["fsdp=[[]]"])  # TypeError in the fsdp validator
 def test_any_overrides_apply_or_name_the_override(overrides):
     def build():
         return build_config({"model_name_or_path": "m"}, overrides, source="cfg.yaml")
