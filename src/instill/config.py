@@ -19,7 +19,7 @@ from instill.defaults import defaults_note, learning_defaults
 from instill.errors import ConfigError
 from instill.key_policy import POLICY, refusal
 from instill.stage_facts import STAGE_FACTS, STAGE_KEYS, STAGE_NAMES
-from instill.textfile import read_text
+from instill.textfile import printable, read_text
 
 
 def _is_number_type(annotation: Any) -> bool:
@@ -554,7 +554,11 @@ class TrainArgs(_Section):
     @field_validator("fsdp", mode="before")
     @classmethod
     def _fsdp(cls, v: Any) -> list[str]:
+        if v not in (None, False) and not isinstance(v, str | list):
+            raise ValueError("give fsdp options as text or a list, e.g. 'full_shard auto_wrap'")
         words = v.split() if isinstance(v, str) else list(v or [])
+        if not all(isinstance(word, str) for word in words):
+            raise ValueError("give fsdp options as text or a list, e.g. 'full_shard auto_wrap'")
         allowed = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard", "hybrid_shard_zero2", "offload", "auto_wrap"}
         for word in words:
             if word not in allowed:
@@ -917,7 +921,7 @@ def _suggest(key: str) -> str:
 
 def _parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise ConfigError(f"override '{item}' is not of the form key=value")
+        raise ConfigError(f"override '{printable(item)}' is not of the form key=value")
     key, _, raw = item.partition("=")
     key = key.strip()
     try:
@@ -945,14 +949,24 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def yaml_position(text: str, err: yaml.reader.ReaderError) -> str:
+    """LINE:COLUMN (1-based) of the character a YAML ReaderError refuses."""
+    line = text.count("\n", 0, err.position) + 1
+    return f"{line}:{err.position - text.rfind(chr(10), 0, err.position)}"
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    text = read_text(path, error=ConfigError)
     try:
-        raw = yaml.load(read_text(path, error=ConfigError), Loader=_UniqueKeyLoader)  # noqa: S506 — a SafeLoader
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 — a SafeLoader
     except RecursionError:
         raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
+    except yaml.reader.ReaderError as err:  # a control character: no problem_mark, and a two-line str()
+        raise ConfigError(f"{path}:{yaml_position(text, err)}: invalid YAML (character #x{err.character:04x} is "
+                          "not allowed in YAML)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -999,14 +1013,14 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
             raise ConfigError(f"{source}: key {key!r} is not a string")
         why = refusal(key, value)
         if why:
-            shown = f"{key}: {value}" if isinstance(value, str | int | float | bool) else key
+            shown = f"{key}: {printable(str(value))}" if isinstance(value, str | int | float | bool) else key
             raise ConfigError(f"{source}: '{shown}': {why}")
         if key in POLICY:  # ignored, or a refused key at LLaMA-Factory's default (asks for nothing)
             if POLICY[key].action == "ignored":
                 ignored.append(f"'{key}' ({POLICY[key].reason})")
             continue
         if key not in KNOWN_KEYS:
-            raise ConfigError(f"{source}: unknown key '{key}'{_suggest(key)}")
+            raise ConfigError(f"{source}: unknown key '{printable(key)}'{_suggest(key)}")
         sections[KNOWN_KEYS[key]][key] = value
     stage = str(flat.get("stage", "sft"))
     if stage in STAGE_FACTS:
@@ -1016,6 +1030,10 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
     if ignored:
         notes.append("ignored: " + "; ".join(ignored))
 
+    for key, value in flat.items():
+        if _has_surrogate(value):  # YAML's "\ud800" escape: not text, and pydantic would raise UnicodeEncodeError
+            raise ConfigError(f"{source}: '{key}' holds a lone surrogate (an escape such as \\ud800 that is no "
+                              "character); write the character itself")
     if "model_name_or_path" not in sections["model"]:
         raise ConfigError(f"{source}: 'model_name_or_path' is required")
 
@@ -1024,6 +1042,14 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
         return RunConfig(**built, notes=notes)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_describe(err, flat)}") from None
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    return isinstance(value, list) and any(map(_has_surrogate, value))
 
 
 def _describe(err: ValidationError, flat: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ def codec_name(encoding: str | None, error: type[InstillError] = EncodingError) 
     try:
         info = codecs.lookup(name)
     except LookupError:
-        raise error(f"unknown encoding '{name}' (e.g. utf-8, gbk, gb18030, big5, utf-16)") from None
+        raise error(f"unknown encoding '{printable(name)}' (e.g. utf-8, gbk, gb18030, big5, utf-16)") from None
     return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
 
 
@@ -46,7 +46,7 @@ def undecodable(path: str | Path, encoding: str | None = None, hint: str | None 
         if hint is None:
             hint = _DATA_HINT if codec == "utf-8-sig" else ""
         return f"{path}:{line}: not {_label(codec)} (byte 0x{data[start]:02x} at column {column}){hint}"
-    return f"{path}: not {_label(codec)}"
+    return f"{path}:1: not {_label(codec)} (it does not start with a byte-order mark)"
 
 
 def read_text(path: str | Path, encoding: str | None = None, error: type[InstillError] = EncodingError,
@@ -56,5 +56,10 @@ def read_text(path: str | Path, encoding: str | None = None, error: type[Instill
     codec = codec_name(encoding, error)
     try:
         return Path(path).read_text(encoding=codec)
-    except UnicodeDecodeError:
+    except UnicodeError:  # UnicodeDecodeError, or UTF-16 without a byte-order mark
         raise error(undecodable(path, encoding, hint)) from None
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (a newline in a key or a name) escaped, so an error stays one line."""
+    return text if text.isprintable() else repr(text)[1:-1]

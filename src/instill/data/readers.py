@@ -47,7 +47,7 @@ def _jsonl_file(path: Path, encoding: str | None = None) -> Iterator[tuple[str, 
     with path.open(encoding=codec) as f:
         try:
             yield from jsonl_rows(path, f)
-        except UnicodeDecodeError:
+        except UnicodeError:  # UnicodeDecodeError, or UTF-16 without a byte-order mark
             raise EncodingError(undecodable(path, encoding)) from None
 
 
@@ -130,7 +130,7 @@ def delimited_rows(path: Path, delimiter: str = ",", header: bool = True,
                 yield source, dict(zip(keys, values))
         except csv.Error as err:
             raise DataError(f"{path}:{reader.line_num}: invalid CSV: {err}") from None
-        except UnicodeDecodeError:
+        except UnicodeError:  # UnicodeDecodeError, or UTF-16 without a byte-order mark
             raise EncodingError(undecodable(path, encoding)) from None
         if header and names is None:
             raise DataError(f"{path}: empty CSV file (no header row)")

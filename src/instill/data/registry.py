@@ -47,7 +47,7 @@ from instill.console import say
 from instill.data.readers import DATA_EXTENSIONS, file_rows
 from instill.errors import DataError
 from instill.stage_facts import PAIR_KINDS
-from instill.textfile import codec_name, read_text
+from instill.textfile import codec_name, printable, read_text
 
 INFO_FILE = "dataset_info.json"
 FORMATTINGS = ("alpaca", "sharegpt", "openai")
@@ -172,7 +172,7 @@ def resolve(names: Iterable[str] | str, dataset_dir: str | os.PathLike, kind: st
 
 
 def _parse_entry(name: str, entry: Any, path: Path) -> DatasetSpec:
-    where = f"{path}: dataset '{name}'"
+    where = f"{path}: dataset '{printable(name)}'"
     if not isinstance(entry, dict):
         raise DataError(f"{where}: entry must be a JSON object, got {type(entry).__name__}")
     _check_keys(entry, ENTRY_KEYS, where, "key")
@@ -217,7 +217,7 @@ def _string_map(entry: dict, key: str, allowed: tuple[str, ...], where: str, for
             if k in known:
                 takes = ", ".join(allowed)
                 raise DataError(f"{where}: {key}.{k} does not apply to {formatting} formatting (it takes: {takes})")
-            raise DataError(f"{where}: unknown {key} key '{k}'{_hint(k, allowed)} (known: {', '.join(allowed)})")
+            raise DataError(f"{where}: unknown {key} key '{printable(k)}'{_hint(k, allowed)} (known: {', '.join(allowed)})")
         if not isinstance(v, str) or not v:
             raise DataError(f"{where}: {key}.{k} must be a non-empty string, got {json.dumps(v)}")
     return dict(value)
@@ -226,7 +226,7 @@ def _string_map(entry: dict, key: str, allowed: tuple[str, ...], where: str, for
 def _check_keys(entry: dict, allowed: tuple[str, ...], where: str, what: str) -> None:
     for k in entry:
         if k not in allowed:
-            raise DataError(f"{where}: unknown {what} '{k}'{_hint(k, allowed)}")
+            raise DataError(f"{where}: unknown {what} '{printable(k)}'{_hint(k, allowed)}")
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:

@@ -37,6 +37,7 @@ from instill.prep.presets import (
 )
 from instill.prep.register import add_output_args, save
 from instill.prep.summary import Tally, progress
+from instill.textfile import read_text
 
 VARIANTS: dict[str, dict[str, list[str]]] = {
     "classification": {
@@ -158,7 +159,7 @@ def read_variants(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"--instruction-variants {path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, error=DataError)
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -175,7 +176,7 @@ def read_variants(path: str | Path) -> list[str]:
 def read_synonyms(path: str | Path) -> dict[str, list[str]]:
     """A JSON object mapping a phrase to its alternatives."""
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
+        value = json.loads(read_text(path, error=DataError))
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"--synonyms {path}: cannot read JSON ({err})") from None
     if not isinstance(value, dict) or not all(

@@ -81,7 +81,7 @@ def _jsonl_items(path: Path, encoding: str | None) -> Iterator[Item]:
                     yield from jsonl_rows(path, [line], lineno)
                 except DataError as err:
                     yield f"{path}:{lineno}", err
-        except UnicodeDecodeError:
+        except UnicodeError:  # UnicodeDecodeError, or UTF-16 without a byte-order mark
             raise EncodingError(undecodable(path, encoding)) from None
 
 

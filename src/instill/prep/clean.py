@@ -160,7 +160,7 @@ def main_dedup(args: argparse.Namespace) -> int:
     for c in sorted(clusters, key=lambda c: -len(c.removed))[:3]:
         say(f"  cluster of {len(c.removed) + 1}: kept {c.kept}, removed {', '.join(c.removed[:3])}"
             f"{' ...' if len(c.removed) > 3 else ''}")
-    tail = save([rows[i][1] for i in kept], args.out, args.register, args.name)
+    tail = save([rows[i][1] for i in kept], args.out, args.register, args.name, [rows[i][0] for i in kept])
     say(tally.line(f"{len(clusters)} clusters lost rows; {tail}"))
     return 0
 
@@ -284,6 +284,6 @@ def main_filter(args: argparse.Namespace) -> int:
     kept, tally, first_bad = filter_rows(rows, spec, rules, tokenizer)
     if first_bad:
         say(f"first bad row: {first_bad}")
-    say(tally.line(save([rows[i][1] for i in kept], args.out, args.register, args.name)))
+    say(tally.line(save([rows[i][1] for i in kept], args.out, args.register, args.name, [rows[i][0] for i in kept])))
     return 0
 

@@ -13,6 +13,7 @@ from instill.prep.io import FORMATS, Rows, get_field, read_table, render
 from instill.prep.presets import PRESETS, ConvertOptions, Record, Skip
 from instill.prep.register import add_output_args, save
 from instill.prep.summary import Tally, progress
+from instill.textfile import read_text
 
 
 def convert_rows(rows: Rows, opts: ConvertOptions) -> tuple[list[Record], Tally, str]:
@@ -74,7 +75,7 @@ def _label_map(value: str | None) -> dict[str, str] | None:
         return None
     if Path(value).is_file():
         try:
-            mapping = json.loads(Path(value).read_text(encoding="utf-8"))
+            mapping = json.loads(read_text(value, error=DataError))
         except json.JSONDecodeError as err:
             raise DataError(f"--label-map {value}:{err.lineno}: invalid JSON ({err.msg})") from None
         if not isinstance(mapping, dict):
@@ -96,7 +97,7 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         path = Path(args.instruction_file)
         if not path.is_file():
             raise DataError(f"--instruction-file {path}: no such file")
-        instruction = path.read_text(encoding="utf-8").strip()
+        instruction = read_text(path, error=DataError).strip()
     preset = args.preset or ("records" if args.instruction_template else "generic")
     return ConvertOptions(
         preset=preset, lang=args.lang, instruction=instruction, system=args.system or "",

@@ -31,6 +31,7 @@ from instill.data.example import Example
 from instill.data.readers import file_rows
 from instill.data.registry import DatasetSpec
 from instill.errors import DataError
+from instill.textfile import printable
 
 FORMATS = ("alpaca", "sharegpt", "openai")
 TABLE_EXTENSIONS = (".json", ".jsonl", ".csv", ".tsv", ".xlsx", ".xlsm", ".parquet")
@@ -113,7 +114,7 @@ def get_field(row: dict, ref: str, source: str) -> Any:
         return value
     near = difflib.get_close_matches(ref, [str(k) for k in row], n=1, cutoff=0.6)
     hint = f"; did you mean '{near[0]}'?" if near else ""
-    raise DataError(f"{source}: no column '{ref}' (columns: {', '.join(map(str, row))}{hint})")
+    raise DataError(printable(f"{source}: no column '{ref}' (columns: {', '.join(map(str, row))}{hint})"))
 
 
 def text_of(value: Any) -> str:
@@ -166,7 +167,7 @@ def spec_for(path: str | os.PathLike, rows: list[dict]) -> DatasetSpec:
     if "instruction" in row or "output" in row:
         return DatasetSpec(name=Path(path).stem, file_name=path, formatting="alpaca", columns=optional)
     raise DataError(f"{path}: rows are neither alpaca (instruction/input/output), sharegpt (conversations) "
-                    f"nor openai (messages); columns: {', '.join(map(str, row))}")
+                    f"nor openai (messages); columns: {printable(', '.join(map(str, row)))}")
 
 
 def read_dataset(path: str | os.PathLike, limit: int | None = None,

@@ -202,7 +202,7 @@ def main_split(args: argparse.Namespace) -> int:
         part_rows = [rows[i][1] for i in indexes]
         suffix = path.suffix if path.suffix.lower() in (".json", ".jsonl") else ".jsonl"
         out = out_dir / f"{path.stem}_{part_name}{suffix}"
-        tail = save(part_rows, out, args.register, f"{name}_{part_name}")
+        tail = save(part_rows, out, args.register, f"{name}_{part_name}", [rows[i][0] for i in indexes])
         dist = _distribution(part_rows, stratify) if stratify else ""
         say(f"  {part_name}: {len(part_rows)} rows {tail}{dist}")
     say(tally.line())

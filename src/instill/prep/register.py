@@ -36,7 +36,7 @@ def entry_for(rows: list[dict]) -> dict[str, Any]:
         return {"formatting": "sharegpt", "columns": {"messages": "conversations", **system}}
     if "messages" in row:
         turns = row["messages"]
-        if turns and isinstance(turns[0], dict) and "from" in turns[0]:
+        if isinstance(turns, list) and turns and isinstance(turns[0], dict) and "from" in turns[0]:
             return {"formatting": "sharegpt", "columns": {"messages": "messages", **system}}
         return {"formatting": "sharegpt", "columns": {"messages": "messages", **system},
                 "tags": OPENAI_AS_SHAREGPT_TAGS}
@@ -44,13 +44,14 @@ def entry_for(rows: list[dict]) -> dict[str, Any]:
     return {"columns": columns} if columns else {}
 
 
-def verify(rows: list[dict], entry: dict[str, Any], path: Path) -> None:
-    """Read every row as training will; the first bad one raises DataError naming it."""
+def verify(rows: list[dict], entry: dict[str, Any], path: Path, sources: list[str] | None = None) -> None:
+    """Read every row as training will; the first bad one raises DataError naming it: by `sources` (where rows
+    passed through unchanged came from), else by its place in `path`."""
     spec = DatasetSpec(name=path.stem, file_name=str(path), formatting=entry.get("formatting", "alpaca"),
                        columns=dict(entry.get("columns", {})), tags=dict(entry.get("tags", {})))
     index_style = path.suffix.lower() == ".json"
     for i, row in enumerate(rows):
-        to_example(row, spec, f"{path}:#{i}" if index_style else f"{path}:{i + 1}")
+        to_example(row, spec, sources[i] if sources else f"{path}:#{i}" if index_style else f"{path}:{i + 1}")
 
 
 def register(info_path: str | os.PathLike, name: str, data_path: str | os.PathLike, rows: list[dict],
@@ -94,15 +95,17 @@ def add_output_args(parser: Any, formats: bool = False) -> None:
     parser.add_argument("--name", help="entry name for --register (default: the output file's stem)")
 
 
-def save(rows: list[dict], out: str | os.PathLike, register_to: str | None = None, name: str | None = None) -> str:
-    """Check every row loads as training data, write them atomically, optionally register them.
+def save(rows: list[dict], out: str | os.PathLike, register_to: str | None = None, name: str | None = None,
+         sources: list[str] | None = None) -> str:
+    """Check every row loads as training data, write them atomically, optionally register them. `sources`: the
+    input file:line of each row that passes through unchanged, so a bad one is named where the user can fix it.
 
     Returns the summary line's tail ("-> path; added 'name' in dataset_info.json").
     """
 
     if not rows:
         raise DataError(f"nothing to write to {out}: every row was dropped")
-    verify(rows, entry_for(rows), Path(out))  # every row must load for training, checked before writing
+    verify(rows, entry_for(rows), Path(out), sources)  # every row must load for training, checked before writing
     path = write_rows(rows, out)
     tail = f"-> {path}"
     if register_to:

@@ -27,7 +27,6 @@ import random
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from instill.console import say
@@ -38,6 +37,7 @@ from instill.prep.llm_client import ChatBackend, LocalBackend, OpenAIBackend, Sa
 from instill.prep.presets import is_chinese
 from instill.prep.register import add_output_args, save
 from instill.prep.summary import Tally, bar, progress
+from instill.textfile import read_text
 
 DEFAULT_BLACKLIST = (r"(?i)\b(images?|pictures?|photos?|graphs?|draw|plot|diagram|flowchart|video|audio|music)\b"
                      r"|图片|图像|照片|画一|绘制|视频|音频|流程图")
@@ -259,8 +259,8 @@ def answer_instructions(instructions: list[str], backend: ChatBackend, batch: in
 def read_templates(template_file: str, slots_file: str, n: int | None, seed: int) -> list[str]:
     """Instructions from a template file (one a line) and a JSON {slot: [values]} file."""
     try:
-        templates = [t.strip() for t in Path(template_file).read_text(encoding="utf-8").splitlines() if t.strip()]
-        slots = json.loads(Path(slots_file).read_text(encoding="utf-8"))
+        templates = [t.strip() for t in read_text(template_file, error=DataError).splitlines() if t.strip()]
+        slots = json.loads(read_text(slots_file, error=DataError))
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"cannot read --template-file/--slots: {err}") from None
     if not isinstance(slots, dict):

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from instill.config import yaml_position
 from instill.errors import ReportError
 from instill.report.plots import plot_confusion_matrix, plotted_confusion
 from instill.textfile import read_text
@@ -115,6 +116,9 @@ def _config(path: Path) -> tuple[str | None, dict]:
         return text, {}
     try:
         config = yaml.safe_load(text)
+    except yaml.reader.ReaderError as err:  # a control character: no problem_mark, and a two-line str()
+        raise ReportError(f"{path}:{yaml_position(text, err)}: not valid YAML (character #x{err.character:04x} is "
+                          f"not allowed in YAML){_FIX}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -77,7 +77,8 @@ class Message(_Strict):
     def _inline_images(cls, v: Any) -> Any:
         """Name a bad image_url here: the union's own error would only say that content is not a string."""
         for part in v if isinstance(v, list) else []:
-            url = part.get("image_url", {}).get("url", "") if isinstance(part, dict) else ""
+            image = part.get("image_url") if isinstance(part, dict) else None
+            url = image.get("url", "") if isinstance(image, dict) else ""  # not an object: the union names it
             if isinstance(part, dict) and part.get("type") == "image_url" and isinstance(url, str):
                 ImageURL._data_url(url)
         return v
