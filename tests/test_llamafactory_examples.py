@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from instill.cli import main as instill_main
 from instill.config import load_config
 from instill.errors import ConfigError
 
@@ -74,3 +75,77 @@ def test_llamafactory_quick_start_in_order(tiny_qwen2, lf_dataset_dir, tmp_path,
     exported = _cli("export", str(EXAMPLES / "merge_lora/qwen3_lora_sft.yaml"), model)
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert any((tmp_path / "saves/qwen3_sft_merged").glob("*.safetensors"))
+
+
+# Examples run end to end with stand-ins (the tiny Qwen2, LLaMA-Factory's demo data, a few rows and one step).
+# The optimizer and method extras run in tests/train/test_optimizers.py and test_methods_extras.py, the quick
+# start above; the pre-quantized-model QLoRA examples (aqlm/awq/gptq) and fsdp_qlora only swap the model, so
+# with a stand-in they are the LoRA runs here.
+RUNS = {
+    "train_lora/qwen3_lora_dpo.yaml": ("train", 0, "done (dpo)"),
+    "train_lora/qwen3_lora_kto.yaml": ("train", 0, "done (kto)"),
+    "train_lora/qwen3_lora_reward.yaml": ("train", 0, "done (rm)"),
+    "train_lora/qwen3_lora_pretrain.yaml": ("train", 0, "done (pt)"),
+    "train_lora/qwen3_preprocess.yaml": ("train", 0, "done (sft)"),
+    "train_qlora/qwen3_lora_sft_otfq.yaml": ("train", 0, "done (sft)"),
+    "extras/pissa/llama3_lora_sft.yaml": ("train", 0, "done (sft)"),
+    "extras/nlg_eval/llama3_lora_predict.yaml": ("train", 0, "generated_predictions.jsonl"),
+    "inference/qwen3.yaml": ("chat", 0, "assistant>"),
+    "merge_lora/qwen3_full_sft.yaml": ("export", 0, ""),
+    # Refused at run time, each with its reason.
+    "inference/qwen3vl.yaml": ("chat", 2, "Qwen3-VL"),
+    "train_lora/qwen3vl_lora_sft.yaml": ("train", 2, "Qwen3-VL"),
+    "train_lora/qwen3_lora_sft_ds3.yaml": ("train", 2, "deepspeed: examples/deepspeed/ds_z3_config.json"),
+}
+
+
+@pytest.fixture(scope="module")
+def lf_data(tmp_path_factory) -> Path:
+    """LLaMA-Factory's demo entries, plus its dpo/kto/c4/mllm entry names pointing at the shared stand-ins."""
+    import json
+
+    from tests.conftest import LLAMAFACTORY_ENTRIES, SHARED_DATA
+
+    data = tmp_path_factory.mktemp("lf-data")
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    (data / "c4_demo.jsonl").write_text("".join(json.dumps({"text": "The quick brown fox jumps over the dog. " * 4})
+                                                + "\n" for _ in range(8)))
+    entries = {**LLAMAFACTORY_ENTRIES,
+               "dpo_en_demo": {"file_name": str(SHARED_DATA / "llamafactory_dpo_zh_demo/dpo_zh_demo.json"),
+                               "ranking": True, "formatting": "sharegpt",
+                               "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
+               "kto_en_demo": {"file_name": str(SHARED_DATA / "llamafactory_kto_en_demo/kto_en_demo.json"),
+                               "formatting": "sharegpt", "columns": {"messages": "messages", "kto_tag": "label"},
+                               "tags": tags},
+               "c4_demo": {"file_name": "c4_demo.jsonl", "columns": {"prompt": "text"}},
+               "mllm_demo": {"file_name": str(SHARED_DATA / "llamafactory_mllm_demo/mllm_demo.json"),
+                             "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"},
+                             "tags": tags}}
+    (data / "dataset_info.json").write_text(json.dumps(entries))
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_example_runs_with_stand_ins(name, tiny_qwen2, lf_data, tmp_path, monkeypatch, capsys):
+    """The YAML as LLaMA-Factory ships it; only the model, data folder and run size are swapped."""
+    import io
+
+    verb, code, says = RUNS[name]
+    monkeypatch.chdir(tmp_path)  # outputs go to saves/... relative to here, as the YAMLs say
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello\n/exit\n"))
+    overrides = [f"model_name_or_path={tiny_qwen2}"]
+    if verb == "train":
+        overrides += [f"dataset_dir={lf_data}", "max_samples=4", "max_steps=1", "cutoff_len=128",
+                      "dataloader_num_workers=0", "preprocessing_num_workers=1"]
+    if "adapter_name_or_path" in (EXAMPLES / name).read_text():  # a LoRA adapter to predict with
+        assert instill_main(["train", str(EXAMPLES / "train_lora/qwen3_lora_sft.yaml"), *overrides[:1],
+                             f"dataset_dir={lf_data}", "max_samples=4", "max_steps=1", "cutoff_len=128",
+                             "dataloader_num_workers=0", "output_dir=adapter"]) == 0
+        overrides.append("adapter_name_or_path=adapter")
+    assert instill_main([verb, str(EXAMPLES / name), *overrides]) == code
+    out, err = capsys.readouterr()
+    if code:
+        assert err.startswith("instill: error:") and err.count("\n") == 1 and says in err, err
+    else:
+        assert says in out + err or any(tmp_path.rglob(says)), (out + err)[-2000:]
