@@ -20,6 +20,7 @@ instill's pins (torch, transformers, datasets, peft unchanged); EvalScope was no
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -75,9 +76,14 @@ def benchmark_dir(config: RunConfig) -> Path | None:
     return path
 
 
-def _task_manager(lm_eval: Any, directory: Path | None) -> Any:
+def _task_manager(names: list[str], directory: Path | None) -> Any:
+    """lm-eval's TaskManager with `directory` registered; its own ~15,000 tasks (9 s to index) only when needed."""
     from lm_eval.tasks import TaskManager
 
+    if directory:
+        local = TaskManager(include_path=str(directory), include_defaults=False)
+        if all(name in local.all_tasks for name in names):
+            return local
     return TaskManager(include_path=str(directory) if directory else None)
 
 
@@ -95,11 +101,11 @@ def _leaves(tasks: dict) -> list[Any]:
     return out
 
 
-def _load_tasks(lm_eval: Any, names: list[str], directory: Path | None) -> dict[str, tuple[Any, bool]]:
+def _load_tasks(names: list[str], directory: Path | None) -> dict[str, tuple[Any, bool]]:
     """{name: (a TaskManager that returns its already loaded tasks, generative?)}; every dataset loads here."""
-    out = {}
+    out, index = {}, _task_manager(names, directory)
     for name in names:
-        manager = _task_manager(lm_eval, directory)
+        manager = copy.copy(index)  # each name gets its own `load`, below
         if name not in manager.all_tasks:
             raise _missing(name, directory)
         try:
@@ -201,11 +207,11 @@ def run_benchmarks(config: RunConfig, names: list[str] | str | None, limit: int 
         raise ConfigError("--benchmarks: name at least one benchmark (e.g. --benchmarks mmlu,gsm8k)")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit: {limit} must be at least 1")
-    lm_eval = _lm_eval()
+    _lm_eval()
     directory = benchmark_dir(config)
     choices = [choose_model(config, "base"), choose_model(config, "tuned")] if compare_base else \
         [choose_model(config, which)]
-    tasks = _load_tasks(lm_eval, names, directory)  # data problems surface before any model loads
+    tasks = _load_tasks(names, directory)  # data problems surface before any model loads
     reports: dict[str, dict] = {}
     for choice in choices:
         say(f"benchmarks {', '.join(names)} on the {choice.name} model: {choice.describe()}")
