@@ -146,3 +146,10 @@ def test_without_lm_eval_one_line_names_the_extra(tmp_path, tiny_qwen2, capsys, 
                           benchmark_dir=str(BENCH), output_dir=str(tmp_path / "run"))
     assert main(["eval", str(config), "--benchmarks", "tiny_mc_en"]) == 2
     assert "instill[bench]" in _one_line_error(capsys)
+
+
+def test_limit_without_benchmarks_is_one_line_exit_2(tmp_path, tiny_qwen2, capsys):
+    config = write_config(tmp_path / "eval.yaml", model_name_or_path=str(tiny_qwen2), template="qwen",
+                          output_dir=str(tmp_path / "run"))
+    assert main(["eval", str(config), "--limit", "3"]) == 2
+    assert "--limit" in _one_line_error(capsys)

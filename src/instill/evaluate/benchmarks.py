@@ -107,7 +107,9 @@ def _load_tasks(names: list[str], directory: Path | None) -> dict[str, tuple[Any
     for name in names:
         manager = copy.copy(index)  # each name gets its own `load`, below
         if name not in manager.all_tasks:
-            raise _missing(name, directory)
+            where = f"benchmark_dir {directory}" if directory else "a folder named by benchmark_dir"
+            raise DataError(f"benchmark '{name}' is neither in benchmark_dir nor one of lm-eval's tasks; put "
+                            f"{name}.yaml (an lm-eval task) and its data files in {where}")
         try:
             with contextlib.chdir(directory or Path.cwd()):  # data_files in the YAMLs are relative to the folder
                 loaded = manager.load([name])

@@ -28,6 +28,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.limit is not None and not (args.benchmarks or config.eval.task):
+        from instill.errors import ConfigError
+
+        raise ConfigError("--limit goes with --benchmarks (eval_max_samples=N limits the eval task)")
     if args.benchmarks or config.eval.task:  # standard benchmarks (LLaMA-Factory eval YAMLs set `task`)
         from instill.evaluate.benchmarks import run_benchmarks
 
