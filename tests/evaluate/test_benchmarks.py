@@ -153,3 +153,20 @@ def test_limit_without_benchmarks_is_one_line_exit_2(tmp_path, tiny_qwen2, capsy
                           output_dir=str(tmp_path / "run"))
     assert main(["eval", str(config), "--limit", "3"]) == 2
     assert "--limit" in _one_line_error(capsys)
+
+
+def test_results_reach_tensorboard(compared, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from instill.config import build_config
+    from instill.tracking.trackers import log_benchmark_results
+
+    path = tmp_path / "benchmarks.json"
+    path.write_text(json.dumps(compared["written"]), encoding="utf-8")
+    config = build_config({"model_name_or_path": "m", "do_train": False, "output_dir": str(tmp_path / "run"),
+                           "report_to": "tensorboard"})
+    log_benchmark_results(config, path)
+    (events_dir,) = {p.parent for p in (tmp_path / "run").rglob("events.out.tfevents.*")}
+    tags = EventAccumulator(str(events_dir), size_guidance={"scalars": 0}).Reload().Tags()["scalars"]
+    assert {"bench/base/tiny_mc_en/acc", "bench/tuned/tiny_mc_zh/acc", "bench/delta/tiny_gsm/exact_match (strict-match)"} \
+        <= set(tags)

@@ -135,8 +135,7 @@ def _metrics(result: dict) -> dict[str, dict]:
     return out
 
 
-def evaluate_model(generator: Any, tasks: dict[str, tuple[Any, bool]], config: RunConfig, limit: int | None,
-                   directory: Path | None) -> dict:
+def evaluate_model(generator: Any, tasks: dict[str, tuple[Any, bool]], config: RunConfig, limit: int | None) -> dict:
     """Run every benchmark on one loaded model: {'results': {task: metrics}, 'n_samples', 'n_shot', 'seconds'}."""
     lm_eval = _lm_eval()
     from lm_eval.models.huggingface import HFLM
@@ -144,16 +143,18 @@ def evaluate_model(generator: Any, tasks: dict[str, tuple[Any, bool]], config: R
     e = config.eval
     tokenizer = generator.tokenizer
     tokenizer.chat_template = generator.template.jinja  # the trained template, for generative tasks
-    lm = HFLM(pretrained=generator.model, tokenizer=tokenizer,
-              batch_size=e.batch_size or e.eval_batch_size or 8,
-              max_length=config.data.cutoff_len if config.data.cutoff_len else None)
+    quiet = logging.getLogger("lm_eval")
+    level, quiet.level = quiet.level, logging.ERROR  # its warnings about being handed a loaded model
+    try:
+        lm = HFLM(pretrained=generator.model, tokenizer=tokenizer, batch_size=e.batch_size or e.eval_batch_size or 8)
+    finally:
+        quiet.setLevel(level)
     report: dict[str, Any] = {"results": {}, "n_samples": {}, "n_shot": {}, "chat_template": {}, "seconds": 0.0}
     for name, (manager, generative) in tasks.items():
         started = time.perf_counter()
-        with contextlib.chdir(directory or Path.cwd()):
-            out = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=manager, limit=limit,
-                                          num_fewshot=e.n_shot, apply_chat_template=generative,
-                                          log_samples=False, random_seed=config.train.seed, bootstrap_iters=1000)
+        out = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=manager, limit=limit,
+                                      num_fewshot=e.n_shot, apply_chat_template=generative,
+                                      log_samples=False, random_seed=config.train.seed, bootstrap_iters=1000)
         report["seconds"] += time.perf_counter() - started
         for task, result in out["results"].items():
             report["results"][task] = _metrics(result)
@@ -218,7 +219,7 @@ def run_benchmarks(config: RunConfig, names: list[str] | str | None, limit: int 
     for choice in choices:
         say(f"benchmarks {', '.join(names)} on the {choice.name} model: {choice.describe()}")
         generator = _load(config, choice)
-        report = evaluate_model(generator, tasks, config, limit, directory)
+        report = evaluate_model(generator, tasks, config, limit)
         report["model"] = {"name": choice.name, "model_name_or_path": choice.model_args.model_name_or_path,
                            "adapters": choice.adapters}
         reports[choice.name] = report
