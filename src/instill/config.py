@@ -618,8 +618,20 @@ class EvalArgs(_Section):
     """Sampling temperature (with do_sample; the online stages always sample with it)."""
     top_p: float = Field(default=1.0, gt=0, le=1)
     """Nucleus sampling threshold (with do_sample; the online stages always sample with it)."""
+    benchmark_dir: str | None = None
+    """Folder of lm-eval task YAMLs and their data files for --benchmarks (offline; default: lm-eval's own tasks)."""
+    task: list[str] | None = None
+    """Benchmarks to run (LLaMA-Factory's eval key): mmlu_test, cmmlu_test, ceval_validation or lm-eval names."""
+    task_dir: str | None = None
+    """LLaMA-Factory's name for benchmark_dir (its default 'evaluation' is ignored when there is no such folder)."""
+    n_shot: int | None = Field(default=None, ge=0)
+    """Few-shot examples per benchmark question (default: each benchmark's own)."""
+    save_dir: str | None = None
+    """Where benchmarks.json goes (default: output_dir/eval)."""
+    batch_size: int | None = Field(default=None, ge=1)
+    """Benchmark questions per batch (default: eval_batch_size, else 8)."""
 
-    _split = field_validator("labels", mode="before")(_comma_list)
+    _split = field_validator("labels", "task", mode="before")(_comma_list)
 
     @field_validator("labels")
     @classmethod

@@ -85,6 +85,7 @@ POLICY: dict[str, Policy] = {
     **_table("ignored", "instill trains on the CPU when no GPU is visible; to force it, hide the GPUs "
              "(CUDA_VISIBLE_DEVICES=)", "use_cpu"),
     **_table("ignored", "accelerate launch sets it", "parallelism_config"),
+    **_table("ignored", "lm-eval benchmarks carry their own prompts (pick cmmlu or ceval for Chinese)", "lang"),
     # -- refused, with the reason ---------------------------------------------------------------------
     **_table("refused", "checkpoints always hold the optimizer state (for resuming); set save_only_model: false",
              "save_only_model"),
@@ -174,9 +175,6 @@ POLICY: dict[str, Policy] = {
         "ref_model_adapters": None, "ref_model_quantization_bit": None}),
     **_table("refused", "vision preprocessing options for Gemma 3 / InternVL are not supported (Qwen2-VL only)", {
         "image_do_pan_and_scan": False, "crop_to_patches": False}),
-    **_table("refused", "LLaMA-Factory's MMLU/CMMLU/C-Eval evaluation is deprecated there and not built here; use "
-             "instill eval", {"task": None, "task_dir": "evaluation", "batch_size": 4, "lang": "en", "n_shot": 5,
-                              "save_dir": None}),
     **_table("refused", "uploading to the hub during training " + _NOT_YET + "; upload output_dir with `hf upload`", {
         "push_to_hub": False, "hub_token": None, "hub_private_repo": None, "hub_model_id": None,
         "hub_strategy": "every_save", "hub_always_push": False, "hub_revision": None}),

@@ -17,7 +17,7 @@ from instill.report.samples import pick_samples
 from tests.evaluate.conftest import TOY_LABELS, register, toy_rows, write_jsonl
 from tests.report.chromium import dump_dom, needs_chromium, screenshot
 
-SECTIONS = ["summary", "training", "evaluation", "samples", "data", "performance", "environment", "config"]
+SECTIONS = ["summary", "training", "evaluation", "general", "samples", "data", "performance", "environment", "config"]
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
     instill predict config.yaml [key=value ...] [--input FILE] [--model auto|base|tuned] [--output DIR]
     instill eval    config.yaml [key=value ...] [--input FILE] [--model auto|base|tuned] [--output DIR] [--compare base]
+                    [--benchmarks NAMES [--limit N]]
 
 Both read the training config (do_train is ignored) and write to output_dir/eval/ unless --output says otherwise.
 """
@@ -26,9 +27,19 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.limit is not None and not (args.benchmarks or config.eval.task):
+        from instill.errors import ConfigError
+
+        raise ConfigError("--limit goes with --benchmarks (eval_max_samples=N limits the eval task)")
+    if args.benchmarks or config.eval.task:  # standard benchmarks (LLaMA-Factory eval YAMLs set `task`)
+        from instill.evaluate.benchmarks import run_benchmarks
+
+        run_benchmarks(config, args.benchmarks, args.limit, args.compare == "base", args.model, args.output)
+        return 0
     from instill.evaluate.runner import run
 
-    run(_config(args), args.input, args.output, args.model, compare_base=args.compare == "base")
+    run(config, args.input, args.output, args.model, compare_base=args.compare == "base")
     return 0
 
 
@@ -56,9 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="predictions + task metrics (metrics.json, confusion matrix)",
         epilog="examples:\n  instill eval examples/demo_lora.yaml --compare base val_size=0 eval_dataset=demo_headlines_test "
                "eval_task=classification eval_mode=score labels=sports,business,science,politics\n"
-               "  instill eval my.yaml --model base eval_max_samples=100",
+               "  instill eval my.yaml --model base eval_max_samples=100\n"
+               "  instill eval my.yaml --benchmarks mmlu,gsm8k --limit 100 --compare base benchmark_dir=benchmarks/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(evaluate)
     evaluate.add_argument("--compare", choices=("base",),
                           help="also run the base model and print base vs tuned side by side (comparison.json)")
+    evaluate.add_argument("--benchmarks", metavar="NAMES",
+                          help="standard benchmarks through lm-eval instead of the eval task, e.g. mmlu,cmmlu,gsm8k "
+                               "(data: benchmark_dir; writes benchmarks.json)")
+    evaluate.add_argument("--limit", type=int, metavar="N", help="with --benchmarks: at most N questions per task")
     evaluate.set_defaults(func=_eval)

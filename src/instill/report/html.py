@@ -12,7 +12,9 @@ What it reads (each optional; a missing one gives a section that says how to get
 - eval/metrics.json (its `headline`: the metrics its eval task leads with), eval/predictions.jsonl,
   eval/confusion_matrix.png, eval/task_metrics.jsonl, and after `instill eval --compare base`: eval/{base,tuned}/... and eval/comparison.json.
 
-Sections (element ids), results first: summary, training, evaluation, samples, data, performance,
+- eval/benchmarks.json: standard benchmarks per model, and base vs tuned rows (`instill eval --benchmarks`).
+
+Sections (element ids), results first: summary, training, evaluation, general (ability), samples, data, performance,
 environment, config (collapsed). A section that fails to render shows the error instead; the report is
 still written.
 """
@@ -36,7 +38,7 @@ from instill.report.run_files import Run
 from instill.report.samples import pick_samples
 
 # Results first; the resolved config, collapsed, last.
-SECTIONS = ("summary", "training", "evaluation", "samples", "data", "performance", "environment", "config")
+SECTIONS = ("summary", "training", "evaluation", "general", "samples", "data", "performance", "environment", "config")
 # What every tokens/s of a run means (train/throughput.py computes it once; this page only shows it).
 TOKENS_PER_S = ("non-padding tokens trained ÷ training time; evaluation during training is left out of "
                 "that time")
@@ -309,6 +311,37 @@ def section_evaluation(run: Run) -> str:
     return "".join(parts)
 
 
+def _pm(value: Any, stderr: Any) -> str:
+    return _num(value) + (f' <span style="color:var(--muted)">± {_num(stderr)}</span>' if isinstance(stderr, (int, float)) else "")
+
+
+def section_general(run: Run) -> str:
+    """Standard benchmarks (eval/benchmarks.json): did tuning cost general ability?"""
+    b = run.benchmarks
+    if not b or not b.get("models"):
+        return _note("No benchmarks yet: <code>instill eval config.yaml --benchmarks mmlu,gsm8k --compare base</code> "
+                     "scores standard benchmarks (lm-evaluation-harness) on the base and tuned models.")
+    models = b["models"]
+    facts = [("benchmarks", _e(", ".join(map(str, b.get("benchmarks") or [])))),
+             ("questions per task", _e(f"at most {b['limit']}") if b.get("limit") else "all"),
+             ("data", _e(str(b.get("benchmark_dir") or "lm-eval's own tasks (hub)")))]
+    facts += [(f"{name} model", _e(str((r.get("model") or {}).get("model_name_or_path", "—")))
+               + "".join(f" + {_e(str(a))}" for a in (r.get("model") or {}).get("adapters", []))
+               + f" · {_seconds(r.get('seconds'))}") for name, r in models.items()]
+    if b.get("comparison"):
+        rows = [[_e(str(r["benchmark"])), _e(str(r["metric"])), _pm(r["base"], r.get("base_stderr")),
+                 _pm(r["tuned"], r.get("tuned_stderr")),
+                 f'<span class="{"up" if r["delta"] > 0 else "down" if r["delta"] < 0 else ""}">{r["delta"]:+.4f}</span>']
+                for r in b["comparison"]]
+        body = "<h3>Base vs tuned</h3>" + _table(["benchmark", "metric", "base", "tuned", "delta"], rows, "num")
+    else:
+        (name, report), = list(models.items())[:1]
+        rows = [[_e(str(task)), _e(str(metric)), _pm(m.get("value"), m.get("stderr"))]
+                for task, metrics in report["results"].items() for metric, m in metrics.items()]
+        body = f"<h3>{_e(name)} model</h3>" + _table(["benchmark", "metric", name], rows, "num")
+    return _kv(facts) + body + "<p>± is the standard error reported by the harness.</p>"
+
+
 def _cell(text: Any, limit: int = 600) -> str:
     text = "" if text is None else str(text)
     if len(text) <= limit:
@@ -388,6 +421,7 @@ _SECTION_BUILDERS: dict[str, tuple[str, Callable[[Run], str]]] = {
     "data": ("Data", section_data),
     "training": ("Training", section_training),
     "evaluation": ("Evaluation", section_evaluation),
+    "general": ("General ability", section_general),
     "samples": ("Sample predictions", section_samples),
     "performance": ("Throughput and memory", section_performance),
 }

@@ -194,6 +194,7 @@ class Run:
     evals: list[EvalRun] = field(default_factory=list)
     comparison: dict | None = None
     task_metrics: Path | None = None
+    benchmarks: dict | None = None  # eval/benchmarks.json (`instill eval --benchmarks`)
 
     @classmethod
     def read(cls, out: Path) -> Run:
@@ -214,9 +215,14 @@ class Run:
                    f"metrics.{key}.")
         task_metrics = eval_dir / "task_metrics.jsonl"
         _jsonl(task_metrics)
+        benchmarks = _json(eval_dir / "benchmarks.json", {"models": "object", "comparison": "list",
+                                                          "benchmarks": "list"})
+        for name, report in ((benchmarks or {}).get("models") or {}).items():
+            _check(eval_dir / "benchmarks.json", None, report, {"results": "object", "seconds": "number"},
+                   f"models.{name}.")
         return cls(out, config_text, config, info, data, _jsonl(out / "trainer_log.jsonl", numbers=True),
                    _json(out / "all_results.json", _RESULTS) or {}, evals, comparison,
-                   task_metrics if task_metrics.is_file() else None)
+                   task_metrics if task_metrics.is_file() else None, benchmarks)
 
     @property
     def name(self) -> str:

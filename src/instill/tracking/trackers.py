@@ -398,6 +398,34 @@ def log_eval_results(config: RunConfig, eval_dir: str | Path, trainer: Any = Non
                       RuntimeWarning, stacklevel=2)
 
 
+def log_benchmark_results(config: RunConfig, path: str | Path) -> None:
+    """Send `instill eval --benchmarks` results (benchmarks.json) to `report_to` as a '<run name>-bench' run.
+
+    Scalars are named bench/<model>/<benchmark>/<metric>. Never raises.
+    """
+    try:
+        names = [n for n in config.train.report_to if n != "none"]
+        if not names:
+            return
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        scalars = {f"bench/{model}/{task}/{metric}": float(m["value"])
+                   for model, report in (data.get("models") or {}).items()
+                   for task, metrics in (report.get("results") or {}).items() for metric, m in metrics.items()}
+        for row in data.get("comparison") or []:
+            scalars[f"bench/delta/{row['benchmark']}/{row['metric']}"] = float(row["delta"])
+        check_trackers(config.train)
+        out = Path(config.train.output_dir)
+        named = config.model_copy(update={"train": config.train.model_copy(
+            update={"swanlab_run_name": f"{_run_name(config, out)}-bench"})})
+        callback = TrackingCallback([TRACKERS[n].build(named, out) for n in names], redact(config.flat()))
+        callback.start()
+        callback.log(scalars, 0)
+        callback.close()
+    except Exception as err:  # noqa: BLE001 - results are on disk already; trackers are a bonus
+        warnings.warn(f"could not send benchmark results to the trackers ({type(err).__name__}: {err})",
+                      RuntimeWarning, stacklevel=2)
+
+
 # ---------------------------------------------------------------- end of a run
 
 
