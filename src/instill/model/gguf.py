@@ -18,11 +18,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from instill.config import GGUF_TYPES
 from instill.errors import ConfigError, ModelError
 
-# export_gguf_type -> GGMLQuantizationType name. Only the types the gguf package quantizes itself
-# (its Q4_K / Q5_K / Q6_K have no quantizer, only de-quantizers).
-GGUF_TYPES = {"f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
+# export_gguf_type -> GGMLQuantizationType. Only the types the gguf package quantizes itself (its
+# Q4_K / Q5_K / Q6_K have de-quantizers only), listed in config.GGUF_TYPES.
+_QUANT_TYPES = {"f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
 _FILE_TYPES = {"f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0"}
 # HF architecture -> (gguf MODEL_ARCH name, permute Q/K as llama.cpp's Llama converter does)
 ARCHITECTURES = {
@@ -48,16 +49,23 @@ _PRE_TOKENIZERS = {
 }
 
 
-def check_gguf_type(gguf_type: str) -> str | None:
-    """What is wrong with `export_gguf_type`, or None."""
-    if gguf_type not in GGUF_TYPES:
-        return (f"export_gguf_type '{gguf_type}' is not supported; choose one of {', '.join(GGUF_TYPES)} "
-                "(the types the gguf package quantizes exactly)")
-    return None
-
-
 def gguf_path(out_dir: Path, gguf_type: str) -> Path:
     return out_dir / f"model-{gguf_type}.gguf"
+
+
+def check_architecture(model_dir: Path) -> str:
+    """The model's HF architecture if GGUF export supports it; a ModelError naming it otherwise."""
+    config = json.loads((model_dir / "config.json").read_text())
+    hf_arch = (config.get("architectures") or ["?"])[0]
+    if hf_arch not in ARCHITECTURES:
+        raise ModelError(f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {hf_arch}")
+    return hf_arch
+
+
+def ollama_commands(out_dir: Path) -> tuple[str, str]:
+    """`ollama create` and `ollama run` for the Modelfile in `out_dir`, named after the folder."""
+    name = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in out_dir.resolve().name.lower()) or "instill"
+    return f"ollama create {name} -f {out_dir / 'Modelfile'}", f"ollama run {name}"
 
 
 def write_gguf(model_dir: Path, gguf_type: str, out_dir: Path | None = None) -> Path:
@@ -68,12 +76,11 @@ def write_gguf(model_dir: Path, gguf_type: str, out_dir: Path | None = None) -> 
     from safetensors import safe_open
     from transformers import AutoTokenizer
 
-    if problem := check_gguf_type(gguf_type):
-        raise ConfigError(problem)
+    if gguf_type not in GGUF_TYPES:
+        raise ConfigError(f"export_gguf_type '{gguf_type}' is not written by instill; choose one of "
+                          f"{', '.join(GGUF_TYPES)}")
+    hf_arch = check_architecture(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
-    hf_arch = (config.get("architectures") or ["?"])[0]
-    if hf_arch not in ARCHITECTURES:
-        raise ModelError(f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {hf_arch}")
     arch_name, permute = ARCHITECTURES[hf_arch]
     arch = getattr(gguf.MODEL_ARCH, arch_name)
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
@@ -88,6 +95,7 @@ def write_gguf(model_dir: Path, gguf_type: str, out_dir: Path | None = None) -> 
     tokens, toktypes, pre = _vocab(tokenizer, config["vocab_size"], gguf)
 
     path = gguf_path(out_dir or model_dir, gguf_type)
+    path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
     writer.add_name(model_dir.name)
     writer.add_file_type(getattr(gguf.LlamaFileType, _FILE_TYPES[gguf_type]))
@@ -119,7 +127,7 @@ def write_gguf(model_dir: Path, gguf_type: str, out_dir: Path | None = None) -> 
         writer.add_eot_token_id(eot)
 
     names = gguf.get_tensor_name_map(arch, n_layers)
-    qtype = getattr(gguf.GGMLQuantizationType, GGUF_TYPES[gguf_type])
+    qtype = getattr(gguf.GGMLQuantizationType, _QUANT_TYPES[gguf_type])
     for file in sorted(model_dir.glob("*.safetensors")):
         with safe_open(file, framework="pt") as tensors:
             for name in tensors.keys():  # noqa: SIM118 — safe_open is not a mapping
