@@ -248,12 +248,14 @@ def test_unsupported_architecture_is_refused_by_name(tiny_qwen2, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("config_class, read_as", [
+@pytest.mark.parametrize("config_class, read_as, gguf_type", [
     # transformers' GGUF reader takes Qwen3's head_dim from its default (128), so the tiny model uses 128
-    ("Qwen3Config", "Qwen3ForCausalLM"),
-    ("MistralConfig", "LlamaForCausalLM"),  # llama.cpp runs Mistral as the llama architecture; untied output
+    ("Qwen3Config", "Qwen3ForCausalLM", "f16"),
+    # llama.cpp runs Mistral as the llama architecture; untied output; bf16 weights kept as bf16
+    ("MistralConfig", "LlamaForCausalLM", "bf16"),
 ])
-def test_qwen3_and_mistral_write_f16_gguf_that_reads_back_exactly(smollm2_dir, tmp_path, config_class, read_as):
+def test_qwen3_and_mistral_write_gguf_that_reads_back_exactly(smollm2_dir, tmp_path, config_class, read_as,
+                                                              gguf_type):
     import shutil
 
     import transformers
@@ -262,10 +264,11 @@ def test_qwen3_and_mistral_write_f16_gguf_that_reads_back_exactly(smollm2_dir, t
         vocab_size=49152, hidden_size=256, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=1, head_dim=128, tie_word_embeddings=config_class == "Qwen3Config")
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).to(torch.float16).save_pretrained(tmp_path)
+    dtype = torch.float16 if gguf_type == "f16" else torch.bfloat16
+    AutoModelForCausalLM.from_config(config).to(dtype).save_pretrained(tmp_path)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # a byte-level BPE tokenizer
         shutil.copy(smollm2_dir / name, tmp_path / name)
-    path = write_gguf(tmp_path, "f16", tmp_path / "gguf")  # alone in its folder: read from the GGUF only
+    path = write_gguf(tmp_path, gguf_type, tmp_path / "gguf")  # alone in its folder: read from the GGUF only
     back = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     assert type(back).__name__ == read_as
     ids = torch.tensor([[1, 5, 900, 33, 2000, 7]])
