@@ -1,7 +1,7 @@
 """GGUF + Ollama export: the file reads back through transformers' GGUF loader as the merged model.
 
-Not checked here: llama.cpp or Ollama themselves (neither is installed); the Modelfile's TEMPLATE is
-rendered by the small Go-template subset below, not by Ollama's Go engine.
+llama.cpp itself is checked when the `llamacpp` extra is installed (the last test). Not checked: Ollama (not
+installed); the Modelfile's TEMPLATE is rendered by the small Go-template subset below, not Ollama's Go engine.
 """
 
 from __future__ import annotations
@@ -275,3 +275,23 @@ def test_qwen3_and_mistral_write_gguf_that_reads_back_exactly(smollm2_dir, tmp_p
     with torch.no_grad():
         expected = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)(ids).logits
         torch.testing.assert_close(back(ids).logits, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_llama_cpp_tokenizes_and_answers_as_instill(smollm2_dir, tmp_path, cache):
+    """llama.cpp itself (the optional `llamacpp` extra, a source build): same token ids as the trained
+    tokenizer, and greedy f16 answers identical to instill's engine on the merged model."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    out = _export(SMOLLM2, tmp_path / "out")
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    llm = llama_cpp.Llama(model_path=str(out / "model-f16.gguf"), n_ctx=512, n_threads=1, verbose=False)
+    for text in [*TEXTS, _special_text(tokenizer)]:
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(text)["input_ids"], text
+    conversations = [[{"role": "user", "content": p}] for p in
+                     ("What is the capital of France?", "Write one sentence about rivers.", "What is 12 plus 7?")]
+    expected = load_generator(ModelArgs(model_name_or_path=str(out))).generate(conversations, max_new_tokens=16)
+    for conversation, want in zip(conversations, expected):
+        ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, return_dict=True)["input_ids"]
+        got = llm.create_completion(prompt=ids, max_tokens=16, temperature=0.0, top_k=1)["choices"][0]["text"]
+        assert got.strip() == want.strip(), (got, want)
+    llm.close()

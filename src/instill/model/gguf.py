@@ -8,7 +8,8 @@ same gguf-py, from PyPI): its `GGUFWriter`, its tensor-name maps, its `SpecialVo
 token ids, add_bos) and its quantizers. Followed from the script: Llama-architecture Q/K rows permuted
 (`LlamaModel.permute`), 1-D tensors and norms kept F32, every other weight in the file type (token
 embeddings and output included), the pre-tokenizer named by the hash of the script's check text,
-tokens padded to `vocab_size` as `[PAD<i>]`, added tokens CONTROL when special or `<|...|>`.
+tokens padded to `vocab_size` as `[PAD<i>]`, added tokens CONTROL when special or `<|...|>`. Checked
+against llama.cpp itself through llama-cpp-python (tests/model/test_gguf.py, the `llamacpp` extra).
 """
 
 from __future__ import annotations
