@@ -99,6 +99,14 @@ def _export(args: argparse.Namespace) -> int:
     if args.expand_layers:
         what = f"model expanded by {args.expand_layers} identity blocks (LLaMA Pro)"
     print(f"[instill] {what} written to {out} ({size:,.0f} MiB of safetensors, {config.export.export_dtype})")
+    if config.export.export_format == "gguf":
+        from instill.model.gguf import gguf_path, ollama_commands
+
+        gguf_file = gguf_path(out, config.export.export_gguf_type)
+        print(f"[instill] GGUF written to {gguf_file} ({gguf_file.stat().st_size / 2**20:,.0f} MiB, "
+              f"{config.export.export_gguf_type}); Ollama Modelfile: {out / 'Modelfile'}")
+        create, run = ollama_commands(out)
+        print(f"[instill] run it in Ollama: {create} && {run}")
     if args.expand_layers:
         print(f"[instill] train its new blocks with: model_name_or_path: {out}, finetuning_type: freeze, "
               f"freeze_trainable_layers: {args.expand_layers}, use_llama_pro: true")

@@ -665,6 +665,10 @@ class ExportArgs(_Section):
     """Largest weight shard of the export, in GB."""
     export_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     """The dtype the merged model is saved in."""
+    export_format: Literal["safetensors", "gguf"] = "safetensors"
+    """gguf: also write export_dir/model-<export_gguf_type>.gguf and an Ollama Modelfile beside the merged model."""
+    export_gguf_type: str = "f16"
+    """The GGUF's weight type with export_format: gguf: f16, bf16, q8_0 or q4_0 (norms stay f32)."""
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -895,6 +899,20 @@ def distill_beta_is_a_mix(c: RunConfig) -> str | None:
     return None
 
 
+# The GGUF weight types instill writes: those the gguf package quantizes itself (it has no K-quant quantizer).
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0")
+
+
+def gguf_type_is_written(c: RunConfig) -> str | None:
+    e = c.export
+    if e.export_gguf_type not in GGUF_TYPES:
+        return (f"export_gguf_type '{printable(e.export_gguf_type)}' is not written by instill; choose one of "
+                f"{', '.join(GGUF_TYPES)} (K-quants such as q4_k_m: run llama.cpp's llama-quantize on the f16 GGUF)")
+    if e.export_gguf_type != "f16" and e.export_format != "gguf":  # not the default: the user meant a GGUF
+        return "export_gguf_type is set but export_format is not gguf; add export_format: gguf"
+    return None
+
+
 def rewards_are_given(c: RunConfig) -> str | None:
     m = c.method
     if "reward_funcs" not in STAGE_FACTS[m.stage].own_keys:
@@ -917,7 +935,8 @@ def rewards_are_given(c: RunConfig) -> str | None:
 CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quantization_fits_method, streaming_fits,
                masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
                best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
-               sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix)
+               sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix,
+               gguf_type_is_written)
 
 
 def check_training(config: RunConfig, source: str = "config") -> None:

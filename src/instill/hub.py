@@ -196,12 +196,20 @@ def _convert(gguf_path: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"[instill] converting {gguf_path.name} to safetensors (once) -> {target}")
-    folder, name = gguf_path.parent, gguf_path.name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except Exception as err:  # noqa: BLE001
-        raise ModelError(f"{gguf_path}: cannot load GGUF ({type(err).__name__}: {err})") from None
+    name = gguf_path.name
+    # Read from a folder holding only the GGUF: beside tokenizer or config files (instill export writes it
+    # there) transformers mixes them in, and its tokenizer then loses the GGUF's chat template.
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".gguf-") as alone:
+        folder = Path(alone)
+        try:
+            (folder / name).symlink_to(gguf_path.resolve())
+        except OSError:  # no symlinks (Windows without the privilege): read it where it is
+            folder = gguf_path.parent
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        except Exception as err:  # noqa: BLE001
+            raise ModelError(f"{gguf_path}: cannot load GGUF ({type(err).__name__}: {err})") from None
     # The GGUF quantizer stays attached after de-quantisation and blocks saving and training.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

@@ -1,5 +1,7 @@
 """Merge adapters into the base and save a standalone model (safetensors shards, tokenizer, template).
 
+With `export_format: gguf` the saved model is then also written as a GGUF with an Ollama Modelfile (model/gguf.py).
+
 The base is always loaded in full precision for merging, even for a QLoRA adapter: merging into
 4-bit weights would bake quantisation error into every merged layer. The merge runs in fp32 and
 the result is cast to `export_dtype`.
@@ -16,6 +18,7 @@ from instill.data.templates import get_template
 from instill.errors import ConfigError
 from instill.hub import resolve_model_args
 from instill.model.adapters import check_adapters
+from instill.model.gguf import check_architecture, write_gguf, write_modelfile
 from instill.model.load import load_tokenizer
 from instill.model.processor import auto_model_class, load_image_inputs
 from instill.model.rope import inference_rope
@@ -34,6 +37,8 @@ def export_model(config: RunConfig, expand_layers: int = 0) -> Path:
 
     check_adapters(config.model.adapter_name_or_path)
     model_dir = resolve_model_args(config.model)
+    if args.export_format == "gguf":
+        check_architecture(model_dir)  # refused by name before the merge, not after
     tokenizer = load_tokenizer(config.model, model_dir)
     rope = inference_rope(config.model.rope_scaling, model_dir, config.model.adapter_name_or_path or [],
                           config.model.trust_remote_code)  # saved in the export's config.json
@@ -62,4 +67,6 @@ def export_model(config: RunConfig, expand_layers: int = 0) -> Path:
     tokenizer.save_pretrained(out)
     if media is not None:
         media.processor.save_pretrained(out)
+    if args.export_format == "gguf":
+        write_modelfile(write_gguf(out, args.export_gguf_type), tokenizer)
     return out
