@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def _trainer_fields() -> dict[str, object]:
     return {f.name: f.default for f in dataclasses.fields(Seq2SeqTrainingArguments) if f.init}
 
 
+@functools.cache
 def _every_key() -> dict[str, object]:
     """LLaMA-Factory's own keys with their defaults, then the installed transformers' trainer fields."""
     keys = {key: fact["default"] for key, fact in LF_KEYS.items()}

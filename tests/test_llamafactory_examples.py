@@ -105,22 +105,16 @@ def lf_data(tmp_path_factory) -> Path:
     import json
 
     from tests.conftest import LLAMAFACTORY_ENTRIES, SHARED_DATA
+    from tests.data.test_pairs import LF_PREFERENCE
 
     data = tmp_path_factory.mktemp("lf-data")
-    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
     (data / "c4_demo.jsonl").write_text("".join(json.dumps({"text": "The quick brown fox jumps over the dog. " * 4})
                                                 + "\n" for _ in range(8)))
-    entries = {**LLAMAFACTORY_ENTRIES,
-               "dpo_en_demo": {"file_name": str(SHARED_DATA / "llamafactory_dpo_zh_demo/dpo_zh_demo.json"),
-                               "ranking": True, "formatting": "sharegpt",
-                               "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
-               "kto_en_demo": {"file_name": str(SHARED_DATA / "llamafactory_kto_en_demo/kto_en_demo.json"),
-                               "formatting": "sharegpt", "columns": {"messages": "messages", "kto_tag": "label"},
-                               "tags": tags},
+    entries = {**LLAMAFACTORY_ENTRIES, **LF_PREFERENCE, "dpo_en_demo": LF_PREFERENCE["dpo_zh_demo"],
                "c4_demo": {"file_name": "c4_demo.jsonl", "columns": {"prompt": "text"}},
                "mllm_demo": {"file_name": str(SHARED_DATA / "llamafactory_mllm_demo/mllm_demo.json"),
                              "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"},
-                             "tags": tags}}
+                             "tags": LF_PREFERENCE["kto_en_demo"]["tags"]}}
     (data / "dataset_info.json").write_text(json.dumps(entries))
     return data
 
@@ -134,14 +128,13 @@ def test_example_runs_with_stand_ins(name, tiny_qwen2, lf_data, tmp_path, monkey
     verb, code, says = RUNS[name]
     monkeypatch.chdir(tmp_path)  # outputs go to saves/... relative to here, as the YAMLs say
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello\n/exit\n"))
-    overrides = [f"model_name_or_path={tiny_qwen2}"]
-    if verb == "train":
-        overrides += [f"dataset_dir={lf_data}", "max_samples=4", "max_steps=1", "cutoff_len=128",
-                      "dataloader_num_workers=0", "preprocessing_num_workers=1"]
+    model = f"model_name_or_path={tiny_qwen2}"
+    small_run = [f"dataset_dir={lf_data}", "max_samples=4", "max_steps=1", "cutoff_len=128",
+                 "dataloader_num_workers=0", "preprocessing_num_workers=1"]
+    overrides = [model, *small_run] if verb == "train" else [model]
     if "adapter_name_or_path" in (EXAMPLES / name).read_text():  # a LoRA adapter to predict with
-        assert instill_main(["train", str(EXAMPLES / "train_lora/qwen3_lora_sft.yaml"), *overrides[:1],
-                             f"dataset_dir={lf_data}", "max_samples=4", "max_steps=1", "cutoff_len=128",
-                             "dataloader_num_workers=0", "output_dir=adapter"]) == 0
+        assert instill_main(["train", str(EXAMPLES / "train_lora/qwen3_lora_sft.yaml"), model, *small_run,
+                             "output_dir=adapter"]) == 0
         overrides.append("adapter_name_or_path=adapter")
     assert instill_main([verb, str(EXAMPLES / name), *overrides]) == code
     out, err = capsys.readouterr()
