@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from instill.config import REWARD_NAMES, build_config
+from instill.config import build_config
+from instill.config_rules import REWARD_NAMES
 from instill.errors import ConfigError
 from instill.train.rewards import BUILT_IN, RewardError, load_plugin, reward_functions
 

@@ -19,11 +19,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from instill.config import GGUF_TYPES
+from instill.config_rules import GGUF_TYPES
 from instill.errors import ConfigError, ModelError
 
 # export_gguf_type -> GGMLQuantizationType. Only the types the gguf package quantizes itself (its
-# Q4_K / Q5_K / Q6_K have de-quantizers only), listed in config.GGUF_TYPES.
+# Q4_K / Q5_K / Q6_K have de-quantizers only), listed in config_rules.GGUF_TYPES.
 _QUANT_TYPES = {"f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
 _FILE_TYPES = {"f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0"}
 # HF architecture -> (gguf MODEL_ARCH name, permute Q/K as llama.cpp's Llama converter does)

@@ -1,6 +1,6 @@
 """Optimizers beyond transformers' `optim`: GaLore, APOLLO, BAdam, Adam-mini, Muon and LoRA+.
 
-A config chooses at most one (`config.chosen_optimizer`; which methods each allows is checked in
+A config chooses at most one (`config_rules.chosen_optimizer`; which methods each allows is checked in
 config.py's rules, as LLaMA-Factory allows them). Each has one small function here that builds it from
 the model and the run's TrainingArguments, through the library that owns it:
 
@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from instill.config import MethodArgs, RunConfig, chosen_optimizer
+from instill.config import MethodArgs, RunConfig
+from instill.config_rules import chosen_optimizer
 from instill.errors import ConfigError
 from instill.model.adapters import linear_module_names
 from instill.ranks import world_size

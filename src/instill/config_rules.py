@@ -1,0 +1,221 @@
+"""The config's rules across keys: one function each, returning what is wrong (or None).
+
+`RunConfig` runs every rule in `CROSS_RULES` when it is built, so a bad config fails at the door,
+before anything loads. A rule that spans sections or stages lives here; a rule about one key is a
+validator on its field in `config.py`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from instill.stage_facts import STAGE_FACTS
+from instill.textfile import printable
+
+if TYPE_CHECKING:
+    from instill.config import MethodArgs, RunConfig
+
+
+def precision_is_one(c: RunConfig) -> str | None:
+    if c.train.bf16 is True and c.train.fp16:
+        return "bf16 and fp16 are both true; choose one"
+    return None
+
+
+def one_eval_source(c: RunConfig) -> str | None:
+    if c.data.val_size and c.data.eval_dataset:
+        return "give either val_size or eval_dataset, not both"
+    return None
+
+
+def eval_strategy_has_data(c: RunConfig) -> str | None:
+    if c.train.eval_strategy != "no" and not (c.data.val_size or c.data.eval_dataset):
+        return f"eval_strategy is '{c.train.eval_strategy}' but there is no val_size or eval_dataset"
+    return None
+
+
+def quantization_fits_method(c: RunConfig) -> str | None:
+    if c.model.quantization_bit and c.method.finetuning_type == "oft":
+        return (f"'quantization_bit: {c.model.quantization_bit}' with finetuning_type: oft: peft has no 4/8-bit OFT "
+                "layers (quantized OFT is not built); remove quantization_bit")
+    if c.model.quantization_bit and c.method.finetuning_type not in ("lora", "adalora"):
+        return "quantization_bit (QLoRA) needs finetuning_type lora or adalora: quantized weights cannot be trained"
+    if c.model.quantization_bit and c.method.pissa_init:
+        return "pissa_init needs full-precision base weights; remove quantization_bit"
+    return None
+
+
+def streaming_fits(c: RunConfig) -> str | None:
+    d = c.data
+    if d.streaming and c.train.max_steps < 0:
+        return "streaming: true needs max_steps (a stream has no length to count epochs by)"
+    if d.streaming and d.val_size:
+        return "streaming: true cannot hold out val_size; give eval_dataset instead"
+    if d.streaming and not STAGE_FACTS[c.method.stage].streamable:
+        return f"streaming: true is not for stage {c.method.stage}, which reads its rows up front"
+    return None
+
+
+def masking_is_one(c: RunConfig) -> str | None:
+    if c.data.mask_history and c.data.train_on_prompt:
+        return "mask_history and train_on_prompt cannot both be true"
+    return None
+
+
+def reference_fits_method(c: RunConfig) -> str | None:
+    if c.method.ref_model and c.method.finetuning_type in ("lora", "adalora", "oft"):
+        return ("ref_model: with LoRA the reference is the base with the adapter disabled; remove ref_model "
+                "(or train with finetuning_type: full)")
+    return None
+
+
+def bco_and_ld_fit_the_loss(c: RunConfig) -> str | None:
+    m = c.method
+    extras = [k for k in ("pref_bco_weight", "ld_alpha") if getattr(m, k)]
+    if extras and m.pref_loss in ("orpo", "simpo"):
+        return f"'{extras[0]}' mixes into DPO's own losses (sigmoid, ipo, hinge), not pref_loss: {m.pref_loss}"
+    return None
+
+
+def predict_has_data(c: RunConfig) -> str | None:
+    if c.eval.do_predict and not (c.data.eval_dataset or (c.data.val_size and c.data.dataset)):
+        return "do_predict needs eval_dataset (or val_size with dataset) to predict on"
+    return None
+
+
+def best_model_has_evaluation(c: RunConfig) -> str | None:
+    if c.train.load_best_model_at_end and c.train.eval_strategy == "no":
+        return "load_best_model_at_end needs evaluation: set eval_strategy (steps or epoch) and eval data"
+    if c.train.load_best_model_at_end and c.train.save_strategy != c.train.eval_strategy:
+        return "load_best_model_at_end needs save_strategy equal to eval_strategy"
+    return None
+
+
+# Optimizers beyond `optim` (train/optimizers.py): one at a time, on the methods LLaMA-Factory allows them.
+OPTIMIZER_KEYS = ("use_galore", "use_apollo", "use_badam", "use_adam_mini", "use_muon", "loraplus_lr_ratio")
+# The `optim` values each low-rank optimizer runs on (transformers' galore_* / apollo_* variants of them).
+LOW_RANK_BASES = {"galore": ("adamw_torch", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "adafactor"),
+                  "apollo": ("adamw_torch",)}
+
+
+def chosen_optimizer(m: MethodArgs) -> str | None:
+    """The key of MethodArgs that chooses the optimizer (use_galore, ..., loraplus_lr_ratio), or None."""
+    return next((key for key in OPTIMIZER_KEYS if getattr(m, key) not in (None, False)), None)
+
+
+def one_optimizer(c: RunConfig) -> str | None:
+    keys = [key for key in OPTIMIZER_KEYS if getattr(c.method, key) not in (None, False)]
+    if len(keys) > 1:
+        return f"{keys[0]} and {keys[1]} each choose the optimizer; keep one"
+    return None
+
+
+def optimizer_fits_method(c: RunConfig) -> str | None:
+    m = c.method
+    for key in ("use_galore", "use_apollo", "use_badam"):
+        if getattr(m, key) and m.finetuning_type not in ("full", "freeze"):
+            return (f"{key} optimizes full weights: it needs finetuning_type full or freeze, not "
+                    f"{m.finetuning_type} (as in LLaMA-Factory)")
+    if m.loraplus_lr_ratio is not None and m.finetuning_type != "lora":
+        return "loraplus_lr_ratio sets the learning rate of LoRA's B matrices; it needs finetuning_type: lora"
+    return None
+
+
+def optimizer_fits_training(c: RunConfig) -> str | None:
+    m, t = c.method, c.train
+    for name in ("galore", "apollo"):
+        if not getattr(m, f"use_{name}"):
+            continue
+        if getattr(m, f"{name}_layerwise") and t.gradient_accumulation_steps != 1:
+            return (f"{name}_layerwise steps each parameter as soon as its gradient is ready, so it needs "
+                    "gradient_accumulation_steps: 1")
+        if t.deepspeed:
+            return f"use_{name} does not work with DeepSpeed (as in LLaMA-Factory); remove deepspeed"
+        if t.weight_decay:
+            return f"use_{name}: transformers' {name} optimizers apply no weight decay; set weight_decay: 0"
+        if t.optim not in LOW_RANK_BASES[name]:
+            return f"optim: {t.optim}: use_{name} runs on optim {' / '.join(LOW_RANK_BASES[name])}"
+    key = "use_adam_mini" if m.use_adam_mini else "use_muon" if m.use_muon else None
+    if key and t.optim != "adamw_torch":
+        return f"optim: {t.optim}: {key} is the optimizer; remove optim"
+    return None
+
+
+def sft_loss_fits(c: RunConfig) -> str | None:
+    m = c.method
+    chosen = [key for key in ("use_dft_loss", "use_eaft_loss", "use_asft_loss") if getattr(m, key)]
+    if len(chosen) > 1:
+        return f"{' and '.join(chosen)} are all losses; choose one"
+    if chosen and c.train.label_smoothing_factor:
+        return f"{chosen[0]} replaces the cross-entropy; remove label_smoothing_factor"
+    if m.stage == "sft" and m.ref_model and not m.use_asft_loss:
+        return "ref_model in stage sft is the ASFT loss's reference; set use_asft_loss: true or remove ref_model"
+    return None
+
+
+def llama_pro_fits(c: RunConfig) -> str | None:
+    m = c.method
+    if m.use_llama_pro and m.finetuning_type not in ("freeze", "lora", "oft"):
+        return f"use_llama_pro trains the expanded blocks with freeze, lora or oft, not {m.finetuning_type}"
+    if m.use_llama_pro and m.freeze_trainable_layers < 0:
+        return "use_llama_pro: freeze_trainable_layers is the number of expanded blocks; it must be positive"
+    return None
+
+
+def sampling_keys_apply(c: RunConfig) -> str | None:
+    # Non-default values only, so a resolved run_config.yaml (which lists every key) loads back.
+    changed = [name for name in ("temperature", "top_p") if getattr(c.eval, name) != 1.0]
+    if changed and not c.eval.do_sample and not STAGE_FACTS[c.method.stage].generates:
+        return f"'{changed[0]}' applies only when sampling; set do_sample: true (greedy otherwise)"
+    return None
+
+
+# reward_funcs' built-in names (train/rewards.py implements them; a test keeps the two in step).
+REWARD_NAMES = ("label_match", "entity_f1", "accuracy", "format", "think_format", "length", "json_valid",
+                "repetition")
+
+
+def distill_beta_is_a_mix(c: RunConfig) -> str | None:
+    if "teacher_model_name_or_path" in STAGE_FACTS[c.method.stage].own_keys and (c.method.beta or 0) > 1:
+        return "beta: for distill it mixes forward KL (0) and reverse KL (1); give a value in [0, 1]"
+    return None
+
+
+# The GGUF weight types instill writes: those the gguf package quantizes itself (it has no K-quant quantizer).
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0")
+
+
+def gguf_type_is_written(c: RunConfig) -> str | None:
+    e = c.export
+    if e.export_gguf_type not in GGUF_TYPES:
+        return (f"export_gguf_type '{printable(e.export_gguf_type)}' is not written by instill; choose one of "
+                f"{', '.join(GGUF_TYPES)} (K-quants such as q4_k_m: run llama.cpp's llama-quantize on the f16 GGUF)")
+    if e.export_gguf_type != "f16" and e.export_format != "gguf":  # not the default: the user meant a GGUF
+        return "export_gguf_type is set but export_format is not gguf; add export_format: gguf"
+    return None
+
+
+def rewards_are_given(c: RunConfig) -> str | None:
+    m = c.method
+    if "reward_funcs" not in STAGE_FACTS[m.stage].own_keys:
+        return None
+    if not m.reward_funcs and not m.reward_model:
+        return (f"stage: {m.stage} needs reward_funcs (e.g. label_match; built in: {', '.join(REWARD_NAMES)}; "
+                "or file.py:function) or reward_model")
+    unknown = [f for f in m.reward_funcs if f not in REWARD_NAMES and ".py:" not in f]
+    if unknown:
+        return (f"reward_funcs: unknown '{unknown[0]}' (built in: {', '.join(REWARD_NAMES)}; "
+                "or your own as file.py:function)")
+    count = len(m.reward_funcs) + bool(m.reward_model)
+    if m.reward_weights is not None and len(m.reward_weights) != count:
+        return f"reward_weights has {len(m.reward_weights)} values for {count} rewards (reward_funcs, reward_model)"
+    if "length" in m.reward_funcs and m.length_range is None:
+        return "reward_funcs: length needs length_range: [min, max] (completion tokens)"
+    return None
+
+
+CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quantization_fits_method, streaming_fits,
+               masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
+               best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
+               sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix,
+               gguf_type_is_written)
