@@ -127,6 +127,12 @@ class DataArgs(_Section):
     """Values for {{name}} placeholders in datasets (LLaMA-Factory's identity.json uses name and author)."""
     allow_special_tokens_in_data: bool = False
     """Text in a message that spells a special token becomes that control token (off: it stays text)."""
+    default_system: str | None = None
+    """The system prompt of conversations that have none (or an empty one); replaces the template's own default.
+    Baked into the chat template, so evaluation, chat, serve and the saved model use it too."""
+    enable_thinking: bool = True
+    """Reasoning templates (qwen3, deepseekr1, glm4_moe, ... and the tokenizer's own jinja through its
+    enable_thinking variable): false drops thoughts from answers and puts an empty thought in the prompt."""
 
     _split = field_validator("dataset", "eval_dataset", mode="before")(_comma_list)
 

@@ -136,10 +136,8 @@ POLICY: dict[str, Policy] = {
              {"compute_accuracy": False}),
     **_table("refused", "early stopping " + _NOT_YET, {"early_stopping_steps": None}),
     **_table("refused", "disabling shuffling " + _NOT_YET, {"disable_shuffling": False}),
-    **_table("refused", "a system prompt for rows without one " + _NOT_YET + "; put it in the data",
-             {"default_system": None}),
-    **_table("refused", "turning thinking on or off " + _NOT_YET + "; choose a template that does what you want",
-             {"enable_thinking": True, "preserve_thinking": False}),
+    **_table("refused", "keeping earlier turns' thoughts " + _NOT_YET + " (instill renders every turn's thought "
+             "as the data has it, as LLaMA-Factory's SFT does without mask_history)", {"preserve_thinking": False}),
     **_table("refused", "tool formats other than the template's own " + _NOT_YET, {"tool_format": None}),
     **_table("refused", "adding tokens to the vocabulary " + _NOT_YET, {
         "add_tokens": None, "add_special_tokens": None, "new_special_tokens_config": None, "resize_vocab": False,

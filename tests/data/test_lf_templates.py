@@ -13,7 +13,6 @@ to be exactly that difference; vision-language names of families instill does no
 
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 from pathlib import Path
@@ -46,17 +45,6 @@ DIFFERENCES: dict[str, tuple[str, str]] = {
     # `empty` writes nothing after the answer, so a model trained with it never learns to stop.
     "empty": ("eos_added", "instill trains the end-of-turn token (LLaMA-Factory's empty writes none)"),
 }
-
-
-@pytest.fixture(scope="module")
-def stand_in(qwen2_tokenizer):
-    from tokenizers import AddedToken
-
-    tokenizer = copy.deepcopy(qwen2_tokenizer)
-    tokenizer.chat_template = None
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in GOLDEN["stand_in_special_tokens"]],
-                         special_tokens=True)
-    return tokenizer
 
 
 def _example(row: dict) -> Example:

@@ -84,20 +84,33 @@ def refusal(name: str) -> str | None:
             "(template: qwen2_vl or auto)")
 
 
-def lookup(name: str, tokenizer: Any) -> tuple[str, str | None] | None:
-    """(jinja, end of turn or None) for a LLaMA-Factory name instill renders here; None for other names
-    (instill's own, or unknown). A vision-language name of a family instill does not train is refused."""
+def is_reasoning(name: str) -> bool:
+    """LLaMA-Factory renders this name with its ReasoningTemplate (the one `enable_thinking` acts on)."""
+    spec = table().get(name)
+    return spec is not None and spec["class"] in ("ReasoningTemplate", "Glm47ReasoningTemplate")
+
+
+THINKING_OFF = "{%- set enable_thinking = false -%}"
+
+
+def lookup(name: str, tokenizer: Any, default_system: str | None = None,
+           enable_thinking: bool = True) -> tuple[str, str | None, bool] | None:
+    """(jinja, end of turn or None, whether the jinja still needs `default_system` put in) for a LLaMA-Factory
+    name instill renders here; None for other names (instill's own, or unknown). A vision-language name of a
+    family instill does not train is refused. `enable_thinking` false switches a reasoning template's thinking
+    off (LLaMA-Factory's data_args.enable_thinking), baked into the jinja as `_nothink` names do."""
     spec = table().get(name)
     if spec is None or name in NATIVE:
         return None
     why = refusal(name)
     if why:
         raise TemplateError(why)
+    thinking_off = name.endswith("_nothink") or (not enable_thinking and is_reasoning(name))
+    options = THINKING_OFF if thinking_off else ""
     own = getattr(tokenizer, "chat_template", None)
     if isinstance(own, str) and not spec["replace_jinja_template"] and _same_family(spec, own):
-        options = "{%- set enable_thinking = false -%}" if name.endswith("_nothink") else ""
-        return options + own, None
-    return slots_jinja(name, spec), _end_of_turn(spec, tokenizer)
+        return options + own, None, default_system is not None
+    return options + slots_jinja(name, spec, default_system), _end_of_turn(spec, tokenizer), False
 
 
 def _same_family(spec: dict, chat_template: str) -> bool:
@@ -120,7 +133,8 @@ def _end_of_turn(spec: dict, tokenizer: Any) -> str:
 # ------------------------------------------------------------------------------------ slots -> jinja
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
+    """`text` as a jinja string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r") + "'"
 
 
@@ -131,27 +145,28 @@ def _expr(slots: list, spec: dict, content: str = "content") -> str:
         if isinstance(slot, str):
             before, *after = slot.split("{{content}}", 1)
             if before:
-                parts.append(_literal(before))
+                parts.append(literal(before))
             if after:
                 parts.append(content)
                 if after[0]:
-                    parts.append(_literal(after[0]))
+                    parts.append(literal(after[0]))
         elif "token" in slot:
-            parts.append(_literal(slot["token"]))
+            parts.append(literal(slot["token"]))
         elif slot["special"] == "bos_token":
             parts.append("(bos_token or '')")
         else:  # the eos: the first stop word where the template replaces the eos with it
-            parts.append(_literal(spec["stop_words"][0]) if spec["replace_eos"] else "(eos_token or '')")
+            parts.append(literal(spec["stop_words"][0]) if spec["replace_eos"] else "(eos_token or '')")
     return " + ".join(parts) if parts else "''"
 
 
 def _raise(message: str) -> str:
-    return "{{- raise_exception(" + _literal(message) + ") -}}"
+    return "{{- raise_exception(" + literal(message) + ") -}}"
 
 
-def slots_jinja(name: str, spec: dict) -> str:
+def slots_jinja(name: str, spec: dict, default_system: str | None = None) -> str:
     """A jinja chat template that renders what LLaMA-Factory's `Template._encode` (or `Llama2Template`'s,
-    or `ReasoningTemplate.encode_multiturn`'s) encodes, for system / user / assistant messages."""
+    or `ReasoningTemplate.encode_multiturn`'s) encodes, for system / user / assistant messages;
+    `default_system` replaces the template's own (LLaMA-Factory's data_args.default_system)."""
     reasoning = spec["class"] in ("ReasoningTemplate", "Glm47ReasoningTemplate")
     open_t, close_t = spec["thought_words"]
     empty_thought = close_t if spec["class"] == "Glm47ReasoningTemplate" else open_t + close_t
@@ -163,7 +178,8 @@ def slots_jinja(name: str, spec: dict) -> str:
                f"'{spec['tools_tool_format']}' is not written here); use template: qwen (Hermes-style tool calls) "
                "or auto"),
         "{%- endif -%}",
-        "{%- set default_system = " + _literal(spec["default_system"]) + " -%}",
+        "{%- set default_system = " + literal(spec["default_system"] if default_system is None else default_system)
+        + " -%}",
         "{%- if messages and messages[0]['role'] == 'system' -%}",
         "{%- set system = messages[0]['content'] or default_system -%}{%- set loop_messages = messages[1:] -%}",
         "{%- else -%}{%- set system = default_system -%}{%- set loop_messages = messages -%}{%- endif -%}",
@@ -188,19 +204,19 @@ def slots_jinja(name: str, spec: dict) -> str:
     if reasoning:
         # thinking off: thoughts are dropped and an empty one closes the prompt (the generation prompt writes
         # it too); thinking on: an answer without a thought is trained with an empty one before it
-        out.append("{%- if not thinking and " + _literal(open_t) + " in content and " + _literal(close_t)
-                   + " in content -%}{%- set content = (content.split(" + _literal(open_t) + ", 1)[0] + "
-                   "content.split(" + _literal(close_t) + ", 1)[1]).lstrip('\\n') -%}{%- endif -%}")
-        out.append("{%- if not thinking or (" + _literal(open_t.strip()) + " not in content and "
-                   + _literal(close_t.strip()) + " not in content) -%}{{- " + _literal(empty_thought)
+        out.append("{%- if not thinking and " + literal(open_t) + " in content and " + literal(close_t)
+                   + " in content -%}{%- set content = (content.split(" + literal(open_t) + ", 1)[0] + "
+                   "content.split(" + literal(close_t) + ", 1)[1]).lstrip('\\n') -%}{%- endif -%}")
+        out.append("{%- if not thinking or (" + literal(open_t.strip()) + " not in content and "
+                   + literal(close_t.strip()) + " not in content) -%}{{- " + literal(empty_thought)
                    + " -}}{%- endif -%}")
     out.append("{{- " + _expr(spec["assistant"], spec) + " -}}")
     if spec["efficient_eos"]:
         out.append("{{- " + eos + " -}}")
-    out.append("{%- else -%}{{- raise_exception(" + _literal(f"template '{name}': role '")
-               + " + message['role'] + " + _literal("' is not supported") + ") -}}{%- endif -%}")
+    out.append("{%- else -%}{{- raise_exception(" + literal(f"template '{name}': role '")
+               + " + message['role'] + " + literal("' is not supported") + ") -}}{%- endif -%}")
     out.append("{%- endfor -%}")
     if reasoning:
-        out.append("{%- if add_generation_prompt and not thinking -%}{{- " + _literal(empty_thought)
+        out.append("{%- if add_generation_prompt and not thinking -%}{{- " + literal(empty_thought)
                    + " -}}{%- endif -%}")
     return "".join(out)

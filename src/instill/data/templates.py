@@ -6,6 +6,10 @@ vLLM or our server render later): one source per template. Label masks are deriv
 rendering the conversation prefix by prefix (see `tokenize.py`), so a template only has to
 render — it never needs to know which tokens are trained.
 
+A `TemplateChoice` carries the data keys that change what a template renders (`default_system`,
+`enable_thinking`); they are baked into the jinja, so training, evaluation, chat, serve and the saved
+tokenizer render alike.
+
 Named templates live in `NAMED_JINJA`. `qwen` is checked token for token against
 Qwen2.5-Instruct's real template in the tests; write new ones the same way.
 """
@@ -16,10 +20,24 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+from instill.config import DataArgs
 from instill.data import lf_templates
 from instill.errors import TemplateError
 
 Messages = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TemplateChoice:
+    """The data keys that decide what a chat template renders: its name and LLaMA-Factory's options."""
+
+    name: str = "auto"
+    default_system: str | None = None  # the system prompt of conversations without one
+    enable_thinking: bool = True  # false: reasoning templates render with thinking off
+
+    @classmethod
+    def of(cls, data: DataArgs) -> TemplateChoice:
+        return cls(data.template, data.default_system, data.enable_thinking)
 
 
 @dataclass
@@ -68,11 +86,12 @@ _QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assist
 
 
 def _chatml_jinja(default_system: str | None) -> str:
-    """ChatML with Hermes-style tool calls (as Qwen2.5-Instruct writes them); `default_system` when none is given."""
-    fallback = "'" + default_system + "'" if default_system is not None else "none"
+    """ChatML with Hermes-style tool calls (as Qwen2.5-Instruct writes them); `default_system` when none is
+    given (or it is empty, as LLaMA-Factory's `system or default_system`)."""
+    fallback = lf_templates.literal(default_system) if default_system else "none"
     return (
         "{%- set has_system = messages and messages[0]['role'] == 'system' -%}"
-        "{%- set system = messages[0]['content'] if has_system else " + fallback + " -%}"
+        "{%- set system = (messages[0]['content'] or " + fallback + ") if has_system else " + fallback + " -%}"
         "{%- if tools -%}"
         "{{- '<|im_start|>system\\n' + (system or '') + '\\n\\n# Tools\\n\\nYou may call one or more functions to "
         "assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML "
@@ -116,13 +135,26 @@ def _no_tools(name: str) -> str:
     )
 
 
+def system_preamble(default_system: str) -> str:
+    """Jinja put before a template that puts `default_system` first in a conversation without a system
+    message (or with an empty one); the rest of the template sees it as the data's own."""
+    message = "{'role': 'system', 'content': " + lf_templates.literal(default_system) + "}"
+    return ("{%- if not messages or messages[0]['role'] != 'system' -%}"
+            "{%- set messages = [" + message + "] + messages -%}"
+            "{%- elif not messages[0]['content'] -%}"
+            "{%- set messages = [" + message + "] + messages[1:] -%}{%- endif -%}")
+
+
+# The templates whose jinja is built around its default system (`_chatml_jinja`): name -> that default.
+CHATML_SYSTEM = {"qwen": _QWEN_SYSTEM, "chatml": None, "qwen2_vl": "You are a helpful assistant."}
+
 # name -> (jinja, end of turn; None = the tokenizer's eos token)
 NAMED_JINJA: dict[str, tuple[str, str | None]] = {
-    "qwen": (_chatml_jinja(_QWEN_SYSTEM), "<|im_end|>"),
-    "chatml": (_chatml_jinja(None), "<|im_end|>"),
+    "qwen": (_chatml_jinja(CHATML_SYSTEM["qwen"]), "<|im_end|>"),
+    "chatml": (_chatml_jinja(CHATML_SYSTEM["chatml"]), "<|im_end|>"),
     # Qwen2-VL / Qwen2.5-VL: ChatML with Qwen2-VL-Instruct's default system; `<image>` stays in the text and
     # becomes the image block when tokenized (data/multimodal.py), as the model's processor expands it.
-    "qwen2_vl": (_chatml_jinja("You are a helpful assistant."), "<|im_end|>"),
+    "qwen2_vl": (_chatml_jinja(CHATML_SYSTEM["qwen2_vl"]), "<|im_end|>"),
     "llama3": (
         _no_tools("llama3")
         + "{{- '<|begin_of_text|>' -}}{%- for message in messages -%}"
@@ -167,20 +199,43 @@ def _infer_end_of_turn(template: ChatTemplate, tokenizer: Any) -> str:
     return tokenizer.decode(ids[:1])
 
 
-def get_template(name: str, tokenizer: Any) -> ChatTemplate:
-    """`auto`: the tokenizer's own chat template, else an error; a named template otherwise."""
+def _with_system(jinja: str, name: str, default_system: str | None, writes_own_default: bool) -> str:
+    """`jinja` with `default_system` put into conversations without a system message."""
+    if default_system is None:
+        return jinja
+    if default_system:
+        return system_preamble(default_system) + jinja
+    if writes_own_default:  # "" asks for no system prompt, which only a template built from parts can promise
+        raise TemplateError(f"default_system: '' asks for no system prompt, but template '{name}' is the "
+                            "tokenizer's own jinja, which may write its own default; choose a named template "
+                            "(e.g. the LLaMA-Factory name of the model) or give a system prompt")
+    return jinja
+
+
+def get_template(choice: str | TemplateChoice, tokenizer: Any) -> ChatTemplate:
+    """`auto`: the tokenizer's own chat template, else an error; a named template otherwise. The choice's
+    `default_system` and `enable_thinking` are baked into the jinja (`TemplateChoice`)."""
+    choice = TemplateChoice(choice) if isinstance(choice, str) else choice
+    name, default_system = choice.name, choice.default_system
     if name == "auto":
         if not getattr(tokenizer, "chat_template", None):
             raise TemplateError(
                 "template: auto, but the tokenizer has no chat template; "
                 f"set template to one of: {', '.join(NAMED)}"
             )
-        template = ChatTemplate("auto", tokenizer.chat_template, tokenizer)
+        # thinking off reaches the tokenizer's own jinja as its `enable_thinking` variable (Qwen3's and others')
+        options = "" if choice.enable_thinking else lf_templates.THINKING_OFF
+        jinja = _with_system(options + tokenizer.chat_template, name, default_system, writes_own_default=True)
+        template = ChatTemplate("auto", jinja, tokenizer)
         template.end_of_turn = _infer_end_of_turn(template, tokenizer)
         return template
-    from_lf = lf_templates.lookup(name, tokenizer)  # LLaMA-Factory's template names (data/lf_templates.py)
+    # LLaMA-Factory's template names (data/lf_templates.py)
+    from_lf = lf_templates.lookup(name, tokenizer, default_system, choice.enable_thinking)
     if from_lf is not None:
-        template = ChatTemplate(name, from_lf[0], tokenizer, from_lf[1])
+        jinja, end_of_turn, needs_system = from_lf
+        if needs_system:
+            jinja = _with_system(jinja, name, default_system, writes_own_default=True)
+        template = ChatTemplate(name, jinja, tokenizer, end_of_turn)
         template.end_of_turn = template.end_of_turn or _infer_end_of_turn(template, tokenizer)
         return template
     if name not in NAMED_JINJA:
@@ -189,6 +244,10 @@ def get_template(name: str, tokenizer: Any) -> ChatTemplate:
         raise TemplateError(f"unknown template '{name}'{hint} (choose from auto, {', '.join(NAMED)} "
                             "or a LLaMA-Factory 0.9.5 template name)")
     jinja, end_of_turn = NAMED_JINJA[name]
+    if name in CHATML_SYSTEM and default_system is not None:  # the template's own default, replaced
+        jinja = _chatml_jinja(default_system)
+    elif name not in CHATML_SYSTEM:  # llama3, default, empty: no default of their own
+        jinja = _with_system(jinja, name, default_system, writes_own_default=False)
     return ChatTemplate(name, jinja, tokenizer, end_of_turn or tokenizer.eos_token or "")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from instill.config import RunConfig
 from instill.data.example import Example
+from instill.data.templates import TemplateChoice
 from instill.doctor.table import FAIL, PASS, SKIP, WARN, Check
 from instill.doctor.template import PROBE
 from instill.errors import InstillError
@@ -51,7 +52,7 @@ def generation_check(config: RunConfig, run_dir: Path, sample: Example | None, h
     if choice.name == "base" and not has_chat_template:
         return Check(SKIP, AREA, "stops", "a base model without a chat template is not expected to stop before training")
     try:
-        generator = load_generator(choice.model_args, config.data.template, adapter=choice.adapters)
+        generator = load_generator(choice.model_args, TemplateChoice.of(config.data), adapter=choice.adapters)
     except InstillError as err:
         return Check(FAIL, AREA, "stops", f"cannot load {choice.describe()}: {err}", "fix the model paths above")
     messages, tools, where = _prompt(sample)

@@ -13,7 +13,7 @@ from typing import Any
 
 from instill.config import RunConfig, load_config
 from instill.data.example import Example
-from instill.data.templates import ChatTemplate, get_template
+from instill.data.templates import ChatTemplate, TemplateChoice, get_template
 from instill.doctor.table import FAIL, PASS, SKIP, Check
 from instill.doctor.template import PROBE, generation_stop_ids
 from instill.errors import InstillError, TemplateError
@@ -85,10 +85,11 @@ def saved_run_checks(config: RunConfig, run_dir: Path, base_tokenizer: Any, samp
     if not (has_model or run_config.is_file() or exported):
         return [Check(SKIP, AREA, "saved template", f"no finished run in {run_dir} (nothing trained yet)")]
     checks: list[Check] = []
-    trained_name = config.data.template
+    trained_name, trained_choice = config.data.template, TemplateChoice.of(config.data)
     if run_config.is_file():
         try:
-            trained_name = load_config(run_config).data.template
+            trained_choice = TemplateChoice.of(load_config(run_config).data)
+            trained_name = trained_choice.name
         except InstillError as err:
             checks.append(Check(FAIL, AREA, "run config", str(err), f"{run_config} was edited; restore or retrain"))
         if trained_name != config.data.template:
@@ -96,7 +97,7 @@ def saved_run_checks(config: RunConfig, run_dir: Path, base_tokenizer: Any, samp
                                 f"config says template: {config.data.template}",
                                 f"set template: {trained_name} to evaluate or serve this run"))
     try:
-        trained = get_template(trained_name, base_tokenizer)
+        trained = get_template(trained_choice, base_tokenizer)
     except TemplateError as err:
         return checks + [Check(FAIL, AREA, "trained template", str(err),
                                "set template: to the one the run was trained with")]

@@ -11,7 +11,7 @@ from typing import Any
 
 from instill.config import RunConfig
 from instill.data.example import Example
-from instill.data.templates import NAMED, ChatTemplate, get_template
+from instill.data.templates import NAMED, ChatTemplate, TemplateChoice, get_template
 from instill.data.tokenize import IGNORE_INDEX, EncodeOptions, assistant_spans, encode
 from instill.doctor.table import FAIL, PASS, WARN, Check
 from instill.errors import TemplateError
@@ -34,7 +34,7 @@ _PICK = f"set template: to one that matches the model (auto = the tokenizer's ow
 def choose_template(config: RunConfig, tokenizer: Any) -> tuple[ChatTemplate | None, Check]:
     name = config.data.template
     try:
-        template = get_template(name, tokenizer)
+        template = get_template(TemplateChoice.of(config.data), tokenizer)
     except TemplateError as err:
         return None, Check(FAIL, AREA, "template", str(err), _PICK)
     which = "the tokenizer's own chat template" if name == "auto" else "named template"

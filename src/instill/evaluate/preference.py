@@ -26,6 +26,7 @@ from instill.config import RunConfig
 from instill.console import say
 from instill.data.dataset import split_examples
 from instill.data.pairs import encode_items, iter_items
+from instill.data.templates import TemplateChoice
 from instill.data.tokenize import EncodeOptions
 from instill.errors import ConfigError
 from instill.model.choice import choose_model
@@ -101,7 +102,7 @@ def run_preference(config: RunConfig, output_dir: str | Path | None, which: str,
     pairs = None
     for choice in choices:
         say(f"evaluating {choice.name} model: {choice.describe()}")
-        generator = load_generator(choice.model_args, config.data.template, choice.adapters,
+        generator = load_generator(choice.model_args, TemplateChoice.of(config.data), choice.adapters,
                                    Precision(config.train.bf16, config.train.fp16), merge=False)
         pairs = pairs or load_pairs(config, generator.template)
         metrics = preference_metrics(generator.model.eval(), pairs, generator.pad_id, batch)

@@ -17,6 +17,7 @@ from typing import Any
 from instill.config import RunConfig
 from instill.console import say
 from instill.data.dataset import load_examples
+from instill.data.templates import TemplateChoice
 from instill.errors import ConfigError, DataError
 from instill.evaluate.samples import Sample, load_samples
 from instill.evaluate.tasks import TASKS, settings_from
@@ -35,7 +36,7 @@ def _load(config: RunConfig, choice: ModelChoice):
 
     if config.model.torch_num_threads:
         torch.set_num_threads(config.model.torch_num_threads)
-    return load_generator(choice.model_args, config.data.template, choice.adapters,
+    return load_generator(choice.model_args, TemplateChoice.of(config.data), choice.adapters,
                           Precision(config.train.bf16, config.train.fp16))
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, TextIO
 
 from instill.config import RunConfig
 from instill.console import say
+from instill.data.templates import TemplateChoice
 from instill.infer.serve.rows import Row, generate_rows
 
 HELP = "/reset clears the history, /system <text> sets the system prompt, /exit quits; Ctrl-C stops an answer"
@@ -69,7 +70,7 @@ def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] 
 
         torch.set_num_threads(config.model.torch_num_threads)
     choice = choose_model(config, which)
-    generator = load_generator(choice.model_args, config.data.template, choice.adapters,
+    generator = load_generator(choice.model_args, TemplateChoice.of(config.data), choice.adapters,
                                Precision(config.train.bf16, config.train.fp16))
     e = config.eval
     row_args = {"max_new_tokens": e.max_new_tokens or 512, "temperature": e.temperature if e.do_sample else 0.0,

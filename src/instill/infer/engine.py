@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from instill.config import ModelArgs
 from instill.data.example import Example
 from instill.data.multimodal import ImageInputs, image_batch, tokenize_with_images
-from instill.data.templates import ChatTemplate, get_template
+from instill.data.templates import ChatTemplate, TemplateChoice, get_template
 from instill.data.tokenize import cut_middle, tokenize_rendered
 from instill.errors import DataError
 from instill.hub import resolve_model_args
@@ -143,7 +143,7 @@ def tokenizer_dir(model_dir: str | Path, adapters: Sequence[str | Path] = ()) ->
     return Path(model_dir)
 
 
-def load_generator(model_args: ModelArgs, template_name: str = "auto",
+def load_generator(model_args: ModelArgs, template_name: str | TemplateChoice = "auto",
                    adapter: str | Path | Sequence[str | Path] | None = None,
                    precision: Precision | None = None, merge: bool = True) -> Generator:
     """Base model (plus optional LoRA adapters) ready to generate.

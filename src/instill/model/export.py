@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from instill.config import RunConfig
-from instill.data.templates import get_template
+from instill.data.templates import TemplateChoice, get_template
 from instill.errors import ConfigError
 from instill.hub import resolve_model_args
 from instill.model.adapters import check_adapters
@@ -54,7 +54,7 @@ def export_model(config: RunConfig, expand_layers: int = 0) -> Path:
         expand(model, expand_layers)
     model = model.to(getattr(torch, args.export_dtype))
 
-    template = get_template(config.data.template, tokenizer)
+    template = get_template(TemplateChoice.of(config.data), tokenizer)
     if template.end_of_turn:
         eot = tokenizer.convert_tokens_to_ids(template.end_of_turn)
         eos = model.generation_config.eos_token_id

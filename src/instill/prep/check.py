@@ -30,7 +30,7 @@ from instill.data.formats import fill_placeholders, to_example
 from instill.data.pairs import PAIR_KINDS, closing_tokens, fit, split_prompt, to_kto, to_pair
 from instill.data.readers import DATA_EXTENSIONS, jsonl_rows
 from instill.data.registry import DatasetSpec, read_rows, resolve
-from instill.data.templates import ChatTemplate, get_template
+from instill.data.templates import ChatTemplate, TemplateChoice, get_template
 from instill.data.tokenize import IGNORE_INDEX, EncodeOptions, EncodeSummary, encode
 from instill.errors import ConfigError, DataError, EncodingError, TemplateError
 from instill.hub import resolve_model_args
@@ -187,7 +187,7 @@ def check_config(config_path: str, overrides: list[str]) -> tuple[list[DatasetRe
     specs = resolve(names, data.dataset_dir, kind)
     m = config.model
     tokenizer = load_tokenizer(m, resolve_model_args(m))
-    template = get_template(data.template, tokenizer)
+    template = get_template(TemplateChoice.of(data), tokenizer)
     return [check_dataset(spec, data, template, kind) for spec in specs], data.cutoff_len
 
 

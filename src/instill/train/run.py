@@ -21,7 +21,7 @@ from transformers.trainer_callback import ProgressCallback
 from instill.config import TRAINER_PASSTHROUGH, RunConfig, TrainArgs, check_training, save_config
 from instill.console import say
 from instill.data.dataset import TokenizedSet, iterable_dataset, prepare_datasets
-from instill.data.templates import get_template
+from instill.data.templates import TemplateChoice, get_template
 from instill.errors import ConfigError
 from instill.evaluate.runner import task_metrics_callback
 from instill.hub import resolve_model_args
@@ -258,7 +258,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     model_dir = resolve_model_args(m)  # once per run
     tokenizer = load_tokenizer(m, model_dir)
     tokenizer.padding_side = "right"
-    template = get_template(config.data.template, tokenizer)
+    template = get_template(TemplateChoice.of(config.data), tokenizer)
     media = load_image_inputs(m, model_dir, tokenizer)  # None for a text model
     train_rows, eval_rows, train_set = _data(config, stage, template, media)
     has_eval = eval_rows is not None

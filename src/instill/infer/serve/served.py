@@ -19,7 +19,7 @@ from typing import Any
 from instill.config import RunConfig
 from instill.data.example import Example
 from instill.data.multimodal import ImageInputs, tokenize_with_images
-from instill.data.templates import ChatTemplate, get_template
+from instill.data.templates import ChatTemplate, TemplateChoice, get_template
 from instill.data.tokenize import tokenize_rendered
 from instill.errors import DataError, ModelError, TemplateError
 from instill.hub import resolve_model_args
@@ -104,7 +104,7 @@ def load_served(config: RunConfig, which: str = "auto", max_model_len: int | Non
     choice = choose_model(config, which)
     args = choice.model_args
     model_dir = resolve_model_args(args)
-    template_name = config.data.template
+    template_name = TemplateChoice.of(config.data)
     base_tokenizer = load_tokenizer(args, model_dir)
     rope = inference_rope(args.rope_scaling, model_dir, choice.adapters, args.trust_remote_code)
     model = load_model(args, Precision(config.train.bf16, config.train.fp16), "lora", model_dir, rope=rope)
