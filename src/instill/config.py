@@ -117,6 +117,15 @@ class DataArgs(_Section):
     """Where the tokenized data is saved and loaded (default: the instill cache)."""
     streaming: bool = False
     """Read and tokenize rows lazily as training consumes them (data larger than memory; needs max_steps)."""
+    buffer_size: int = Field(default=16384, ge=1)
+    """streaming: the rows a seeded shuffle buffer holds (a larger buffer mixes the stream better)."""
+    mix_strategy: Literal["concat", "interleave_under", "interleave_over", "interleave_once"] = "concat"
+    """How several datasets mix: concat (one after another, then shuffled), or interleaved by datasets'
+    interleave_datasets: interleave_under stops when the first dataset runs out (the rows left out are counted),
+    interleave_over when the last does (others repeat), interleave_once when every row was drawn once."""
+    interleave_probs: list[float] | None = None
+    """With an interleave mix_strategy: the probability of drawing from each dataset (comma-separated, one per
+    dataset, summing to 1; default: take turns)."""
     preprocessing_num_workers: int | None = Field(default=None, ge=1)
     """Processes that tokenize the data (default: one, or more for large sets)."""
     train_on_prompt: bool = False
@@ -135,6 +144,31 @@ class DataArgs(_Section):
     enable_thinking variable): false drops thoughts from answers and puts an empty thought in the prompt."""
 
     _split = field_validator("dataset", "eval_dataset", mode="before")(_comma_list)
+
+    @field_validator("interleave_probs", mode="before")
+    @classmethod
+    def _probs(cls, v: Any) -> Any:
+        """'0.7, 0.3' or one number -> a list (each item then checked as a number)."""
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return [v]
+        return _comma_list(v)
+
+    @model_validator(mode="after")
+    def _mixing(self) -> DataArgs:
+        probs = self.interleave_probs
+        if probs is None:
+            return self
+        if self.mix_strategy == "concat":
+            raise ValueError("interleave_probs needs an interleave mix_strategy (interleave_under, interleave_over "
+                             "or interleave_once)")
+        for key in ("dataset", "eval_dataset"):
+            names = getattr(self, key)
+            if names is not None and len(names) != len(probs):
+                raise ValueError(f"interleave_probs has {len(probs)} probabilities for the {len(names)} datasets of "
+                                 f"{key}; give one per dataset")
+        if any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6:
+            raise ValueError(f"interleave_probs must be non-negative and sum to 1 (they sum to {sum(probs):g})")
+        return self
 
     @field_validator("val_size")
     @classmethod

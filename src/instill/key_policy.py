@@ -127,8 +127,6 @@ POLICY: dict[str, Policy] = {
     **_table("refused", "MoE auxiliary-loss tuning " + _NOT_YET, {"moe_aux_loss_coef": None}),
     **_table("refused", "LLaMA-Factory's v1 kernels are not supported; use enable_liger_kernel on CUDA",
              {"use_v1_kernels": False}),
-    **_table("refused", "interleaved mixing " + _NOT_YET + "; mix by ratios with `instill data mix`",
-             {"mix_strategy": "concat", "interleave_probs": None}),
     **_table("refused", "a separate media directory " + _NOT_YET + "; put images under dataset_dir",
              {"media_dir": None}),
     **_table("refused", "evaluating each eval dataset separately " + _NOT_YET, {"eval_on_each_dataset": False}),
@@ -178,8 +176,6 @@ POLICY: dict[str, Policy] = {
         "hub_strategy": "every_save", "hub_always_push": False, "hub_revision": None}),
     **_table("refused", "the Trainer's auto batch-size search is not supported; set per_device_train_batch_size",
              {"auto_find_batch_size": False}),
-    **_table("refused", "LLaMA-Factory's streaming buffer " + _NOT_YET + " (instill's is 10,000 rows)",
-             {"buffer_size": 16384}),
 }
 
 # Values refused for keys instill implements: (key, value) -> reason.

@@ -1,7 +1,8 @@
 """Registry entries -> Examples -> tokenized `datasets.Dataset`s, cached on disk by fingerprint.
 
-max_samples applies per dataset (first N rows, as LLaMA-Factory does); the concatenation is
-shuffled with `seed`; `val_size` holds out a fraction or a count after shuffling.
+max_samples applies per dataset (first N rows, as LLaMA-Factory does); several datasets are concatenated
+or interleaved (`mix_strategy`, `mix_datasets`); the mix is shuffled with `seed`; `val_size` holds out a
+fraction or a count after shuffling.
 
 Tokenizing runs as `Dataset.map(..., num_proc=preprocessing_num_workers)` and the result is
 saved with `save_to_disk` under `<cache>/tokenized/<fingerprint>`, the fingerprint covering
@@ -30,7 +31,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,45 @@ _BATCH = 256
 
 
 def load_examples(names: list[str], args: DataArgs, seed: int) -> list[Example]:
-    """Every row of the named datasets as Examples (max_samples each, placeholders filled)."""
-    return [example for example in _iter_examples(names, args, seed)]
+    """Every row of the named datasets as Examples (max_samples each, placeholders filled), mixed as
+    `mix_strategy` says."""
+    return mix_datasets(names, lambda some: list(_iter_examples(some, args, seed)), args, seed)
+
+
+# mix_strategy -> datasets.interleave_datasets' stopping_strategy (LLaMA-Factory's data_utils.merge_dataset)
+STOPPING = {"interleave_under": "first_exhausted", "interleave_over": "all_exhausted",
+            "interleave_once": "all_exhausted_without_replacement"}
+
+
+def mix_datasets(names: list[str], load: Callable[[list[str]], list], args: DataArgs, seed: int) -> list:
+    """The rows of the named datasets, `load`ed one dataset at a time, mixed as `mix_strategy` says:
+    concatenated, or interleaved by `datasets.interleave_datasets` (with `interleave_probs` and `seed`, as
+    LLaMA-Factory's merge_dataset). Interleaving draws row indices, so any kind of row mixes alike; the rows it
+    leaves out (interleave_under stops when the first dataset runs out) or repeats (interleave_over) are
+    counted in one line."""
+    if args.mix_strategy == "concat" or len(names) < 2:
+        return load(names)
+    from datasets import Dataset, interleave_datasets
+
+    parts = [load([name]) for name in names]
+    empty = [name for name, part in zip(names, parts) if not part]
+    if empty:
+        raise DataError(f"mix_strategy: {args.mix_strategy}: dataset '{empty[0]}' has no rows to interleave")
+    indices = [Dataset.from_dict({"part": [i] * len(part), "row": list(range(len(part)))})
+               for i, part in enumerate(parts)]
+    mixed = interleave_datasets(indices, probabilities=args.interleave_probs, seed=seed,
+                                stopping_strategy=STOPPING[args.mix_strategy]).to_dict()
+    drawn = list(zip(mixed["part"], mixed["row"]))
+    used = [len({row for part, row in drawn if part == i}) for i in range(len(parts))]
+    left_out = {name: len(part) - n for name, part, n in zip(names, parts, used) if n < len(part)}
+    repeated = len(drawn) - sum(used)
+    line = f"mix_strategy {args.mix_strategy}: {len(drawn)} rows from {sum(map(len, parts))} in {len(names)} datasets"
+    if left_out:
+        line += "; left out: " + ", ".join(f"{n} of {name}" for name, n in left_out.items())
+    if repeated:
+        line += f"; {repeated} rows drawn again"
+    say(line)
+    return [parts[part][row] for part, row in drawn]
 
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -88,8 +126,9 @@ def _iter_examples(names: list[str], args: DataArgs, seed: int) -> Iterator[Exam
 
 
 def load_texts(names: list[str], args: DataArgs, seed: int) -> list[tuple[str, str]]:
-    """(source, text) of every row of the named pretraining datasets (max_samples each)."""
-    return list(_iter_texts(names, args, seed))
+    """(source, text) of every row of the named pretraining datasets (max_samples each), mixed as
+    `mix_strategy` says."""
+    return mix_datasets(names, lambda some: list(_iter_texts(some, args, seed)), args, seed)
 
 
 def _iter_texts(names: list[str], args: DataArgs, seed: int) -> Iterator[tuple[str, str]]:
@@ -301,7 +340,8 @@ def fingerprint(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
         "datasets": [[asdict(s), _file_identity(s, args.dataset_dir)] for s in specs],
         "dataset": args.dataset, "eval_dataset": args.eval_dataset,
         "options": {**asdict(EncodeOptions.from_args(args)),
-                    **{k: getattr(args, k) for k in ("max_samples", "val_size", "dataset_placeholders")}},
+                    **{k: getattr(args, k) for k in ("max_samples", "val_size", "dataset_placeholders", "mix_strategy",
+                                                     "interleave_probs")}},
         "seed": seed,
         "template": [template.name, template.jinja, template.end_of_turn],
         "tokenizer": _tokenizer_digest(template.tokenizer),
@@ -368,7 +408,8 @@ def _pair_set(name: str, items: list, args: DataArgs, template: ChatTemplate, ki
 
 def _build_pairs(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind) -> dict[str, TokenizedSet | None]:
     def load(names: list[str]) -> list:
-        return list(iter_items(names, args.dataset_dir, args.max_samples, seed, kind))
+        return mix_datasets(names, lambda some: list(iter_items(some, args.dataset_dir, args.max_samples, seed, kind)),
+                            args, seed)
 
     train_items, eval_items = split_examples(load(args.dataset or []), args.val_size, seed)
     if args.eval_dataset:
@@ -381,7 +422,8 @@ def _build_prompts(args: DataArgs, template: ChatTemplate, seed: int) -> dict[st
     from datasets import Dataset
 
     def load(names: list[str]) -> list:
-        return list(iter_prompts(names, args.dataset_dir, args.max_samples, seed))
+        return mix_datasets(names, lambda some: list(iter_prompts(some, args.dataset_dir, args.max_samples, seed)),
+                            args, seed)
 
     def as_set(name: str, items: list) -> TokenizedSet:
         columns, summary = prompt_rows(items, template, args.allow_special_tokens_in_data)
@@ -435,27 +477,39 @@ def iterable_dataset(args: DataArgs, template: ChatTemplate, seed: int, kind: Ki
     """`streaming: true`: rows read, rendered and tokenized lazily as training consumes them.
 
     For data larger than memory; nothing is cached, there is no length to count epochs by (so
-    `max_steps` is required) and the shuffle is a seeded buffer of 10,000 rows. Samples left with no
-    trained token are skipped.
+    `max_steps` is required) and the shuffle is a seeded buffer of `buffer_size` rows. Several datasets are
+    concatenated or interleaved (`mix_strategy`, by `datasets.interleave_datasets`, as LLaMA-Factory streams
+    them); a stream cannot count what interleave_under leaves unread. Samples left with no trained token are
+    skipped.
     """
-    from datasets import IterableDataset
+    from datasets import IterableDataset, interleave_datasets
 
     options = EncodeOptions.from_args(args)
     names = list(args.dataset or [])
 
-    def rows() -> Iterator[dict]:
+    def rows(name: str = "") -> Iterator[dict]:
+        some = [name] if name else names
         if kind == "text":
-            for source, text in _iter_texts(names, args, seed):
+            for source, text in _iter_texts(some, args, seed):
                 yield {"source": source, "text": text}
         else:
-            for e in _iter_examples(names, args, seed):
+            for e in _iter_examples(some, args, seed):
                 if e.images:
                     raise DataError(f"{e.source}: streaming: true does not carry images yet; set streaming: false")
                 yield {"messages": json.dumps(e.messages, ensure_ascii=False),
                        "tools": json.dumps(e.tools, ensure_ascii=False) if e.tools else "", "source": e.source}
 
     fn = _encode_texts if kind == "text" else _encode_conversations
-    stream = IterableDataset.from_generator(rows).shuffle(seed=seed, buffer_size=10_000)
+    if args.mix_strategy == "concat" or len(names) < 2:
+        stream = IterableDataset.from_generator(rows)
+    else:
+        stream = interleave_datasets([IterableDataset.from_generator(rows, gen_kwargs={"name": name}) for name in names],
+                                     probabilities=args.interleave_probs, seed=seed,
+                                     stopping_strategy=STOPPING[args.mix_strategy])
+        if args.mix_strategy == "interleave_under":
+            say(f"mix_strategy interleave_under: the stream ends when the first of {len(names)} datasets runs out; "
+                "the rows of the others not read by then are not used (a stream cannot count them)")
+    stream = stream.shuffle(seed=seed, buffer_size=args.buffer_size)
     stream = stream.map(fn, fn_kwargs={"template": template, "options": options}, batched=True, batch_size=_BATCH,
                         remove_columns=["source", "text"] if kind == "text" else ["messages", "tools", "source"])
     stream = stream.filter(lambda row: row["response_tokens"] > 0)
