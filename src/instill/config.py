@@ -117,6 +117,9 @@ class DataArgs(_Section):
     """Where the tokenized data is saved and loaded (default: the instill cache)."""
     streaming: bool = False
     """Read and tokenize rows lazily as training consumes them (data larger than memory; needs max_steps)."""
+    disable_shuffling: bool = False
+    """Train on the rows in the datasets' order: no shuffle of the data (unless val_size draws a held-out part)
+    and a sequential train sampler (group_by_length off)."""
     buffer_size: int = Field(default=16384, ge=1)
     """streaming: the rows a seeded shuffle buffer holds (a larger buffer mixes the stream better)."""
     mix_strategy: Literal["concat", "interleave_under", "interleave_over", "interleave_once"] = "concat"

@@ -133,7 +133,6 @@ POLICY: dict[str, Policy] = {
     **_table("refused", "token accuracy during evaluation " + _NOT_YET + "; use do_eval with eval_task",
              {"compute_accuracy": False}),
     **_table("refused", "early stopping " + _NOT_YET, {"early_stopping_steps": None}),
-    **_table("refused", "disabling shuffling " + _NOT_YET, {"disable_shuffling": False}),
     **_table("refused", "keeping earlier turns' thoughts " + _NOT_YET + " (instill renders every turn's thought "
              "as the data has it, as LLaMA-Factory's SFT does without mask_history)", {"preserve_thinking": False}),
     **_table("refused", "tool formats other than the template's own " + _NOT_YET, {"tool_format": None}),

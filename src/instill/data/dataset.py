@@ -141,9 +141,13 @@ def _limit(n: int | None) -> Iterator[int]:
     return iter(range(n)) if n is not None else itertools.count()
 
 
-def split_examples(examples: list, val_size: float, seed: int) -> tuple[list, list]:
-    """Shuffle with `seed`, then hold out `val_size` (fraction < 1, or a count)."""
+def split_examples(examples: list, val_size: float, seed: int, keep_order: bool = False) -> tuple[list, list]:
+    """Shuffle with `seed`, then hold out `val_size` (fraction < 1, or a count). `keep_order`
+    (disable_shuffling) without val_size keeps the datasets' order, as LLaMA-Factory does; a held-out split
+    is drawn at random either way (LLaMA-Factory's train_test_split shuffles too)."""
     examples = list(examples)
+    if keep_order and not val_size:
+        return examples, []
     random.Random(seed).shuffle(examples)
     if not val_size:
         return examples, []
@@ -341,7 +345,7 @@ def fingerprint(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
         "dataset": args.dataset, "eval_dataset": args.eval_dataset,
         "options": {**asdict(EncodeOptions.from_args(args)),
                     **{k: getattr(args, k) for k in ("max_samples", "val_size", "dataset_placeholders", "mix_strategy",
-                                                     "interleave_probs")}},
+                                                     "interleave_probs", "disable_shuffling")}},
         "seed": seed,
         "template": [template.name, template.jinja, template.end_of_turn],
         "tokenizer": _tokenizer_digest(template.tokenizer),
@@ -411,7 +415,7 @@ def _build_pairs(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind) 
         return mix_datasets(names, lambda some: list(iter_items(some, args.dataset_dir, args.max_samples, seed, kind)),
                             args, seed)
 
-    train_items, eval_items = split_examples(load(args.dataset or []), args.val_size, seed)
+    train_items, eval_items = split_examples(load(args.dataset or []), args.val_size, seed, args.disable_shuffling)
     if args.eval_dataset:
         eval_items = load(args.eval_dataset)
     return {"train": _pair_set("train", train_items, args, template, kind),
@@ -429,7 +433,7 @@ def _build_prompts(args: DataArgs, template: ChatTemplate, seed: int) -> dict[st
         columns, summary = prompt_rows(items, template, args.allow_special_tokens_in_data)
         return TokenizedSet(name, Dataset.from_dict(columns), summary)
 
-    train_items, eval_items = split_examples(load(args.dataset or []), args.val_size, seed)
+    train_items, eval_items = split_examples(load(args.dataset or []), args.val_size, seed, args.disable_shuffling)
     if args.eval_dataset:
         eval_items = load(args.eval_dataset)
     return {"train": as_set("train", train_items), "eval": as_set("eval", eval_items) if eval_items else None}
@@ -442,7 +446,8 @@ def _build(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
     if kind == "prompts":
         return _build_prompts(args, template, seed)
     load = load_texts if kind == "text" else load_examples
-    train_items, eval_items = split_examples(load(args.dataset or [], args, seed), args.val_size, seed)
+    train_items, eval_items = split_examples(load(args.dataset or [], args, seed), args.val_size, seed,
+                                             args.disable_shuffling)
     if args.eval_dataset:
         eval_items = load(args.eval_dataset, args, seed)
     return {"train": tokenize_examples("train", train_items, args, template, kind, media),

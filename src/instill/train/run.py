@@ -125,18 +125,21 @@ def _task_metrics(config: RunConfig, stage: Stage, tokenizer: Any, template: Any
     return [task_metrics_callback(config, tokenizer, template, media)]
 
 
-def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "full") -> Any:
-    """transformers' TrainingArguments for this run; a value it refuses is a one-line ConfigError."""
+def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "full", shuffle: bool = True) -> Any:
+    """transformers' TrainingArguments for this run; a value it refuses is a one-line ConfigError. `shuffle`
+    false (disable_shuffling): the train sampler is sequential (transformers' train_sampling_strategy)."""
     from transformers import TrainingArguments
 
     on_cpu = device_type() == "cpu"
     try:
-        return _training_arguments(TrainingArguments, args, has_eval, finetuning_type, on_cpu)
+        return _training_arguments(TrainingArguments, args, has_eval, finetuning_type, on_cpu, shuffle)
     except (ValueError, TypeError, ImportError) as err:  # e.g. tf32 without an Ampere GPU, a bad optim_args
         raise ConfigError(f"the training arguments: {' '.join(str(err).split())}") from None
 
 
-def _training_arguments(cls: type, args: TrainArgs, has_eval: bool, finetuning_type: str, on_cpu: bool) -> Any:
+def _training_arguments(cls: type, args: TrainArgs, has_eval: bool, finetuning_type: str, on_cpu: bool,
+                        shuffle: bool = True) -> Any:
+    sampling = "sequential" if not shuffle else "group_by_length" if args.group_by_length else "random"
     return cls(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.per_device_train_batch_size,
@@ -164,7 +167,7 @@ def _training_arguments(cls: type, args: TrainArgs, has_eval: bool, finetuning_t
         prediction_loss_only=True,  # eval loss only: full-vocab logits of every eval batch would fill memory
         seed=args.seed,
         data_seed=args.seed if args.data_seed is None else args.data_seed,
-        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
+        train_sampling_strategy=sampling,
         torch_compile=args.torch_compile,
         use_liger_kernel=args.enable_liger_kernel,
         report_to="none",  # trackers are ours (tracking/trackers.py): transformers' swanlab one fails with swanlab 0.10
@@ -225,6 +228,9 @@ def run_training(config: RunConfig) -> RunResult:
         # and the data summary, the saved run_config.yaml and the Trainer all say so.
         t = t.model_copy(update={"group_by_length": False})
         config = config.model_copy(update={"train": t})
+    if config.data.disable_shuffling and t.group_by_length:  # rows in order: no length grouping (LF's sampler)
+        t = t.model_copy(update={"group_by_length": False})
+        config = config.model_copy(update={"train": t})
     check_precision(precision)
     check_speed_flags(config.train.torch_compile, config.train.enable_liger_kernel)
     check_training(config)
@@ -251,7 +257,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     # Before anything loads: a value transformers refuses stops here; with ZeRO-3 the arguments make
     # from_pretrained load the model sharded.
     expects_eval = bool(config.data.eval_dataset or config.data.val_size)
-    training_args = training_arguments(t, expects_eval, config.method.finetuning_type)
+    shuffle = not config.data.disable_shuffling
+    training_args = training_arguments(t, expects_eval, config.method.finetuning_type, shuffle)
     check_world_size(training_args)
     m = config.model
     check_adapters(m.adapter_name_or_path)
@@ -263,7 +270,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     train_rows, eval_rows, train_set = _data(config, stage, template, media)
     has_eval = eval_rows is not None
     if has_eval != expects_eval:
-        training_args = training_arguments(t, has_eval, config.method.finetuning_type)
+        training_args = training_arguments(t, has_eval, config.method.finetuning_type, shuffle)
     rope, rope_line = training_rope(m.rope_scaling, config.data.cutoff_len, model_dir, m.trust_remote_code)
     if rope_line:
         say(rope_line)
