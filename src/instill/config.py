@@ -117,6 +117,8 @@ class DataArgs(_Section):
     """Where the tokenized data is saved and loaded (default: the instill cache)."""
     streaming: bool = False
     """Read and tokenize rows lazily as training consumes them (data larger than memory; needs max_steps)."""
+    media_dir: str | None = None
+    """The folder images in the data are found in, when their paths are relative (default: dataset_dir)."""
     disable_shuffling: bool = False
     """Train on the rows in the datasets' order: no shuffle of the data (unless val_size draws a held-out part)
     and a sequential train sampler (group_by_length off)."""

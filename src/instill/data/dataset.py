@@ -110,7 +110,8 @@ def _iter_examples(names: list[str], args: DataArgs, seed: int) -> Iterator[Exam
         unfilled: Counter[str] = Counter()  # placeholder name -> rows still holding it
         rows = 0
         for _, (source, row) in zip(_limit(args.max_samples), read_rows(spec, args.dataset_dir, seed=seed)):
-            example = attach_media(to_example(row, spec, source), spec, args.dataset_dir)
+            example = attach_media(to_example(row, spec, source), spec, args.media_dir or args.dataset_dir,
+                                   "media_dir" if args.media_dir else "dataset_dir")
             if args.dataset_placeholders:
                 example = fill_placeholders(example, args.dataset_placeholders)
             left = {m for msg in example.messages if isinstance(msg.get("content"), str)
@@ -344,7 +345,7 @@ def fingerprint(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
         "datasets": [[asdict(s), _file_identity(s, args.dataset_dir)] for s in specs],
         "dataset": args.dataset, "eval_dataset": args.eval_dataset,
         "options": {**asdict(EncodeOptions.from_args(args)),
-                    **{k: getattr(args, k) for k in ("max_samples", "val_size", "dataset_placeholders", "mix_strategy",
+                    **{k: getattr(args, k) for k in ("max_samples", "val_size", "dataset_placeholders", "media_dir", "mix_strategy",
                                                      "interleave_probs", "disable_shuffling")}},
         "seed": seed,
         "template": [template.name, template.jinja, template.end_of_turn],

@@ -1,9 +1,10 @@
 """Media columns of a row (LLaMA-Factory's `images` / `videos` / `audios`): paths checked, images opened.
 
-A row lists its media as paths relative to `dataset_dir` (or absolute); the text marks where each one
+A row lists its media as paths relative to `media_dir` (default: `dataset_dir`, as LLaMA-Factory) or
+absolute; the text marks where each one
 goes with a placeholder (`<image>`, `<video>`, `<audio>`), and the counts must agree. Everything wrong
 is one line naming the row: a count mismatch, a URL (nothing is downloaded), a relative path that
-climbs out of `dataset_dir` (write it absolute if you mean it), a missing file, an unreadable image.
+climbs out of that folder (write it absolute if you mean it), a missing file, an unreadable image.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def _paths(value: Any, column: str, source: str) -> list[str]:
     return items
 
 
-def resolve_path(path: str, dataset_dir: str | os.PathLike, where: str) -> str:
-    """The absolute path of one media file; `where` ("x.json:#0: images[1]") starts every error."""
+def resolve_path(path: str, dataset_dir: str | os.PathLike, where: str, folder: str = "dataset_dir") -> str:
+    """The absolute path of one media file relative to `dataset_dir` (the key named `folder`); `where`
+    ("x.json:#0: images[1]") starts every error."""
     if "://" in path:
         raise DataError(f"{where}: '{path}' is a URL; media are read from local files only "
                         "(download it and list its path)")
@@ -42,7 +44,7 @@ def resolve_path(path: str, dataset_dir: str | os.PathLike, where: str) -> str:
     given = Path(path).expanduser()
     full = given if given.is_absolute() else (root / given).resolve()
     if not given.is_absolute() and not full.is_relative_to(root):
-        raise DataError(f"{where}: '{path}' climbs out of dataset_dir {root}; give such a file as an absolute path")
+        raise DataError(f"{where}: '{path}' climbs out of {folder} {root}; give such a file as an absolute path")
     if not full.is_file():
         raise DataError(f"{where}: '{path}' not found ({full})")
     return str(full)
@@ -74,7 +76,8 @@ def open_image(path: str, where: str, shown: str | None = None) -> Any:
         raise DataError(f"{where}: '{shown or path}' is not a readable image ({why})") from None
 
 
-def attach_media(example: Example, spec: DatasetSpec, dataset_dir: str | os.PathLike) -> Example:
+def attach_media(example: Example, spec: DatasetSpec, dataset_dir: str | os.PathLike,
+                 folder: str = "dataset_dir") -> Example:
     """Move the entry's image column from `extras` to `example.images` (absolute paths), checked: placeholder
     count equals image count, each file exists and decodes. Entries without an images column pass unchanged
     (their text may say `<image>` as plain words)."""
@@ -89,7 +92,7 @@ def attach_media(example: Example, spec: DatasetSpec, dataset_dir: str | os.Path
     resolved = []
     for i, path in enumerate(paths):
         where = f"{example.source}: {column}[{i}]"
-        resolved.append(resolve_path(path, dataset_dir, where))
+        resolved.append(resolve_path(path, dataset_dir, where, folder))
         open_image(resolved[-1], where, shown=path)
     example.images = resolved
     return example
