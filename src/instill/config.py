@@ -117,6 +117,8 @@ class DataArgs(_Section):
     """Where the tokenized data is saved and loaded (default: the instill cache)."""
     streaming: bool = False
     """Read and tokenize rows lazily as training consumes them (data larger than memory; needs max_steps)."""
+    eval_on_each_dataset: bool = False
+    """Evaluate each eval_dataset apart: its loss is logged as eval_<dataset>_loss (stage sft and pt)."""
     media_dir: str | None = None
     """The folder images in the data are found in, when their paths are relative (default: dataset_dir)."""
     disable_shuffling: bool = False

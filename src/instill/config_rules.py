@@ -34,6 +34,19 @@ def eval_strategy_has_data(c: RunConfig) -> str | None:
     return None
 
 
+def eval_on_each_fits(c: RunConfig) -> str | None:
+    if not c.data.eval_on_each_dataset:
+        return None
+    if not STAGE_FACTS[c.method.stage].has_input_ids:
+        return (f"eval_on_each_dataset evaluates each eval dataset apart for stage sft and pt; stage {c.method.stage} "
+                "evaluates them together here (remove it)")
+    if c.train.load_best_model_at_end and c.train.metric_for_best_model in (None, "loss", "eval_loss"):
+        first = (c.data.eval_dataset or ["<dataset>"])[0]
+        return (f"eval_on_each_dataset logs one loss per eval dataset (eval_{first}_loss, ...): set "
+                f"metric_for_best_model to the one load_best_model_at_end compares, e.g. eval_{first}_loss")
+    return None
+
+
 def quantization_fits_method(c: RunConfig) -> str | None:
     if c.model.quantization_bit and c.method.finetuning_type == "oft":
         return (f"'quantization_bit: {c.model.quantization_bit}' with finetuning_type: oft: peft has no 4/8-bit OFT "
@@ -214,7 +227,7 @@ def rewards_are_given(c: RunConfig) -> str | None:
     return None
 
 
-CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quantization_fits_method, streaming_fits,
+CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, eval_on_each_fits, quantization_fits_method, streaming_fits,
                masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
                best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
                sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix,

@@ -7,6 +7,7 @@ one line in `train/stages.py`. Nothing else asks "is this a preference stage" by
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -108,3 +109,18 @@ STAGE_FACTS: dict[str, StageFacts] = {facts.name: facts for facts in (
 STAGE_NAMES = tuple(STAGE_FACTS)
 # Keys some stage reads and others do not (for the "ignored for this stage" note).
 STAGE_KEYS = frozenset().union(*(facts.own_keys for facts in STAGE_FACTS.values()))
+
+
+# eval_loss; eval_<dataset>_loss for each eval dataset with eval_on_each_dataset (the Trainer's names)
+EVAL_LOSS = re.compile(r"eval_(?:(.+)_)?loss")
+
+
+def eval_losses(record: dict) -> dict[str, float]:
+    """The eval losses of a log record by label: `eval_loss` -> "eval loss"; with eval_on_each_dataset, the
+    Trainer's `eval_<dataset>_loss` -> "eval loss (<dataset>)"."""
+    out = {}
+    for key, value in record.items():
+        match = EVAL_LOSS.fullmatch(key)
+        if match and isinstance(value, int | float) and not isinstance(value, bool):
+            out["eval loss" + (f" ({match.group(1)})" if match.group(1) else "")] = value
+    return out

@@ -346,7 +346,8 @@ def fingerprint(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
         "dataset": args.dataset, "eval_dataset": args.eval_dataset,
         "options": {**asdict(EncodeOptions.from_args(args)),
                     **{k: getattr(args, k) for k in ("max_samples", "val_size", "dataset_placeholders", "media_dir", "mix_strategy",
-                                                     "interleave_probs", "disable_shuffling")}},
+                                                     "interleave_probs", "disable_shuffling",
+                                                     "eval_on_each_dataset")}},
         "seed": seed,
         "template": [template.name, template.jinja, template.end_of_turn],
         "tokenizer": _tokenizer_digest(template.tokenizer),
@@ -440,6 +441,9 @@ def _build_prompts(args: DataArgs, template: ChatTemplate, seed: int) -> dict[st
     return {"train": as_set("train", train_items), "eval": as_set("eval", eval_items) if eval_items else None}
 
 
+EACH = "eval."  # split names of eval_on_each_dataset's sets: "eval.<dataset>"
+
+
 def _build(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
            media: ImageInputs | None = None) -> dict[str, TokenizedSet | None]:
     if kind in PAIR_KINDS:
@@ -449,6 +453,10 @@ def _build(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
     load = load_texts if kind == "text" else load_examples
     train_items, eval_items = split_examples(load(args.dataset or [], args, seed), args.val_size, seed,
                                              args.disable_shuffling)
+    if args.eval_dataset and args.eval_on_each_dataset:  # one set per dataset, evaluated apart (LLaMA-Factory's)
+        return {"train": tokenize_examples("train", train_items, args, template, kind, media),
+                **{EACH + name: tokenize_examples(f"eval {name}", load([name], args, seed), args, template, kind,
+                                                  media) for name in args.eval_dataset}}
     if args.eval_dataset:
         eval_items = load(args.eval_dataset, args, seed)
     return {"train": tokenize_examples("train", train_items, args, template, kind, media),
@@ -456,10 +464,17 @@ def _build(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind,
             else None}
 
 
+def _eval_part(sets: dict[str, TokenizedSet | None]) -> TokenizedSet | dict[str, TokenizedSet] | None:
+    """The eval set, or {dataset: set} with eval_on_each_dataset."""
+    each = {name.removeprefix(EACH): part for name, part in sets.items() if name.startswith(EACH) and part}
+    return each or sets.get("eval")
+
+
 def prepare_datasets(args: DataArgs, template: ChatTemplate, seed: int,
                      kind: Kind = "conversation", media: ImageInputs | None = None
-                     ) -> tuple[TokenizedSet, TokenizedSet | None]:
-    """The tokenized training set and, when asked for, the evaluation set (from the cache when it holds them).
+                     ) -> tuple[TokenizedSet, TokenizedSet | dict[str, TokenizedSet] | None]:
+    """The tokenized training set and, when asked for, the evaluation set (from the cache when it holds them);
+    with eval_on_each_dataset, {eval dataset name: its set}.
 
     `media`: the model's image side, for datasets with an images column (rows then keep their image paths)."""
     key = fingerprint(args, template, seed, kind, media)
@@ -469,14 +484,14 @@ def prepare_datasets(args: DataArgs, template: ChatTemplate, seed: int,
         cached = None if (args.overwrite_cache and first) else _load(path, key)
         if cached is not None:
             say(f"tokenized data loaded from the cache: {path}", every_rank=not first)
-            return cached["train"], cached.get("eval")
+            return cached["train"], _eval_part(cached)
         sets = _build(args, template, seed, kind, media)
         if not first:
             say(f"tokenized again: the cache in {path} was not readable", every_rank=True)
         if first:
             _save(path, sets, key)
             say(f"tokenized data cached in {path} (overwrite_cache: true rebuilds it)")
-    return sets["train"], sets["eval"]
+    return sets["train"], _eval_part(sets)
 
 
 def iterable_dataset(args: DataArgs, template: ChatTemplate, seed: int, kind: Kind = "conversation") -> Any:

@@ -36,6 +36,7 @@ from instill.report import plots
 from instill.report.redact import redact_yaml
 from instill.report.run_files import Run
 from instill.report.samples import pick_samples
+from instill.stage_facts import eval_losses
 
 # Results first; the resolved config, collapsed, last.
 SECTIONS = ("summary", "training", "evaluation", "general", "samples", "data", "performance", "environment", "config")
@@ -133,9 +134,10 @@ def section_summary(run: Run) -> str:
     losses = _train_losses(run)
     if losses:
         cards.append(("train loss", f"{_num(losses[0][1])} → {_num(losses[-1][1])}"))
-    eval_losses = [r["eval_loss"] for r in run.log if "eval_loss" in r]
-    if eval_losses:
-        cards.append(("eval loss", _num(eval_losses[-1])))
+    last_eval: dict[str, float] = {}  # the latest of each (one per eval dataset with eval_on_each_dataset)
+    for record in run.log:
+        last_eval.update(eval_losses(record))
+    cards += [(label, _num(value)) for label, value in last_eval.items()]
     main = run.main_eval
     if main and main.metrics:
         for key in _headline_metrics(main.metrics)[:2]:
@@ -236,7 +238,8 @@ def section_training(run: Run) -> str:
     pairs = [("optimizer steps", _num(steps)),
              ("epochs", _num(r.get("epoch", max((x.get("epoch", 0) for x in run.log), default=0)), 2)),
              ("mean train loss", _num(r.get("train_loss"))),
-             ("final eval loss", _num(r.get("eval_loss")) if "eval_loss" in r else "—"),
+             *([(f"final {label}", _num(value)) for label, value in eval_losses(r).items()]
+               or [("final eval loss", "—")]),
              ("input tokens seen", _num(r.get("num_input_tokens_seen")))]
     parts.append(_kv(pairs))
     parts.append(_completions(run.out / "completions.jsonl"))

@@ -12,6 +12,7 @@ from typing import Any
 from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend needed
 
 from instill.errors import DataError
+from instill.stage_facts import eval_losses
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -33,7 +34,10 @@ def plot_loss(log_path: str | Path, out_dir: str | Path) -> Path | None:
     """training_loss.png: train loss (raw and smoothed) and eval loss when logged. None if no loss yet."""
     records = read_log(log_path)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    evals: dict[str, list[tuple[int, float]]] = {}  # "eval loss", or one line per eval dataset
+    for r in records:
+        for label, value in eval_losses(r).items():
+            evals.setdefault(label, []).append((r["step"], value))
     if not train and not evals:
         return None
     fig = Figure(figsize=(7, 4), dpi=120, layout="constrained")
@@ -43,9 +47,10 @@ def plot_loss(log_path: str | Path, out_dir: str | Path) -> Path | None:
         ax.plot(steps, losses, color="#9ecae1", linewidth=1, label="train loss")
         if len(losses) > 3:
             ax.plot(steps, _smooth(list(losses)), color="#08519c", linewidth=2, label="train loss (smoothed)")
-    if evals:
-        steps, losses = zip(*evals)
-        ax.plot(steps, losses, "o-", color="#d94801", label="eval loss")
+    colours = ["#d94801", "#238b45", "#6a51a3", "#cb181d", "#525252"]
+    for i, (label, points) in enumerate(evals.items()):
+        steps, losses = zip(*points)
+        ax.plot(steps, losses, "o-", color=colours[i % len(colours)], label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("Training loss")

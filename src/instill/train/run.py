@@ -35,6 +35,7 @@ from instill.ranks import start as start_ranks
 from instill.report.data_summary import write_data_summary
 from instill.report.html import try_write_report
 from instill.report.plots import plot_loss, plot_rewards
+from instill.stage_facts import eval_losses
 from instill.tracking.compute import set_torch_threads
 from instill.tracking.trackers import check_trackers, finish_run, log_summary, tracker_callbacks
 from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
@@ -198,9 +199,10 @@ def _data(config: RunConfig, stage: Stage, template: Any, media: Any = None
         if d.eval_dataset:
             _, evaluation = prepare_datasets(d.model_copy(update={"dataset": [], "streaming": False}), template,
                                              seed, stage.data_kind)
-        return train, evaluation.rows if evaluation else None, None
+        return train, _rows(evaluation), None
     train_set, eval_set = prepare_datasets(d, template, seed, stage.data_kind, media)
-    for part in (train_set, eval_set):
+    eval_sets = eval_set if isinstance(eval_set, dict) else {"eval": eval_set}  # eval_on_each_dataset: by name
+    for part in (train_set, *eval_sets.values()):
         if part is not None:
             for line in part.summary.lines(part.name):
                 say(line)
@@ -210,9 +212,18 @@ def _data(config: RunConfig, stage: Stage, template: Any, media: Any = None
     out.mkdir(parents=True, exist_ok=True)
     if is_main():
         write_data_summary(out / "data_summary.json",
-                           {"train": train_set.summary, "eval": eval_set.summary if eval_set else None},
+                           {"train": train_set.summary, **{("eval" if name == "eval" else f"eval {name}"):
+                                                           part.summary if part else None
+                                                           for name, part in eval_sets.items()}},
                            d.cutoff_len, batching)
-    return train_set.rows, eval_set.rows if eval_set else None, train_set
+    return train_set.rows, _rows(eval_set), train_set
+
+
+def _rows(part: Any) -> Any:
+    """A tokenized set's rows; {name: rows} for eval_on_each_dataset's sets (the Trainer evaluates each)."""
+    if isinstance(part, dict):
+        return {name: one.rows for name, one in part.items()}
+    return part.rows if part is not None else None
 
 
 def run_training(config: RunConfig) -> RunResult:
@@ -357,9 +368,10 @@ def _save(trainer: Any, config: RunConfig, template: Any, tokenizer: Any, result
         step = trainer.state.global_step
         last = {k: v for h in trainer.state.log_history if h.get("step") == step for k, v in h.items()
                 if k.startswith("eval_")}
-        if "eval_loss" not in last:
-            say(f"final evaluation: eval loss on {len(trainer.eval_dataset):,} eval rows")
-        eval_metrics = last if "eval_loss" in last else trainer.evaluate()
+        sets = trainer.eval_dataset.values() if isinstance(trainer.eval_dataset, dict) else [trainer.eval_dataset]
+        if not eval_losses(last):
+            say(f"final evaluation: eval loss on {sum(map(len, sets)):,} eval rows")
+        eval_metrics = last if eval_losses(last) else trainer.evaluate()
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     return metrics
