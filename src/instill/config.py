@@ -459,6 +459,9 @@ class TrainArgs(_Section):
     """Recompute activations in the backward pass: less memory, slower."""
     group_by_length: bool = True
     """Batches of similar lengths (less padding, the same data each epoch)."""
+    compute_accuracy: bool = False
+    """SFT: token accuracy at each evaluation (argmax next token = label, per row, averaged), logged as
+    eval_accuracy (LLaMA-Factory's ComputeAccuracy); evaluation then computes full logits (more memory)."""
     share_prefix: bool = True
     """Run the prefix every row of a batch shares (a system prompt and instruction) once per batch (exact)."""
     torch_compile: bool = False

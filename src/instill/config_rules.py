@@ -47,6 +47,17 @@ def eval_on_each_fits(c: RunConfig) -> str | None:
     return None
 
 
+def token_accuracy_fits(c: RunConfig) -> str | None:
+    if not c.train.compute_accuracy:
+        return None
+    if c.method.stage != "sft":
+        return f"compute_accuracy (token accuracy) is computed for stage sft (as LLaMA-Factory does), not {c.method.stage}"
+    if c.eval.do_eval and c.eval.eval_task == "classification":
+        return ("compute_accuracy logs token accuracy as eval_accuracy, the name do_eval's classification accuracy "
+                "logs too; keep one of them")
+    return None
+
+
 def quantization_fits_method(c: RunConfig) -> str | None:
     if c.model.quantization_bit and c.method.finetuning_type == "oft":
         return (f"'quantization_bit: {c.model.quantization_bit}' with finetuning_type: oft: peft has no 4/8-bit OFT "
@@ -227,7 +238,8 @@ def rewards_are_given(c: RunConfig) -> str | None:
     return None
 
 
-CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, eval_on_each_fits, quantization_fits_method, streaming_fits,
+CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, eval_on_each_fits, token_accuracy_fits,
+               quantization_fits_method, streaming_fits,
                masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
                best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
                sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix,

@@ -127,8 +127,6 @@ POLICY: dict[str, Policy] = {
     **_table("refused", "MoE auxiliary-loss tuning " + _NOT_YET, {"moe_aux_loss_coef": None}),
     **_table("refused", "LLaMA-Factory's v1 kernels are not supported; use enable_liger_kernel on CUDA",
              {"use_v1_kernels": False}),
-    **_table("refused", "token accuracy during evaluation " + _NOT_YET + "; use do_eval with eval_task",
-             {"compute_accuracy": False}),
     **_table("refused", "early stopping " + _NOT_YET, {"early_stopping_steps": None}),
     **_table("refused", "keeping earlier turns' thoughts " + _NOT_YET + " (instill renders every turn's thought "
              "as the data has it, as LLaMA-Factory's SFT does without mask_history)", {"preserve_thinking": False}),

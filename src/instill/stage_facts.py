@@ -113,6 +113,8 @@ STAGE_KEYS = frozenset().union(*(facts.own_keys for facts in STAGE_FACTS.values(
 
 # eval_loss; eval_<dataset>_loss for each eval dataset with eval_on_each_dataset (the Trainer's names)
 EVAL_LOSS = re.compile(r"eval_(?:(.+)_)?loss")
+# what the Trainer's evaluation logs beside it: the loss, and compute_accuracy's token accuracy
+EVAL_METRIC = re.compile(r"eval_(?:.+_)?(?:loss|accuracy)")
 
 
 def eval_losses(record: dict) -> dict[str, float]:

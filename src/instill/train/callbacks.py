@@ -10,7 +10,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from instill.stage_facts import EVAL_LOSS, StageFacts
+from instill.stage_facts import EVAL_METRIC, StageFacts
 from instill.tracking import hardware
 from instill.train.checkpoint import save_failures
 
@@ -38,8 +38,8 @@ class JsonlLogCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-        for key in logs:  # eval_loss, or eval_<dataset>_loss for each eval dataset (eval_on_each_dataset)
-            if key in ("loss", "learning_rate", "grad_norm", *THROUGHPUT_KEYS) or EVAL_LOSS.fullmatch(key):
+        for key in logs:  # eval_loss / eval_accuracy, or eval_<dataset>_... for each eval dataset (eval_on_each_dataset)
+            if key in ("loss", "learning_rate", "grad_norm", *THROUGHPUT_KEYS) or EVAL_METRIC.fullmatch(key):
                 record[key] = logs[key]
         # None: trl's mean of a reward function that had no opinion on any answer of the interval.
         record.update({k: v for k, v in logs.items() if self.stage.logs_metric(k) and v is not None})
@@ -77,7 +77,7 @@ class LogLineProgress(ProgressCallback):
         if not state.is_world_process_zero or not logs or self.training_bar is None:
             return
         shown = [f"{k.removeprefix('eval_').replace('_', ' ') if k.startswith('eval_') else k} {v:.4g}"
-                 for k, v in logs.items() if isinstance(v, float) and (k in _SHOWN or EVAL_LOSS.fullmatch(k))]
+                 for k, v in logs.items() if isinstance(v, float) and (k in _SHOWN or EVAL_METRIC.fullmatch(k))]
         if shown:
             self.training_bar.write(f"[instill] step {state.global_step}/{state.max_steps}: {' · '.join(shown)}")
 

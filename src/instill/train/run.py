@@ -165,7 +165,8 @@ def _training_arguments(cls: type, args: TrainArgs, has_eval: bool, finetuning_t
         save_total_limit=args.save_total_limit,
         eval_strategy=args.eval_strategy if has_eval else "no",
         eval_steps=args.eval_steps or (args.save_steps if args.eval_strategy == "steps" else None),
-        prediction_loss_only=True,  # eval loss only: full-vocab logits of every eval batch would fill memory
+        # eval loss only: full-vocab logits of every eval batch would fill memory (compute_accuracy needs them)
+        prediction_loss_only=not args.compute_accuracy,
         seed=args.seed,
         data_seed=args.seed if args.data_seed is None else args.data_seed,
         train_sampling_strategy=sampling,

@@ -8,6 +8,7 @@ from typing import Any
 from instill.console import say
 from instill.data.collate import PackCollator, PadCollator
 from instill.data.multimodal import ImageCollator
+from instill.data.tokenize import IGNORE_INDEX
 from instill.errors import ConfigError
 from instill.model.load import device_type
 from instill.train.losses import sft_loss
@@ -64,7 +65,30 @@ def build_trainer(inputs: StageInputs) -> Any:
         share_prefix=inputs.config.train.share_prefix,
         sft_loss=loss,
         reference=asft_reference(inputs) if loss is not None and loss.reference else None,
+        **({"compute_metrics": token_accuracy, "preprocess_logits_for_metrics": argmax_logits}
+           if inputs.config.train.compute_accuracy else {}),
     )
+
+
+def argmax_logits(logits: Any, labels: Any) -> Any:
+    """Only the predicted token of each position is kept for compute_accuracy (not the full-vocab logits)."""
+    if isinstance(logits, tuple | list):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def token_accuracy(prediction: Any) -> dict[str, float]:
+    """compute_accuracy: per row, the share of labelled positions whose argmax is the next label, averaged over
+    the rows (LLaMA-Factory's ComputeAccuracy)."""
+    import numpy as np
+
+    scores = []
+    for predicted, labels in zip(prediction.predictions, prediction.label_ids):
+        predicted, labels = predicted[:-1], labels[1:]
+        mask = labels != IGNORE_INDEX
+        if mask.any():
+            scores.append(float(np.mean(predicted[mask] == labels[mask])))
+    return {"accuracy": float(np.mean(scores)) if scores else float("nan")}
 
 
 STAGE = Stage.named("sft", build_trainer)
