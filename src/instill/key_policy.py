@@ -86,6 +86,9 @@ POLICY: dict[str, Policy] = {
              "(CUDA_VISIBLE_DEVICES=)", "use_cpu"),
     **_table("ignored", "accelerate launch sets it", "parallelism_config"),
     **_table("ignored", "lm-eval benchmarks carry their own prompts (pick cmmlu or ceval for Chinese)", "lang"),
+    **_table("ignored", "instill renders earlier turns' thoughts as the data has them in every prompt, as "
+             "LLaMA-Factory does with preserve_thinking: true (its false drops them from DPO/KTO/inference prompts "
+             "and with mask_history; not built)", "preserve_thinking"),
     # -- refused, with the reason ---------------------------------------------------------------------
     **_table("refused", "checkpoints always hold the optimizer state (for resuming); set save_only_model: false",
              "save_only_model"),
@@ -128,9 +131,9 @@ POLICY: dict[str, Policy] = {
     **_table("refused", "LLaMA-Factory's v1 kernels are not supported; use enable_liger_kernel on CUDA",
              {"use_v1_kernels": False}),
     **_table("refused", "early stopping " + _NOT_YET, {"early_stopping_steps": None}),
-    **_table("refused", "keeping earlier turns' thoughts " + _NOT_YET + " (instill renders every turn's thought "
-             "as the data has it, as LLaMA-Factory's SFT does without mask_history)", {"preserve_thinking": False}),
-    **_table("refused", "tool formats other than the template's own " + _NOT_YET, {"tool_format": None}),
+    **_table("refused", "LLaMA-Factory's per-model tool-call formats (default, glm4, llama3, mistral, qwen, ...) are "
+             "not written in instill yet; remove it: templates qwen, chatml and qwen2_vl write Hermes-style tool "
+             "calls and template: auto the tokenizer's own", {"tool_format": None}),
     **_table("refused", "adding tokens to the vocabulary " + _NOT_YET, {
         "add_tokens": None, "add_special_tokens": None, "new_special_tokens_config": None, "resize_vocab": False,
         "init_special_tokens": "noise_init", "split_special_tokens": False}),
