@@ -122,3 +122,13 @@ def test_the_keys_are_config_fields_that_reach_the_template():
     assert TemplateChoice.of(config.data) == TemplateChoice("qwen3", "S", False)
     with pytest.raises(ConfigError, match="enable_thinking"):
         build_config({"model_name_or_path": "m", "enable_thinking": "maybe"})
+
+
+def test_doctor_does_not_warn_about_thinking_that_is_off(qwen2_tokenizer):
+    from instill.doctor.template import is_reasoning
+
+    tokenizer = copy.deepcopy(qwen2_tokenizer)
+    tokenizer.chat_template = "{% for m in messages %}<think></think>{{ m['content'] }}<|im_end|>{% endfor %}"
+    on = build_config({"model_name_or_path": "m"})
+    off = build_config({"model_name_or_path": "m", "enable_thinking": False})
+    assert is_reasoning(on, tokenizer) and not is_reasoning(off, tokenizer)

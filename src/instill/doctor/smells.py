@@ -69,7 +69,8 @@ def reasoning_check(reasoning_template: bool, thinking_data: bool) -> Check | No
     if not thinking_data:
         return Check(WARN, AREA, "reasoning", "the chat template writes <think> blocks, but no answer in the data has "
                      "<think>…</think>: the model learns to answer without thinking, or to emit empty thinking",
-                     "add reasoning to the answers, or train with a template without thinking (e.g. template: qwen)")
+                     "add reasoning to the answers, or set enable_thinking: false (thinking off, as LLaMA-Factory's "
+                     "key does), or train with a template without thinking (e.g. template: qwen)")
     return Check(PASS, AREA, "reasoning", "reasoning template, and the data has <think> answers")
 
 

@@ -43,8 +43,9 @@ def choose_template(config: RunConfig, tokenizer: Any) -> tuple[ChatTemplate | N
 
 
 def is_reasoning(config: RunConfig, tokenizer: Any) -> bool:
-    """A template that writes <think> blocks (Qwen3, DeepSeek-R1 style)."""
-    return config.data.template == "auto" and "<think>" in str(getattr(tokenizer, "chat_template", "") or "")
+    """A template that writes <think> blocks (Qwen3, DeepSeek-R1 style), with thinking on (enable_thinking)."""
+    return (config.data.template == "auto" and config.data.enable_thinking
+            and "<think>" in str(getattr(tokenizer, "chat_template", "") or ""))
 
 
 def _prefix_check(template: ChatTemplate, sample: Example | None) -> Check:
