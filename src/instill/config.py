@@ -740,6 +740,12 @@ def check_training(config: RunConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: training needs 'dataset' (names from dataset_info.json in dataset_dir)")
 
 
+def _default_of(key: str) -> Any:
+    """The default of an implemented key (None when it has none)."""
+    field = SECTIONS[KNOWN_KEYS[key]].model_fields[key]
+    return None if field.is_required() else field.get_default(call_default_factory=True)
+
+
 def _suggest(key: str) -> str:
     close = difflib.get_close_matches(key, [*KNOWN_KEYS, *ALIASES, *POLICY], n=1, cutoff=0.75)
     return f" — did you mean '{close[0]}'?" if close else ""
@@ -850,7 +856,9 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
         sections[KNOWN_KEYS[key]][key] = value
     stage = str(flat.get("stage", "sft"))
     if stage in STAGE_FACTS:
-        other = sorted(k for k in flat if k in STAGE_KEYS and k not in STAGE_FACTS[stage].own_keys)
+        # a key of another stage at its default asks for nothing (LLaMA-Factory's YAMLs spell defaults out)
+        other = sorted(k for k in flat if k in STAGE_KEYS and k not in STAGE_FACTS[stage].own_keys
+                       and flat[k] != _default_of(k))
         ignored += [f"'{k}' (read by stage {', '.join(n for n, f in STAGE_FACTS.items() if k in f.own_keys)}, "
                     f"not {stage})" for k in other]
     if ignored:
