@@ -33,6 +33,7 @@ from instill.config import MethodArgs, RunConfig
 from instill.config_rules import chosen_optimizer
 from instill.errors import ConfigError
 from instill.model.adapters import linear_module_names
+from instill.model.footprint import muon_split
 from instill.ranks import world_size
 
 
@@ -167,20 +168,6 @@ class MuonWithAdamW(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         for opt, state in zip(self.parts, state_dict["parts"], strict=True):
             opt.load_state_dict(state)
-
-
-def muon_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(Muon's, AdamW's) trainable parameters: Muon takes the 2-D weights of the hidden layers; the input
-    embeddings, the output head (a reward model's score too), norms and biases go to AdamW."""
-    edges = {id(layer.weight) for layer in (model.get_input_embeddings(), model.get_output_embeddings())
-             if layer is not None}
-    hidden, rest = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        edge = id(param) in edges or any(part in name for part in ("embed", "lm_head", "score"))
-        (hidden if param.ndim == 2 and not edge else rest).append(param)
-    return hidden, rest
 
 
 def muon(trainer: Any, model: nn.Module, m: MethodArgs) -> Any:
