@@ -220,7 +220,7 @@ def cuda_peak(out: Path, module: str, argv: list[str]) -> int:
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (stop.code is not None)
     finally:
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and torch.cuda.max_memory_allocated():  # 0: training ran in torchrun's processes
             out.write_text(json.dumps({"peak_mb": torch.cuda.max_memory_allocated() / 2**20}))
     return code
 
