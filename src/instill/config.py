@@ -413,7 +413,11 @@ class TrainArgs(_Section):
     group_by_length: bool = True
     """Batches of similar lengths (less padding, the same data each epoch)."""
     share_prefix: bool = True
-    """Run the prefix every row of a batch shares (a system prompt and instruction) once per batch (exact)."""
+    """Run the prefix every row of a batch shares (a system prompt and instruction) once per batch (exact; with
+    gradient checkpointing too). Off under active dropout unless share_prefix_with_dropout."""
+    share_prefix_with_dropout: bool = False
+    """Share the prefix under active dropout (lora_dropout, attention dropout) too: every row then gets the
+    prefix's one dropout mask instead of its own (not exact; off until its effect on accuracy is measured)."""
     torch_compile: bool = False
     """Compile the model with torch.compile (CUDA only)."""
     enable_liger_kernel: bool = False

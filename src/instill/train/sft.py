@@ -62,6 +62,7 @@ def build_trainer(inputs: StageInputs) -> Any:
         processing_class=inputs.tokenizer,
         callbacks=inputs.callbacks,
         share_prefix=inputs.config.train.share_prefix,
+        share_prefix_with_dropout=inputs.config.train.share_prefix_with_dropout,
         sft_loss=loss,
         reference=asft_reference(inputs) if loss is not None and loss.reference else None,
     )
