@@ -15,7 +15,7 @@ from instill.cli import main
 from instill.config import build_config, load_config
 from instill.errors import ConfigError
 from instill.model.footprint import model_shape, muon_split
-from instill.train.optimizers import MuonWithAdamW
+from instill.train.optimizers import MuonWithAdamW, state_bytes
 from instill.train.run import run_training
 from tests.conftest import native_bf16
 from tests.train.test_preference import config as preference_config
@@ -45,31 +45,10 @@ def _train(example: str, tiny_qwen2: Path, dataset_dir: Path, out: Path, *extra:
     return result, optimizer
 
 
-def _state_bytes(optimizer) -> int:
-    """Bytes of every tensor an optimizer keeps in its state (GaLore's projectors included)."""
-    inner = (list(optimizer.optimizer_dict.values()) if hasattr(optimizer, "optimizer_dict")
-             else getattr(optimizer, "parts", [optimizer]))
-    seen: set[int] = set()
-
-    def walk(obj) -> int:
-        if isinstance(obj, torch.Tensor):
-            if id(obj) in seen or obj.ndim == 0:  # step counters
-                return 0
-            seen.add(id(obj))
-            return obj.numel() * obj.element_size()
-        if isinstance(obj, dict):
-            return sum(walk(v) for v in obj.values())
-        if isinstance(obj, list | tuple):
-            return sum(walk(v) for v in obj)
-        return sum(walk(v) for v in vars(obj).values()) if hasattr(obj, "__dict__") else 0
-
-    return sum(walk(dict(getattr(opt, "base_optimizer", opt).state)) for opt in inner)
-
-
 def _estimate_matches(config, model_dir: Path, optimizer) -> None:
     """The doctor's optimizer-state estimate (model/footprint.py) within 25% of the bytes the optimizer holds."""
     estimate = model_shape(model_dir, config, 10).optimizer_state
-    measured = _state_bytes(optimizer)
+    measured = state_bytes(optimizer)
     assert 0.8 * measured <= estimate <= 1.25 * measured, (estimate, measured)
 
 

@@ -210,6 +210,29 @@ OPTIMIZERS: dict[str, Optimizer] = {
 }
 
 
+def state_bytes(optimizer: Any) -> int:
+    """Bytes of every tensor an optimizer holds in its state (GaLore's projectors, each optimizer of a
+    layer-wise one, BAdam's inner Adam included); step counters left out."""
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # inside accelerate's wrapper
+    inner = (list(optimizer.optimizer_dict.values()) if hasattr(optimizer, "optimizer_dict")
+             else getattr(optimizer, "parts", [optimizer]))
+    seen: set[int] = set()
+
+    def walk(obj: Any) -> int:
+        if isinstance(obj, torch.Tensor):
+            if id(obj) in seen or obj.ndim == 0:
+                return 0
+            seen.add(id(obj))
+            return obj.numel() * obj.element_size()
+        if isinstance(obj, dict):
+            return sum(walk(v) for v in obj.values())
+        if isinstance(obj, list | tuple):
+            return sum(walk(v) for v in obj)
+        return sum(walk(v) for v in vars(obj).values()) if hasattr(obj, "__dict__") else 0
+
+    return sum(walk(dict(getattr(opt, "base_optimizer", opt).state)) for opt in inner)
+
+
 def check_optimizer(config: RunConfig) -> None:
     """Before anything loads: the chosen optimizer's package is installed, and it fits this many processes."""
     m, key = config.method, chosen_optimizer(config.method)
