@@ -669,7 +669,8 @@ class ExportArgs(_Section):
     export_format: Literal["safetensors", "gguf"] = "safetensors"
     """gguf: also write export_dir/model-<export_gguf_type>.gguf and an Ollama Modelfile beside the merged model."""
     export_gguf_type: str = "f16"
-    """The GGUF's weight type with export_format: gguf: f16, bf16, q8_0 or q4_0 (norms stay f32)."""
+    """The GGUF's weight type with export_format: gguf: f16, bf16, q8_0, q4_0, or a K-quant (q4_k_m, q5_k_m, q6_k,
+    ...: quantized by llama.cpp, the llamacpp extra). Norms stay f32."""
 
 
 SECTIONS: dict[str, type[_Section]] = {

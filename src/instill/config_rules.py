@@ -7,6 +7,7 @@ validator on its field in `config.py`.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 from instill.stage_facts import STAGE_FACTS
@@ -181,17 +182,22 @@ def distill_beta_is_a_mix(c: RunConfig) -> str | None:
     return None
 
 
-# The GGUF weight types instill writes: those the gguf package quantizes itself (it has no K-quant quantizer).
+# The GGUF weight types instill writes itself: those the gguf package quantizes (it has no K-quant quantizer).
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0")
+# K-quants: written as f16 first, then quantized by llama.cpp's own quantizer (the `llamacpp` extra).
+GGUF_K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
 
 
 def gguf_type_is_written(c: RunConfig) -> str | None:
     e = c.export
-    if e.export_gguf_type not in GGUF_TYPES:
+    if e.export_gguf_type not in (*GGUF_TYPES, *GGUF_K_QUANTS):
         return (f"export_gguf_type '{printable(e.export_gguf_type)}' is not written by instill; choose one of "
-                f"{', '.join(GGUF_TYPES)} (K-quants such as q4_k_m: run llama.cpp's llama-quantize on the f16 GGUF)")
+                f"{', '.join((*GGUF_TYPES, *GGUF_K_QUANTS))}")
     if e.export_gguf_type != "f16" and e.export_format != "gguf":  # not the default: the user meant a GGUF
         return "export_gguf_type is set but export_format is not gguf; add export_format: gguf"
+    if e.export_gguf_type in GGUF_K_QUANTS and importlib.util.find_spec("llama_cpp") is None:
+        return (f"export_gguf_type '{e.export_gguf_type}' is quantized by llama.cpp, which is not installed; "
+                "install the llamacpp extra (pip install 'instill[llamacpp]') or choose f16, bf16, q8_0 or q4_0")
     return None
 
 
