@@ -201,6 +201,18 @@ def gguf_type_is_written(c: RunConfig) -> str | None:
     return None
 
 
+def vllm_fits_eval(c: RunConfig) -> str | None:
+    if c.model.infer_backend != "vllm":
+        return None
+    if c.eval.eval_mode == "score":
+        return ("eval_mode: score ranks labels by likelihood on the transformers model; infer_backend: vllm "
+                "generates (use eval_mode: generate, or infer_backend: huggingface)")
+    if c.eval.eval_task == "preference":
+        return ("eval_task: preference scores pairs by likelihood on the transformers model; use infer_backend: "
+                "huggingface")
+    return None
+
+
 def rewards_are_given(c: RunConfig) -> str | None:
     m = c.method
     if "reward_funcs" not in STAGE_FACTS[m.stage].own_keys:
@@ -224,4 +236,4 @@ CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quanti
                masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
                best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
                sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix,
-               gguf_type_is_written)
+               gguf_type_is_written, vllm_fits_eval)

@@ -105,9 +105,6 @@ POLICY: dict[str, Policy] = {
         "placement_strategy": None}),
     **_table("refused", "fp8 training needs a CUDA GPU with fp8 (Hopper or newer) and is not built in instill; "
              "use bf16", {"fp8": False, "fp8_backend": "auto", "fp8_enable_fsdp_float8_all_gather": False}),
-    **_table("refused", "the vLLM inference backend is not built in instill yet; use infer_backend: huggingface", {
-        "vllm_maxlen": 4096, "vllm_gpu_util": 0.7, "vllm_enforce_eager": False, "vllm_max_lora_rank": 32,
-        "vllm_config": None}),
     **_table("refused", "the SGLang inference backend is not supported; use infer_backend: huggingface", {
         "sglang_maxlen": 4096, "sglang_mem_fraction": 0.7, "sglang_tp_size": -1, "sglang_config": None,
         "sglang_lora_backend": "triton"}),
@@ -187,7 +184,6 @@ POLICY: dict[str, Policy] = {
 # Values refused for keys instill implements: (key, value) -> reason.
 REFUSED_VALUES: dict[tuple[str, Any], str] = {
     ("stage", "ppo"): _PPO,
-    ("infer_backend", "vllm"): "the vLLM backend is not built in instill yet; use infer_backend: huggingface",
     ("infer_backend", "sglang"): "the SGLang backend is not supported; use infer_backend: huggingface",
     ("infer_backend", "ktransformers"): "the KTransformers backend is not supported; use infer_backend: huggingface",
 }
