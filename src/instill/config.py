@@ -694,6 +694,19 @@ class ExportArgs(_Section):
     export_gguf_type: str = "f16"
     """The GGUF's weight type with export_format: gguf: f16, bf16, q8_0, q4_0, or a K-quant (q4_k_m, q5_k_m, q6_k,
     ...: quantized by llama.cpp, the llamacpp extra). Norms stay f32."""
+    export_quantization_bit: Literal[2, 3, 4, 8] | None = None
+    """Quantize the exported model to this many bits: GPTQ, as LLaMA-Factory does (a CUDA GPU, gptqmodel and
+    optimum, calibration text in export_quantization_dataset), or bitsandbytes 4/8-bit with
+    export_quantization_method: bnb (runs on the CPU too). Export a merged model first; adapters are refused."""
+    export_quantization_method: Literal["gptq", "bnb"] = "gptq"
+    """How export_quantization_bit quantizes: gptq (LLaMA-Factory's) or bnb (bitsandbytes nf4/fp4 or int8, saved
+    in safetensors; loads with transformers and bitsandbytes; quantization_type and double_quantization apply)."""
+    export_quantization_dataset: str | None = None
+    """GPTQ calibration text: a json/jsonl/csv/parquet/txt file, or a hub dataset, with a 'text' column."""
+    export_quantization_nsamples: int = Field(default=128, ge=1)
+    """GPTQ: how many calibration windows to take from export_quantization_dataset."""
+    export_quantization_maxlen: int = Field(default=1024, ge=1)
+    """GPTQ: tokens per calibration window (rows must be longer than this)."""
 
 
 SECTIONS: dict[str, type[_Section]] = {

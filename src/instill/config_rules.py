@@ -201,6 +201,23 @@ def gguf_type_is_written(c: RunConfig) -> str | None:
     return None
 
 
+def quantized_export_fits(c: RunConfig) -> str | None:
+    e = c.export
+    if e.export_quantization_bit is None:
+        return None
+    if e.export_quantization_method == "gptq" and not e.export_quantization_dataset:
+        return ("export_quantization_bit: GPTQ needs export_quantization_dataset (calibration text with a 'text' "
+                "column), as in LLaMA-Factory; or set export_quantization_method: bnb")
+    if e.export_quantization_method == "bnb" and e.export_quantization_bit not in (4, 8):
+        return f"export_quantization_bit: {e.export_quantization_bit}: export_quantization_method: bnb writes 4 or 8 bits"
+    if c.model.adapter_name_or_path:
+        return ("export_quantization_bit quantizes a merged model: export with the adapters merged first (without "
+                "export_quantization_bit), then quantize that directory")
+    if e.export_format == "gguf":
+        return "export_quantization_bit and export_format: gguf do not combine; a GGUF has its own export_gguf_type"
+    return None
+
+
 def vllm_fits_eval(c: RunConfig) -> str | None:
     if c.model.infer_backend != "vllm":
         return None
@@ -236,4 +253,4 @@ CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quanti
                masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
                best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
                sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix,
-               gguf_type_is_written, vllm_fits_eval)
+               gguf_type_is_written, quantized_export_fits, vllm_fits_eval)

@@ -161,9 +161,6 @@ POLICY: dict[str, Policy] = {
         "skip_special_tokens": True, "eval_num_beams": None}),
     **_table("refused", "inference dtype " + _NOT_YET + " (inference uses the model's saved dtype)",
              {"infer_dtype": "auto"}),
-    **_table("refused", "GPTQ / quantized export " + _NOT_YET + "; export merged weights", {
-        "export_quantization_bit": None, "export_quantization_dataset": None, "export_quantization_nsamples": 128,
-        "export_quantization_maxlen": 1024}),
     **_table("refused", "PyTorch .bin weights are unsafe to load (pickle); instill writes safetensors only",
              {"export_legacy_format": False}),
     **_table("refused", "uploading the export " + _NOT_YET + "; upload export_dir with `hf upload`",
