@@ -67,7 +67,7 @@ def test_passthrough_names_are_trainer_fields():
     ("apollo_scale_front", True, "apollo-torch reads scale_front only as a constructor argument"),
     ("use_mca", True, "Megatron-Core training"),
     ("fp8", True, "fp8 training needs a CUDA GPU"),
-    ("infer_backend", "vllm", "the vLLM backend is not built"),
+    ("infer_backend", "sglang", "the SGLang backend is not supported"),
     ("stage", "ppo", "PPO was removed from trl"),
     ("export_legacy_format", True, "unsafe to load (pickle)"),
 ])

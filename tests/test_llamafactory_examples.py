@@ -32,7 +32,7 @@ REFUSED = {
     "ktransformers/train_lora/qwen3_5moe_lora_sft_kt.yaml": "use_kt",
     "ktransformers/train_lora/qwen3moe_lora_sft_kt.yaml": "use_kt",
     "megatron/qwen2_vl_full.yaml": "tensor_model_parallel_size", "megatron/qwen3_moe_full.yaml": "tensor_model_parallel_size",
-    "merge_lora/qwen3_gptq.yaml": "export_quantization_bit", "train_lora/qwen3_lora_sft_ray.yaml": "ray_num_workers",
+    "train_lora/qwen3_lora_sft_ray.yaml": "ray_num_workers",
 }
 
 

@@ -8,6 +8,7 @@ config fails at the door naming the key. Later stages receive only their section
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -83,13 +84,35 @@ class ModelArgs(_Section):
     use_reentrant_gc: bool = False
     """Activation checkpointing with torch's reentrant variant. LLaMA-Factory's default is true; instill's is
     false (torch's recommendation: it needs no input gradients and works with adapters)."""
-    infer_backend: Literal["huggingface", "hf"] = "huggingface"
-    """The inference engine for chat, serve, predict and eval: transformers (vLLM/SGLang are refused)."""
+    infer_backend: Literal["huggingface", "hf", "vllm"] = "huggingface"
+    """The inference engine: transformers (huggingface), or vllm for chat, predict and eval generation (a CUDA GPU
+    and the vllm package; serve, eval_mode: score, preference eval and benchmarks run on transformers)."""
+    vllm_maxlen: int = Field(default=4096, ge=1)
+    """vLLM: the longest sequence (prompt + answer) the engine holds (its max_model_len)."""
+    vllm_gpu_util: float = Field(default=0.7, gt=0, le=1)
+    """vLLM: the fraction of GPU memory the engine may take (its gpu_memory_utilization)."""
+    vllm_enforce_eager: bool = False
+    """vLLM: run eagerly, without CUDA graphs (its enforce_eager)."""
+    vllm_max_lora_rank: int = Field(default=32, ge=1)
+    """vLLM: the largest LoRA rank the engine accepts (its max_lora_rank)."""
+    vllm_config: dict[str, Any] | None = None
+    """vLLM: more engine arguments for vllm.LLM, as a mapping or a JSON string; they override instill's."""
     rope_scaling: Literal["linear", "dynamic", "yarn", "llama3"] | None = None
     """RoPE scaling for sequences longer than the model's max_position_embeddings: the factor is
     ceil(cutoff_len / max_position_embeddings), as LLaMA-Factory derives it; saved with the run, so inference uses it."""
 
     _split = field_validator("adapter_name_or_path", mode="before")(_comma_list)
+
+    @field_validator("vllm_config", mode="before")
+    @classmethod
+    def _vllm_config(cls, v: Any) -> Any:
+        """LLaMA-Factory takes a JSON string too."""
+        if isinstance(v, str) and v.strip().startswith("{"):
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"not valid JSON ({err.msg} at character {err.pos})") from None
+        return v
 
 
 class DataArgs(_Section):
@@ -673,7 +696,21 @@ class ExportArgs(_Section):
     export_format: Literal["safetensors", "gguf"] = "safetensors"
     """gguf: also write export_dir/model-<export_gguf_type>.gguf and an Ollama Modelfile beside the merged model."""
     export_gguf_type: str = "f16"
-    """The GGUF's weight type with export_format: gguf: f16, bf16, q8_0 or q4_0 (norms stay f32)."""
+    """The GGUF's weight type with export_format: gguf: f16, bf16, q8_0, q4_0, or a K-quant (q4_k_m, q5_k_m, q6_k,
+    ...: quantized by llama.cpp, the llamacpp extra). Norms stay f32."""
+    export_quantization_bit: Literal[2, 3, 4, 8] | None = None
+    """Quantize the exported model to this many bits: GPTQ, as LLaMA-Factory does (a CUDA GPU, gptqmodel and
+    optimum, calibration text in export_quantization_dataset), or bitsandbytes 4/8-bit with
+    export_quantization_method: bnb (runs on the CPU too). Export a merged model first; adapters are refused."""
+    export_quantization_method: Literal["gptq", "bnb"] = "gptq"
+    """How export_quantization_bit quantizes: gptq (LLaMA-Factory's) or bnb (bitsandbytes nf4/fp4 or int8, saved
+    in safetensors; loads with transformers and bitsandbytes; quantization_type and double_quantization apply)."""
+    export_quantization_dataset: str | None = None
+    """GPTQ calibration text: a json/jsonl/csv/parquet/txt file, or a hub dataset, with a 'text' column."""
+    export_quantization_nsamples: int = Field(default=128, ge=1)
+    """GPTQ: how many calibration windows to take from export_quantization_dataset."""
+    export_quantization_maxlen: int = Field(default=1024, ge=1)
+    """GPTQ: tokens per calibration window (rows must be longer than this)."""
 
 
 SECTIONS: dict[str, type[_Section]] = {

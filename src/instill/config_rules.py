@@ -7,6 +7,7 @@ validator on its field in `config.py`.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 from instill.stage_facts import STAGE_FACTS
@@ -181,17 +182,51 @@ def distill_beta_is_a_mix(c: RunConfig) -> str | None:
     return None
 
 
-# The GGUF weight types instill writes: those the gguf package quantizes itself (it has no K-quant quantizer).
+# The GGUF weight types instill writes itself: those the gguf package quantizes (it has no K-quant quantizer).
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0")
+# K-quants: written as f16 first, then quantized by llama.cpp's own quantizer (the `llamacpp` extra).
+GGUF_K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
 
 
 def gguf_type_is_written(c: RunConfig) -> str | None:
     e = c.export
-    if e.export_gguf_type not in GGUF_TYPES:
+    if e.export_gguf_type not in (*GGUF_TYPES, *GGUF_K_QUANTS):
         return (f"export_gguf_type '{printable(e.export_gguf_type)}' is not written by instill; choose one of "
-                f"{', '.join(GGUF_TYPES)} (K-quants such as q4_k_m: run llama.cpp's llama-quantize on the f16 GGUF)")
+                f"{', '.join((*GGUF_TYPES, *GGUF_K_QUANTS))}")
     if e.export_gguf_type != "f16" and e.export_format != "gguf":  # not the default: the user meant a GGUF
         return "export_gguf_type is set but export_format is not gguf; add export_format: gguf"
+    if e.export_gguf_type in GGUF_K_QUANTS and importlib.util.find_spec("llama_cpp") is None:
+        return (f"export_gguf_type '{e.export_gguf_type}' is quantized by llama.cpp, which is not installed; "
+                "install the llamacpp extra (pip install 'instill[llamacpp]') or choose f16, bf16, q8_0 or q4_0")
+    return None
+
+
+def quantized_export_fits(c: RunConfig) -> str | None:
+    e = c.export
+    if e.export_quantization_bit is None:
+        return None
+    if e.export_quantization_method == "gptq" and not e.export_quantization_dataset:
+        return ("export_quantization_bit: GPTQ needs export_quantization_dataset (calibration text with a 'text' "
+                "column), as in LLaMA-Factory; or set export_quantization_method: bnb")
+    if e.export_quantization_method == "bnb" and e.export_quantization_bit not in (4, 8):
+        return f"export_quantization_bit: {e.export_quantization_bit}: export_quantization_method: bnb writes 4 or 8 bits"
+    if c.model.adapter_name_or_path:
+        return ("export_quantization_bit quantizes a merged model: export with the adapters merged first (without "
+                "export_quantization_bit), then quantize that directory")
+    if e.export_format == "gguf":
+        return "export_quantization_bit and export_format: gguf do not combine; a GGUF has its own export_gguf_type"
+    return None
+
+
+def vllm_fits_eval(c: RunConfig) -> str | None:
+    if c.model.infer_backend != "vllm":
+        return None
+    if c.eval.eval_mode == "score":
+        return ("eval_mode: score ranks labels by likelihood on the transformers model; infer_backend: vllm "
+                "generates (use eval_mode: generate, or infer_backend: huggingface)")
+    if c.eval.eval_task == "preference":
+        return ("eval_task: preference scores pairs by likelihood on the transformers model; use infer_backend: "
+                "huggingface")
     return None
 
 
@@ -218,4 +253,4 @@ CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quanti
                masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
                best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
                sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix,
-               gguf_type_is_written)
+               gguf_type_is_written, quantized_export_fits, vllm_fits_eval)

@@ -105,9 +105,6 @@ POLICY: dict[str, Policy] = {
         "placement_strategy": None}),
     **_table("refused", "fp8 training needs a CUDA GPU with fp8 (Hopper or newer) and is not built in instill; "
              "use bf16", {"fp8": False, "fp8_backend": "auto", "fp8_enable_fsdp_float8_all_gather": False}),
-    **_table("refused", "the vLLM inference backend is not built in instill yet; use infer_backend: huggingface", {
-        "vllm_maxlen": 4096, "vllm_gpu_util": 0.7, "vllm_enforce_eager": False, "vllm_max_lora_rank": 32,
-        "vllm_config": None}),
     **_table("refused", "the SGLang inference backend is not supported; use infer_backend: huggingface", {
         "sglang_maxlen": 4096, "sglang_mem_fraction": 0.7, "sglang_tp_size": -1, "sglang_config": None,
         "sglang_lora_backend": "triton"}),
@@ -164,9 +161,6 @@ POLICY: dict[str, Policy] = {
         "skip_special_tokens": True, "eval_num_beams": None}),
     **_table("refused", "inference dtype " + _NOT_YET + " (inference uses the model's saved dtype)",
              {"infer_dtype": "auto"}),
-    **_table("refused", "GPTQ / quantized export " + _NOT_YET + "; export merged weights", {
-        "export_quantization_bit": None, "export_quantization_dataset": None, "export_quantization_nsamples": 128,
-        "export_quantization_maxlen": 1024}),
     **_table("refused", "PyTorch .bin weights are unsafe to load (pickle); instill writes safetensors only",
              {"export_legacy_format": False}),
     **_table("refused", "uploading the export " + _NOT_YET + "; upload export_dir with `hf upload`",
@@ -187,7 +181,6 @@ POLICY: dict[str, Policy] = {
 # Values refused for keys instill implements: (key, value) -> reason.
 REFUSED_VALUES: dict[tuple[str, Any], str] = {
     ("stage", "ppo"): _PPO,
-    ("infer_backend", "vllm"): "the vLLM backend is not built in instill yet; use infer_backend: huggingface",
     ("infer_backend", "sglang"): "the SGLang backend is not supported; use infer_backend: huggingface",
     ("infer_backend", "ktransformers"): "the KTransformers backend is not supported; use infer_backend: huggingface",
 }

@@ -51,6 +51,9 @@ def _serve(args: argparse.Namespace) -> int:
     from instill.infer.serve.server import Limits, exposure_warning, run_server
 
     config = _config(args)
+    if config.model.infer_backend == "vllm":
+        raise ConfigError("instill serve batches on transformers; infer_backend: vllm is for chat, predict and eval "
+                          "generation (set infer_backend=huggingface, or serve with `vllm serve`)")
     api_key = args.api_key or os.environ.get("INSTILL_API_KEY") or None
     for flag in ("max_concurrency", "max_queue", "max_tokens", "max_model_len"):
         value = getattr(args, flag)
