@@ -259,32 +259,22 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
                                                            "properties": {"city": {"type": "string"}}}}}
 
 
-def test_tool_calls_are_parsed_streamed_or_not(serve_app, served, monkeypatch):
-    """A random model never writes a tool call, so its output is scripted (a logits processor forces the
-    tokens of a Hermes call); everything else — template with tools, decoding, parsing — is the real path."""
-    from transformers import LogitsProcessor
-
+def test_tool_calls_are_parsed_streamed_or_not(serve_app, served, request):
+    """A random model never writes a tool call, so its output is scripted (a forward hook on the base model
+    forces the tokens of a Hermes call, whatever the batcher); everything else — template with tools,
+    decoding, parsing — is the real path. Requests here run one at a time."""
     tokenizer = served.models["alpha"].tokenizer
     script = 'Let me check.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'
     ids = tokenizer(script, add_special_tokens=False)["input_ids"]
+    step = [0]
 
-    class Script(LogitsProcessor):
-        def __init__(self, width):
-            self.width = width
+    def scripted(module, args, kwargs, output):
+        step[0] = 0 if kwargs["input_ids"].shape[1] > 1 else step[0] + 1  # a prompt starts the script over
+        output.logits[:, -1] = -float("inf")
+        output.logits[:, -1, ids[min(step[0], len(ids) - 1)]] = 0.0
+        return output
 
-        def __call__(self, input_ids, scores):
-            step = input_ids.shape[1] - self.width
-            scores[:] = -float("inf")
-            scores[:, ids[min(step, len(ids) - 1)]] = 0.0
-            return scores
-
-    generate = served.model.generate
-
-    def scripted(*args, **kwargs):
-        kwargs["logits_processor"] = [*(kwargs.get("logits_processor") or []), Script(kwargs["input_ids"].shape[1])]
-        return generate(*args, **kwargs)
-
-    monkeypatch.setattr(served.model, "generate", scripted)
+    request.addfinalizer(served.model.get_base_model().register_forward_hook(scripted, with_kwargs=True).remove)
     client = serve_app().client()
     messages = [{"role": "user", "content": "Weather in Paris?"}]
     answer = ask(client, messages=messages, tools=[WEATHER], max_tokens=64)
