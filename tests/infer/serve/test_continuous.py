@@ -73,12 +73,14 @@ def test_the_tiny_models_can_be_batched_continuously(served):
 
 @pytest.mark.parametrize("sampled", [False, True])
 def test_answers_match_one_at_a_time_with_requests_arriving_mid_batch(served, sampled):
-    """Mixed prompt lengths, budgets and adapters; the last four arrive while the first three decode."""
-    kwargs = dict(temperature=0.8, top_p=0.9, seed=7) if sampled else {}
-    expected = one_at_a_time(served, JOBS, **kwargs)
+    """Mixed prompt lengths, budgets and adapters; the later rows arrive while the first three decode.
+    Sampled rows draw from their own seeded generators (fewer of them: a draw over 152k tokens is slow)."""
+    kwargs = dict(temperature=0.8, seed=7) if sampled else {}
+    jobs = JOBS[:5] if sampled else JOBS
+    expected = one_at_a_time(served, jobs, **kwargs)
     batcher = ContinuousBatcher(served.model, served.pad_id, served.multi_adapter, max_batch=4, window_s=0.05)
     try:
-        made = [make_row(served, *job, **kwargs) for job in JOBS]
+        made = [make_row(served, *job, **kwargs) for job in jobs]
         for row, _ in made[:3]:
             batcher.submit(row)
         wait(lambda: made[0][0].tokens >= 2)  # decoding has begun
@@ -91,10 +93,10 @@ def test_answers_match_one_at_a_time_with_requests_arriving_mid_batch(served, sa
     finally:
         batcher.close()
     assert got == expected
-    assert [n for *_, n in got] == [job[2] for job in JOBS]  # random models never stop early
+    assert [n for *_, n in got] == [job[2] for job in jobs]  # random models never stop early
     stats = batcher.stats
-    assert stats.batches >= 2 and max(stats.batch_sizes) > 1 and stats.requests == len(JOBS)
-    assert stats.tokens == sum(job[2] for job in JOBS) and stats.finished == len(JOBS)
+    assert stats.batches >= 2 and max(stats.batch_sizes) > 1 and stats.requests == len(jobs)
+    assert stats.tokens == sum(job[2] for job in jobs) and stats.finished == len(jobs)
     assert len(batcher.batch) == 0 and batcher.batch.cache is None  # every row retired
 
 
