@@ -61,7 +61,7 @@ class Stats:
                 "batches": self.batches, "failed_batches": self.failed_batches, "generated_tokens": self.tokens,
                 "busy_seconds": round(self.busy_s, 3), "max_batch_size": max(self.batch_sizes, default=0),
                 "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
-                "decode_steps": self.steps,
+                "decode_steps": self.steps, "decode_row_steps": self.row_steps,
                 "mean_rows_per_step": round(self.row_steps / self.steps, 3) if self.steps else 0.0}
 
 

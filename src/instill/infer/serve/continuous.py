@@ -232,3 +232,6 @@ class ContinuousBatcher(BaseBatcher):
                     self.stats.row_steps += len(stepping)
                 for row in ended:
                     self._finished([row], now - started.get(id(row), start))
+            for row in ended:
+                log.info("answer of %d tokens (%s) in %.2f s; %d running, %d waiting", row.tokens, row.finish_reason,
+                         now - started.get(id(row), start), len(batch), len(self._pending))
