@@ -140,34 +140,40 @@ def test_cancelled_row_leaves_the_batch_and_a_queued_row_takes_its_slot(served):
 
 
 def test_a_failing_request_does_not_take_the_others_with_it(served):
-    """A prefill that fails (here: any prompt holding a marker token) fails that request alone."""
-    [expected] = one_at_a_time(served, [JOBS[4]])
+    """A prefill that fails (here: any prompt holding a marker token) fails that request alone, whether it
+    was admitted with others or arrives while others decode."""
+    expected = one_at_a_time(served, [JOBS[4], JOBS[0]])
     model = served.models["alpha"]
     marker = model.tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    embed = served.model.get_input_embeddings()
 
     def boom(module, args):
         if (args[0] == marker).any():
             raise RuntimeError("simulated failure of one request")
 
-    handle = embed.register_forward_pre_hook(boom)
-    batcher = ContinuousBatcher(served.model, served.pad_id, served.multi_adapter, max_batch=4, window_s=0)
+    def bad_row():
+        answer = Answer()
+        return Row(model.chat_prompt([{"role": "user", "content": "x"}]) + [marker], model.tokenizer,
+                   model.chat_stop_ids, 5, answer, adapter="a0"), answer
+
+    handle = served.model.get_input_embeddings().register_forward_pre_hook(boom)
+    batcher = ContinuousBatcher(served.model, served.pad_id, served.multi_adapter, max_batch=4, window_s=0.3)
     try:
-        good, good_answer = make_row(served, *JOBS[4])
-        batcher.submit(good)
+        (good, good_answer), (bad, bad_answer), (other, other_answer) = \
+            make_row(served, *JOBS[4]), bad_row(), make_row(served, *JOBS[0])
+        for row in (good, bad, other):  # one admission: the three are prefilled together, then one by one
+            batcher.submit(row)
         wait(lambda: good.tokens >= 2)
-        bad_answer = Answer()
-        bad = Row(model.chat_prompt([{"role": "user", "content": "x"}]) + [marker], model.tokenizer,
-                  model.chat_stop_ids, 5, bad_answer, adapter="a0")
-        batcher.submit(bad)
-        assert bad_answer.ended.wait(60) and bad_answer.end[0] == "error"
-        assert "simulated failure of one request" in bad_answer.end[1]
-        assert good_answer.ended.wait(60)
+        late, late_answer = bad_row()  # arrives while the others decode
+        batcher.submit(late)
+        for answer in (bad_answer, late_answer):
+            assert answer.ended.wait(60) and answer.end[0] == "error"
+            assert "simulated failure of one request" in answer.end[1]
+        assert good_answer.ended.wait(60) and other_answer.ended.wait(60)
     finally:
         handle.remove()
         batcher.close()
-    assert (good_answer.text, good_answer.end, good.tokens) == expected
-    assert batcher.stats.failed_batches == 1
+    assert [(a.text, a.end, r.tokens) for r, a in [(good, good_answer), (other, other_answer)]] == expected
+    assert batcher.stats.failed_batches == 2 and batcher.stats.batches == 2
 
 
 def test_a_row_that_finishes_at_prefill_never_enters_the_decode(served):

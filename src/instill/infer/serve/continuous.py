@@ -13,8 +13,9 @@ left-padded to a common length, an attention mask marking the padding). Each ste
 
 Tokens are picked as `rows.generate_rows` picks them (greedy argmax, or `RowSampler` with the row's
 own temperature, top_p and seeded generator), and each row streams, stops and counts through `Row.push`,
-so an answer is the same as from the one-at-a-time server. A prefill that fails fails only the rows
-being admitted; a row whose own handling fails is retired alone; a failed decode step fails the rows in it.
+so an answer is the same as from the one-at-a-time server. A prefill that fails is retried row by row,
+so only the failing request fails; a row whose own handling fails is retired alone; a failed decode
+step fails the rows in it.
 
 Why not transformers' continuous batching (`generate_batch`, `init_continuous_batching`, paged
 attention)? With transformers 5.23 on this CPU it returned the same greedy tokens but took 47 s for two
@@ -96,21 +97,15 @@ class RunningBatch:
     def admit(self, rows: Sequence[Row]) -> list[Row]:
         """Prefill `rows`, take their first tokens and add them to the batch; the rows that finished at once.
 
-        On an exception the new rows get an "error" event and the exception propagates; the running rows
-        and their cache are untouched.
+        On an exception it propagates, and the running rows and their cache are untouched.
         """
         rows = list(rows)
-        try:
-            ids, mask = pad_batch([row.prompt for row in rows], self.pad_id, "left")
-            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate
-            cache = DynamicCache(config=self.model.config)
-            logits = self._forward(rows, input_ids=ids, attention_mask=mask, position_ids=positions,
-                                   past_key_values=cache)
-            tokens = self._pick(rows, logits)
-        except Exception as err:
-            for row in rows:
-                row.fail(f"generation failed: {type(err).__name__}: {err}")
-            raise
+        ids, mask = pad_batch([row.prompt for row in rows], self.pad_id, "left")
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(rows, input_ids=ids, attention_mask=mask, position_ids=positions,
+                               past_key_values=cache)
+        tokens = self._pick(rows, logits)
         mask = mask.to(self.model.device)
         now = time.perf_counter()
         if self.cache is None:
@@ -194,6 +189,18 @@ class ContinuousBatcher(BaseBatcher):
         self.batch = RunningBatch(model, pad_id, adapter_names)
         super().__init__(max_batch, max_queue, window_s)
 
+    def _admit(self, rows: list[Row]) -> list[Row]:
+        """Admit `rows`; if their prefill fails, admit them one by one, so only a failing request fails."""
+        try:
+            return self.batch.admit(rows)
+        except Exception as err:
+            if len(rows) > 1:
+                return [row for one in rows for row in self._admit([one])]
+            self.stats.failed_batches += 1
+            log.exception("prefill failed for a request")
+            rows[0].fail(f"generation failed: {type(err).__name__}: {err}")
+            return rows
+
     def _loop(self) -> None:
         batch = self.batch
         while True:
@@ -208,12 +215,7 @@ class ContinuousBatcher(BaseBatcher):
                     self._running = batch.rows + new
                     self.stats.batches += 1
                     self.stats.batch_sizes[len(batch) + len(new)] += 1
-                try:
-                    ended += batch.admit(new)
-                except Exception:
-                    self.stats.failed_batches += 1
-                    log.exception("prefill failed for %d new request(s)", len(new))
-                    ended += new
+                ended += self._admit(new)
             started = dict(zip(map(id, batch.rows), batch.started))
             stepping = list(batch.rows)
             if stepping:
