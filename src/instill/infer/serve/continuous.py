@@ -18,10 +18,10 @@ so only the failing request fails; a row whose own handling fails is retired alo
 step fails the rows in it.
 
 Why not transformers' continuous batching (`generate_batch`, `init_continuous_batching`, paged
-attention)? With transformers 5.23 on this CPU it returned the same greedy tokens but took 47 s for two
-8-token answers of a 2-layer test model (the paged cache is sized for a GPU), and it has one adapter per
-manager and no per-request seeded sampling; the server mixes adapters in one batch (peft's
-`adapter_names`). Models whose cache is not plain full attention (sliding window, hybrid, recurrent)
+attention)? With transformers 5.23 on this CPU it returned the same greedy tokens, but one
+`generate_batch` call took 48-73 s for two 8-token answers of the 2-layer test model (`generate`: 0.6 s);
+and it runs one adapter per manager, without per-request seeded sampling, where the server mixes
+adapters in one batch (peft's `adapter_names`). Models whose cache is not plain full attention (sliding window, hybrid, recurrent)
 and vision-language models (M-RoPE positions) are served with static batches (`continuous_reason`).
 """
 
