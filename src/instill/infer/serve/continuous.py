@@ -67,12 +67,11 @@ class RunningBatch:
 
     def __init__(self, model: Any, pad_id: int, adapter_names: bool = False) -> None:
         self.model, self.pad_id, self.adapter_names = model, pad_id, adapter_names
-        self.rows: list[Row] = []
-        self.started: list[float] = []  # when each row was admitted
         self._reset()
 
     def _reset(self) -> None:
-        self.rows, self.started = [], []
+        self.rows: list[Row] = []
+        self.started: list[float] = []  # when each row was admitted
         self.cache: DynamicCache | None = None
         self.mask = self.last = self.positions = None  # [B, L] attention mask; [B] last tokens; [B] next positions
 
