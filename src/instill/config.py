@@ -105,7 +105,8 @@ class ModelArgs(_Section):
     """New embedding rows: noise_init (mean + noise), desc_init (mean of the description's token embeddings, from
     new_special_tokens_config) or desc_init_w_noise (the same plus noise)."""
     split_special_tokens: bool = False
-    """Tokenize special-token text in the data as ordinary text (the tokenizer's split_special_tokens)."""
+    """Special-token text in the data is tokenized as ordinary text: instill always does this unless
+    allow_special_tokens_in_data is true (LLaMA-Factory's default, false, matches allow_special_tokens_in_data: true)."""
     upcast_layernorm: bool = False
     """Keep the norm weights in fp32 while the base is in bf16/fp16."""
     upcast_lmhead_output: bool = False
