@@ -244,3 +244,17 @@ def test_print_param_status_and_pure_bf16(tiny_qwen2, tmp_path, capsys):
     assert not result.trainer.args.bf16  # no autocast: the weights are bf16 themselves
     assert result.trainer.model.model.layers[1].mlp.up_proj.weight.dtype == torch.bfloat16
     shutil.rmtree(tmp_path / "run")
+
+
+def test_dpo_reference_is_ref_model_with_its_adapters(tiny_qwen2, qwen2_tokenizer, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from instill.train.preference import reference_model
+
+    adapter = _random_adapter(tiny_qwen2, tmp_path / "ref", 4)
+    cfg = build_config({"model_name_or_path": str(tiny_qwen2), "dataset": "d", "stage": "dpo", "finetuning_type": "full",
+                        "ref_model": str(tiny_qwen2), "ref_model_adapters": str(adapter)})
+    ref = reference_model(SimpleNamespace(config=cfg, model=AutoModelForCausalLM.from_pretrained(tiny_qwen2)))
+    assert f"reference model: {tiny_qwen2} + {adapter}, frozen" in capsys.readouterr().out
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_qwen2), adapter).merge_and_unload()
+    torch.testing.assert_close(_logits(ref, qwen2_tokenizer), _logits(merged, qwen2_tokenizer), rtol=1e-4, atol=1e-4)
