@@ -227,6 +227,9 @@ def test_freeze_language_model_trains_the_vision_side(tmp_path_factory):
     assert full and all("visual.merger." in n for n in full)
     lora = trained(freeze_vision_tower=False)
     assert lora and all("visual.blocks." in n and "lora_" in n for n in lora)
+    freeze = trained(finetuning_type="freeze", freeze_trainable_layers=1, freeze_vision_tower=False,
+                     freeze_multi_modal_projector=False)  # the last vision block and the projector
+    assert {n.split(".")[2] for n in freeze} == {"blocks", "merger"} and all(".blocks.0." not in n for n in freeze)
     with pytest.raises(ConfigError, match="nothing left to train"):
         trained(finetuning_type="full")
 

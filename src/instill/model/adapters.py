@@ -17,7 +17,7 @@ from torch import nn
 from instill.config import MethodArgs
 from instill.errors import ConfigError, ModelError
 from instill.hub import check_json
-from instill.model.processor import freeze_vision, frozen_parts
+from instill.model.processor import PROJECTOR, freeze_vision, frozen_parts
 from instill.model.vocab import embedding_modules
 
 
@@ -254,7 +254,7 @@ def apply_full(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | No
 
 
 def _num_layers(model: nn.Module) -> int:
-    config = model.config
+    config = getattr(model.config, "text_config", None) or model.config  # a vision-language model: its LM's layers
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if getattr(config, key, None):
             return int(getattr(config, key))
@@ -276,12 +276,15 @@ def apply_freeze(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | 
         layer_ids = range(n_layers - n, n_layers) if n > 0 else range(-n)
     modules = args.freeze_trainable_modules
     extra = args.freeze_extra_modules or []
+    # a vision-language model's projector trains whole when unfrozen, as in LLaMA-Factory
+    vision = getattr(model.config, "vision_config", None) is not None
+    projector = PROJECTOR if vision and not args.freeze_multi_modal_projector else ()
     matched = 0
     for name, param in model.named_parameters():
         m = _LAYER.search(name)
         in_layer = bool(m) and int(m.group(1)) in layer_ids
         module_ok = modules == ["all"] or any(f".{mod}." in name for mod in modules)
-        is_extra = any(name.startswith(e + ".") or f".{e}." in name for e in extra)
+        is_extra = any(name.startswith(e + ".") or f".{e}." in name for e in extra) or any(p in name for p in projector)
         trainable = (in_layer and module_ok) or is_extra
         param.requires_grad_(trainable)
         matched += trainable
