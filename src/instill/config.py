@@ -101,7 +101,43 @@ class ModelArgs(_Section):
     """RoPE scaling for sequences longer than the model's max_position_embeddings: the factor is
     ceil(cutoff_len / max_position_embeddings), as LLaMA-Factory derives it; saved with the run, so inference uses it."""
 
-    _split = field_validator("adapter_name_or_path", mode="before")(_comma_list)
+    adapter_folder: str | None = None
+    """The subfolder of each adapter_name_or_path that holds the adapter (peft's subfolder)."""
+    add_tokens: list[str] | None = None
+    """Ordinary tokens (comma-separated) added to the tokenizer; the embeddings grow to fit them (resize_vocab)."""
+    add_special_tokens: list[str] | None = None
+    """Special tokens (comma-separated) added to the tokenizer; the embeddings grow to fit them (resize_vocab)."""
+    new_special_tokens_config: str | None = None
+    """A YAML file of {token: description}: its tokens are added as special tokens (instead of
+    add_special_tokens), and desc_init starts each one at the mean embedding of its description."""
+    resize_vocab: bool = False
+    """Grow the embeddings and LM head to the tokenizer's length (rounded up to 64) and train them whole with
+    LoRA (embed_tokens and lm_head join additional_target); set by itself when tokens are added."""
+    init_special_tokens: Literal["noise_init", "desc_init", "desc_init_w_noise"] = "noise_init"
+    """New embedding rows: noise_init (mean + noise), desc_init (mean of the description's token embeddings, from
+    new_special_tokens_config) or desc_init_w_noise (the same plus noise)."""
+    split_special_tokens: bool = False
+    """Special-token text in the data is tokenized as ordinary text: instill always does this unless
+    allow_special_tokens_in_data is true (LLaMA-Factory's default, false, matches allow_special_tokens_in_data: true)."""
+    upcast_layernorm: bool = False
+    """Keep the norm weights in fp32 while the base is in bf16/fp16."""
+    upcast_lmhead_output: bool = False
+    """Cast the LM head's output (the logits) to fp32 while the base is in bf16/fp16."""
+    train_from_scratch: bool = False
+    """Train from randomly initialised weights: the model is built from the config in model_name_or_path (its
+    tokenizer is still used)."""
+    print_param_status: bool = False
+    """Print every parameter's name, dtype, device and whether it trains (rank 0), after the method is applied."""
+    infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    """The dtype chat, predict, serve and eval load the model in (auto: bf16/fp16 as configured, else fp32)."""
+    quantization_method: Literal["bnb", "bitsandbytes"] = "bnb"
+    """How quantization_bit quantizes on the fly: bitsandbytes (bnb), the only method built in instill."""
+    quantization_device_map: Literal["auto"] | None = None
+    """auto: spread a 4-bit model over every visible GPU for inference (device_map auto); not for training."""
+    moe_aux_loss_coef: float | None = Field(default=None, ge=0)
+    """Mixture-of-experts models: the weight of the router's load-balancing loss added to the training loss."""
+
+    _split = field_validator("adapter_name_or_path", "add_tokens", "add_special_tokens", mode="before")(_comma_list)
 
     @field_validator("vllm_config", mode="before")
     @classmethod
@@ -238,6 +274,15 @@ class MethodArgs(_Section):
     """KTO: weight of undesirable answers."""
     ref_model: str | None = None
     """Full fine-tuning: the reference model (default: a frozen copy of the base; LoRA uses the base with the adapter off)."""
+    ref_model_adapters: list[str] | None = None
+    """DPO/KTO: adapters (comma-separated) merged into ref_model, in order, to make the reference."""
+    ref_model_quantization_bit: Literal[4, 8] | None = None
+    """DPO/KTO: load ref_model in 4 or 8 bits with bitsandbytes."""
+    freeze_language_model: bool = False
+    """Vision-language models: keep the language model frozen (train the vision tower / projector only)."""
+    create_new_adapter: bool = False
+    """LoRA/OFT: merge every adapter_name_or_path into the base and train a new adapter on top (else the last one
+    is trained further)."""
     # -- optimizers beyond transformers' `optim` (train/optimizers.py) --
     use_galore: bool = False
     """GaLore: gradients of the target layers projected to low rank (transformers' galore_* optimizers; full / freeze)."""
@@ -342,7 +387,7 @@ class MethodArgs(_Section):
 
     _split = field_validator(
         "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", "oft_target",
-        "reward_funcs", mode="before")(_comma_list)
+        "reward_funcs", "ref_model_adapters", mode="before")(_comma_list)
     _split_optimizer_targets = field_validator("galore_target", "apollo_target", mode="before")(_comma_list)
 
     @field_validator("reward_weights", "length_range", mode="before")
@@ -431,6 +476,8 @@ class TrainArgs(_Section):
     AVX512-BF16) or force (bf16 even where it is emulated; true trains in fp32 there and says so)."""
     fp16: bool = False
     """fp16 mixed precision (CUDA)."""
+    pure_bf16: bool = False
+    """Train in bf16 throughout: weights loaded in bf16, no fp32 master copy of the trained ones, no autocast."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, slower."""
     group_by_length: bool = True

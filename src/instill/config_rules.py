@@ -70,6 +70,40 @@ def reference_fits_method(c: RunConfig) -> str | None:
     return None
 
 
+def reference_options_have_a_reference(c: RunConfig) -> str | None:
+    m = c.method
+    for key in ("ref_model_adapters", "ref_model_quantization_bit"):
+        if getattr(m, key) and not m.ref_model:
+            return f"{key} applies to ref_model, which is not set; set ref_model (full or freeze fine-tuning)"
+    return None
+
+
+def vocabulary_fits(c: RunConfig) -> str | None:
+    m = c.model
+    if m.resize_vocab and m.quantization_bit:
+        return "resize_vocab with quantization_bit: quantized embeddings cannot grow; remove one of them"
+    if m.init_special_tokens != "noise_init" and not m.new_special_tokens_config:
+        return (f"init_special_tokens: {m.init_special_tokens} starts each token at its description's embedding, "
+                "which new_special_tokens_config gives ({'<token>': 'description'}); set it, or use noise_init")
+    if m.split_special_tokens and c.data.allow_special_tokens_in_data:
+        return ("split_special_tokens: true keeps special-token text in the data as text, and "
+                "allow_special_tokens_in_data: true makes it control tokens; choose one")
+    return None
+
+
+def model_loading_fits(c: RunConfig) -> str | None:
+    m = c.model
+    if m.quantization_device_map and m.quantization_bit != 4:
+        return "quantization_device_map: auto places a 4-bit model; set quantization_bit: 4 (or remove it)"
+    if m.train_from_scratch and c.model.adapter_name_or_path:
+        return "train_from_scratch starts from random weights, so adapter_name_or_path has nothing to apply to"
+    if c.method.create_new_adapter and c.method.finetuning_type not in ("lora", "adalora", "oft"):
+        return "create_new_adapter makes a new adapter: it needs finetuning_type lora, adalora or oft"
+    if c.train.pure_bf16 and c.train.fp16:
+        return "pure_bf16 and fp16 are both true; choose one"
+    return None
+
+
 def bco_and_ld_fit_the_loss(c: RunConfig) -> str | None:
     m = c.method
     extras = [k for k in ("pref_bco_weight", "ld_alpha") if getattr(m, k)]
@@ -250,7 +284,8 @@ def rewards_are_given(c: RunConfig) -> str | None:
 
 
 CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, quantization_fits_method, streaming_fits,
-               masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
+               masking_is_one, reference_fits_method, reference_options_have_a_reference, vocabulary_fits,
+               model_loading_fits, bco_and_ld_fit_the_loss, predict_has_data,
                best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
                sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix,
                gguf_type_is_written, quantized_export_fits, vllm_fits_eval)

@@ -28,9 +28,10 @@ from instill.errors import ConfigError, DataError
 from instill.hub import resolve_model_args
 from instill.model.adapters import check_adapters
 from instill.model.gguf import check_architecture, write_gguf, write_modelfile
-from instill.model.load import Precision, load_model, load_tokenizer
+from instill.model.load import Precision, load_model, load_tokenizer, tokenizer_dir
 from instill.model.processor import auto_model_class, load_image_inputs
 from instill.model.rope import inference_rope
+from instill.model.vocab import resize_embeddings
 
 
 def export_model(config: RunConfig, expand_layers: int = 0) -> Path:
@@ -49,19 +50,21 @@ def export_model(config: RunConfig, expand_layers: int = 0) -> Path:
             raise ConfigError("--expand-layers and export_quantization_bit do not combine; expand first, then quantize "
                               "the expanded model")
         return _quantized_export(config, out)
-    check_adapters(config.model.adapter_name_or_path)
+    adapters, sub = config.model.adapter_name_or_path or [], config.model.adapter_folder
+    check_adapters(adapters, sub)
     model_dir = resolve_model_args(config.model)
     if args.export_format == "gguf":
         check_architecture(model_dir)  # refused by name before the merge, not after
-    tokenizer = load_tokenizer(config.model, model_dir)
+    tokenizer = load_tokenizer(config.model, tokenizer_dir(model_dir, adapters, sub))  # with the adapter's new tokens
     rope = inference_rope(config.model.rope_scaling, model_dir, config.model.adapter_name_or_path or [],
                           config.model.trust_remote_code)  # saved in the export's config.json
     model = auto_model_class(model_dir).from_pretrained(model_dir, dtype=torch.float32,
                                                         trust_remote_code=config.model.trust_remote_code,
                                                         **(rope or {}))
+    resize_embeddings(model, tokenizer)  # new tokens' rows, replaced by the adapter's trained ones
     media = load_image_inputs(config.model, model_dir, tokenizer)  # a vision-language model's image processor
-    for adapter in config.model.adapter_name_or_path or []:
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    for adapter in adapters:
+        model = PeftModel.from_pretrained(model, adapter, **({"subfolder": sub} if sub else {})).merge_and_unload()
     if expand_layers:
         from instill.model.expand import expand_layers as expand
 
