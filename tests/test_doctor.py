@@ -380,3 +380,24 @@ def test_template_that_is_not_prefix_stable(tiny_qwen2, data_dir, tmp_path, caps
     assert main(["doctor", str(config), "--no-generate"]) == 2  # the table is printed, no traceback
     out = capsys.readouterr().out
     assert re.search(r"^FAIL\s+template\s+prefix-stable\s.*not prefix-stable", out, re.M), out
+
+
+def test_memory_estimate_counts_a_frozen_reference_copy(tiny_qwen2):
+    """DPO with full fine-tuning keeps a frozen copy of the model (trl's reference); LoRA disables the adapter
+    instead, and SimPO needs no reference."""
+    from instill.config import build_config
+
+    cpu = Device("cpu", "cpu", True, False, "")
+
+    def reference(**keys):
+        config = build_config({"model_name_or_path": str(tiny_qwen2), **keys})
+        shape = resources.model_shape(tiny_qwen2, config, 10)
+        estimate = resources.estimate_memory(shape, config, 64, cpu)
+        return shape, estimate
+
+    shape, estimate = reference(stage="dpo", finetuning_type="full")
+    assert shape.reference == shape.base_params * 4 and "frozen reference copy" in estimate.parts()
+    assert estimate.total == pytest.approx(reference(stage="sft", finetuning_type="full")[1].total + shape.reference)
+    assert reference(stage="dpo", finetuning_type="lora")[0].reference == 0
+    assert reference(stage="dpo", finetuning_type="full", pref_loss="simpo")[0].reference == 0
+    assert reference(stage="sft", finetuning_type="full", use_asft_loss=True)[0].reference > 0

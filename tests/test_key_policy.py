@@ -67,7 +67,7 @@ def test_passthrough_names_are_trainer_fields():
     ("apollo_scale_front", True, "apollo-torch reads scale_front only as a constructor argument"),
     ("use_mca", True, "Megatron-Core training"),
     ("fp8", True, "fp8 training needs a CUDA GPU"),
-    ("infer_backend", "vllm", "the vLLM backend is not built"),
+    ("infer_backend", "sglang", "the SGLang backend is not supported"),
     ("stage", "ppo", "PPO was removed from trl"),
     ("export_legacy_format", True, "unsafe to load (pickle)"),
 ])
@@ -92,6 +92,8 @@ def test_keys_of_another_stage_are_named_as_ignored():
     config = build_config({**BASE, "stage": "sft", "pref_beta": 0.2})
     assert any("'pref_beta' (read by stage dpo, kto, not sft)" in note for note in config.notes)
     assert not any("pref_beta" in note for note in build_config({**BASE, "stage": "dpo", "pref_beta": 0.2}).notes)
+    # at its default it asks for nothing: LLaMA-Factory's YAMLs spell defaults out
+    assert not any("pref_beta" in note for note in build_config({**BASE, "stage": "sft", "pref_beta": 0.1}).notes)
 
 
 def test_a_typo_gets_a_close_hint():

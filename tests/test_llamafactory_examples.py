@@ -22,17 +22,15 @@ REFUSED = {
     "ascend/qwen3_5_full_sft_fsdp2.yaml": "use_v1_kernels", "ascend/qwen3_full_sft_fsdp2.yaml": "use_v1_kernels",
     "ascend/qwen3moe_full_sft_fsdp.yaml": "use_v1_kernels", "ascend/qwen3vlmoe_full_sft_fsdp2.yaml": "use_v1_kernels",
     "ascend/qwen3vlmoe_lora_sft_fsdp.yaml": "use_v1_kernels",
-    # GaLore / APOLLO load; their examples also ask for pure_bf16, refused on its own (tests/train/test_optimizers.py)
-    "extras/apollo/llama3_full_sft.yaml": "pure_bf16",
     "extras/fp8/llama3_fp8_deepspeed_sft.yaml": "fp8", "extras/fp8/llama3_fp8_fsdp_sft.yaml": "fp8",
-    "extras/galore/llama3_full_sft.yaml": "pure_bf16", "extras/mod/llama3_full_sft.yaml": "mixture_of_depths",
+    "extras/mod/llama3_full_sft.yaml": "mixture_of_depths",
     "extras/qoft/llama3_oft_sft_bnb_npu.yaml": "quantization_bit",  # peft has no 4/8-bit OFT layers
     "ktransformers/train_lora/deepseek_v2_lora_sft_kt.yaml": "use_kt",
     "ktransformers/train_lora/deepseek_v3_lora_sft_kt.yaml": "use_kt",
     "ktransformers/train_lora/qwen3_5moe_lora_sft_kt.yaml": "use_kt",
     "ktransformers/train_lora/qwen3moe_lora_sft_kt.yaml": "use_kt",
     "megatron/qwen2_vl_full.yaml": "tensor_model_parallel_size", "megatron/qwen3_moe_full.yaml": "tensor_model_parallel_size",
-    "merge_lora/qwen3_gptq.yaml": "export_quantization_bit", "train_lora/qwen3_lora_sft_ray.yaml": "ray_num_workers",
+    "train_lora/qwen3_lora_sft_ray.yaml": "ray_num_workers",
 }
 
 

@@ -98,7 +98,10 @@ def _export(args: argparse.Namespace) -> int:
         "no adapter_name_or_path, so nothing merged: the base model re-saved"
     if args.expand_layers:
         what = f"model expanded by {args.expand_layers} identity blocks (LLaMA Pro)"
-    print(f"[instill] {what} written to {out} ({size:,.0f} MiB of safetensors, {config.export.export_dtype})")
+    kind = config.export.export_dtype
+    if config.export.export_quantization_bit is not None:
+        what, kind = "quantized model", f"{config.export.export_quantization_bit}-bit {config.export.export_quantization_method}"
+    print(f"[instill] {what} written to {out} ({size:,.0f} MiB of safetensors, {kind})")
     if config.export.export_format == "gguf":
         from instill.model.gguf import gguf_path, ollama_commands
 

@@ -8,6 +8,7 @@ config fails at the door naming the key. Later stages receive only their section
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -83,13 +84,71 @@ class ModelArgs(_Section):
     use_reentrant_gc: bool = False
     """Activation checkpointing with torch's reentrant variant. LLaMA-Factory's default is true; instill's is
     false (torch's recommendation: it needs no input gradients and works with adapters)."""
-    infer_backend: Literal["huggingface", "hf"] = "huggingface"
-    """The inference engine for chat, serve, predict and eval: transformers (vLLM/SGLang are refused)."""
+    infer_backend: Literal["huggingface", "hf", "vllm"] = "huggingface"
+    """The inference engine: transformers (huggingface), or vllm for chat, predict and eval generation (a CUDA GPU
+    and the vllm package; serve, eval_mode: score, preference eval and benchmarks run on transformers)."""
+    vllm_maxlen: int = Field(default=4096, ge=1)
+    """vLLM: the longest sequence (prompt + answer) the engine holds (its max_model_len)."""
+    vllm_gpu_util: float = Field(default=0.7, gt=0, le=1)
+    """vLLM: the fraction of GPU memory the engine may take (its gpu_memory_utilization)."""
+    vllm_enforce_eager: bool = False
+    """vLLM: run eagerly, without CUDA graphs (its enforce_eager)."""
+    vllm_max_lora_rank: int = Field(default=32, ge=1)
+    """vLLM: the largest LoRA rank the engine accepts (its max_lora_rank)."""
+    vllm_config: dict[str, Any] | None = None
+    """vLLM: more engine arguments for vllm.LLM, as a mapping or a JSON string; they override instill's."""
     rope_scaling: Literal["linear", "dynamic", "yarn", "llama3"] | None = None
     """RoPE scaling for sequences longer than the model's max_position_embeddings: the factor is
     ceil(cutoff_len / max_position_embeddings), as LLaMA-Factory derives it; saved with the run, so inference uses it."""
 
-    _split = field_validator("adapter_name_or_path", mode="before")(_comma_list)
+    adapter_folder: str | None = None
+    """The subfolder of each adapter_name_or_path that holds the adapter (peft's subfolder)."""
+    add_tokens: list[str] | None = None
+    """Ordinary tokens (comma-separated) added to the tokenizer; the embeddings grow to fit them (resize_vocab)."""
+    add_special_tokens: list[str] | None = None
+    """Special tokens (comma-separated) added to the tokenizer; the embeddings grow to fit them (resize_vocab)."""
+    new_special_tokens_config: str | None = None
+    """A YAML file of {token: description}: its tokens are added as special tokens (instead of
+    add_special_tokens), and desc_init starts each one at the mean embedding of its description."""
+    resize_vocab: bool = False
+    """Grow the embeddings and LM head to the tokenizer's length (rounded up to 64) and train them whole with
+    LoRA (embed_tokens and lm_head join additional_target); set by itself when tokens are added."""
+    init_special_tokens: Literal["noise_init", "desc_init", "desc_init_w_noise"] = "noise_init"
+    """New embedding rows: noise_init (mean + noise), desc_init (mean of the description's token embeddings, from
+    new_special_tokens_config) or desc_init_w_noise (the same plus noise)."""
+    split_special_tokens: bool = False
+    """Special-token text in the data is tokenized as ordinary text: instill always does this unless
+    allow_special_tokens_in_data is true (LLaMA-Factory's default, false, matches allow_special_tokens_in_data: true)."""
+    upcast_layernorm: bool = False
+    """Keep the norm weights in fp32 while the base is in bf16/fp16."""
+    upcast_lmhead_output: bool = False
+    """Cast the LM head's output (the logits) to fp32 while the base is in bf16/fp16."""
+    train_from_scratch: bool = False
+    """Train from randomly initialised weights: the model is built from the config in model_name_or_path (its
+    tokenizer is still used)."""
+    print_param_status: bool = False
+    """Print every parameter's name, dtype, device and whether it trains (rank 0), after the method is applied."""
+    infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    """The dtype chat, predict, serve and eval load the model in (auto: bf16/fp16 as configured, else fp32)."""
+    quantization_method: Literal["bnb", "bitsandbytes"] = "bnb"
+    """How quantization_bit quantizes on the fly: bitsandbytes (bnb), the only method built in instill."""
+    quantization_device_map: Literal["auto"] | None = None
+    """auto: spread a 4-bit model over every visible GPU for inference (device_map auto); not for training."""
+    moe_aux_loss_coef: float | None = Field(default=None, ge=0)
+    """Mixture-of-experts models: the weight of the router's load-balancing loss added to the training loss."""
+
+    _split = field_validator("adapter_name_or_path", "add_tokens", "add_special_tokens", mode="before")(_comma_list)
+
+    @field_validator("vllm_config", mode="before")
+    @classmethod
+    def _vllm_config(cls, v: Any) -> Any:
+        """LLaMA-Factory takes a JSON string too."""
+        if isinstance(v, str) and v.strip().startswith("{"):
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"not valid JSON ({err.msg} at character {err.pos})") from None
+        return v
 
 
 class DataArgs(_Section):
@@ -262,6 +321,15 @@ class MethodArgs(_Section):
     """KTO: weight of undesirable answers."""
     ref_model: str | None = None
     """Full fine-tuning: the reference model (default: a frozen copy of the base; LoRA uses the base with the adapter off)."""
+    ref_model_adapters: list[str] | None = None
+    """DPO/KTO: adapters (comma-separated) merged into ref_model, in order, to make the reference."""
+    ref_model_quantization_bit: Literal[4, 8] | None = None
+    """DPO/KTO: load ref_model in 4 or 8 bits with bitsandbytes."""
+    freeze_language_model: bool = False
+    """Vision-language models: keep the language model frozen (train the vision tower / projector only)."""
+    create_new_adapter: bool = False
+    """LoRA/OFT: merge every adapter_name_or_path into the base and train a new adapter on top (else the last one
+    is trained further)."""
     # -- optimizers beyond transformers' `optim` (train/optimizers.py) --
     use_galore: bool = False
     """GaLore: gradients of the target layers projected to low rank (transformers' galore_* optimizers; full / freeze)."""
@@ -366,7 +434,7 @@ class MethodArgs(_Section):
 
     _split = field_validator(
         "lora_target", "additional_target", "freeze_trainable_modules", "freeze_extra_modules", "oft_target",
-        "reward_funcs", mode="before")(_comma_list)
+        "reward_funcs", "ref_model_adapters", mode="before")(_comma_list)
     _split_optimizer_targets = field_validator("galore_target", "apollo_target", mode="before")(_comma_list)
 
     @field_validator("reward_weights", "length_range", mode="before")
@@ -455,6 +523,8 @@ class TrainArgs(_Section):
     AVX512-BF16) or force (bf16 even where it is emulated; true trains in fp32 there and says so)."""
     fp16: bool = False
     """fp16 mixed precision (CUDA)."""
+    pure_bf16: bool = False
+    """Train in bf16 throughout: weights loaded in bf16, no fp32 master copy of the trained ones, no autocast."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, slower."""
     group_by_length: bool = True
@@ -463,7 +533,11 @@ class TrainArgs(_Section):
     """SFT: token accuracy at each evaluation (argmax next token = label, per row, averaged), logged as
     eval_accuracy (LLaMA-Factory's ComputeAccuracy); evaluation then computes full logits (more memory)."""
     share_prefix: bool = True
-    """Run the prefix every row of a batch shares (a system prompt and instruction) once per batch (exact)."""
+    """Run the prefix every row of a batch shares (a system prompt and instruction) once per batch (exact; with
+    gradient checkpointing too). Off under active dropout unless share_prefix_with_dropout."""
+    share_prefix_with_dropout: bool = False
+    """Share the prefix under active dropout (lora_dropout, attention dropout) too: every row then gets the
+    prefix's one dropout mask instead of its own (not exact; off until its effect on accuracy is measured)."""
     torch_compile: bool = False
     """Compile the model with torch.compile (CUDA only)."""
     enable_liger_kernel: bool = False
@@ -719,7 +793,21 @@ class ExportArgs(_Section):
     export_format: Literal["safetensors", "gguf"] = "safetensors"
     """gguf: also write export_dir/model-<export_gguf_type>.gguf and an Ollama Modelfile beside the merged model."""
     export_gguf_type: str = "f16"
-    """The GGUF's weight type with export_format: gguf: f16, bf16, q8_0 or q4_0 (norms stay f32)."""
+    """The GGUF's weight type with export_format: gguf: f16, bf16, q8_0, q4_0, or a K-quant (q4_k_m, q5_k_m, q6_k,
+    ...: quantized by llama.cpp, the llamacpp extra). Norms stay f32."""
+    export_quantization_bit: Literal[2, 3, 4, 8] | None = None
+    """Quantize the exported model to this many bits: GPTQ, as LLaMA-Factory does (a CUDA GPU, gptqmodel and
+    optimum, calibration text in export_quantization_dataset), or bitsandbytes 4/8-bit with
+    export_quantization_method: bnb (runs on the CPU too). Export a merged model first; adapters are refused."""
+    export_quantization_method: Literal["gptq", "bnb"] = "gptq"
+    """How export_quantization_bit quantizes: gptq (LLaMA-Factory's) or bnb (bitsandbytes nf4/fp4 or int8, saved
+    in safetensors; loads with transformers and bitsandbytes; quantization_type and double_quantization apply)."""
+    export_quantization_dataset: str | None = None
+    """GPTQ calibration text: a json/jsonl/csv/parquet/txt file, or a hub dataset, with a 'text' column."""
+    export_quantization_nsamples: int = Field(default=128, ge=1)
+    """GPTQ: how many calibration windows to take from export_quantization_dataset."""
+    export_quantization_maxlen: int = Field(default=1024, ge=1)
+    """GPTQ: tokens per calibration window (rows must be longer than this)."""
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -788,6 +876,12 @@ def check_training(config: RunConfig, source: str = "config") -> None:
     """Rules only a training run has (instill eval reads the same config without them)."""
     if config.train.do_train and not config.data.dataset:
         raise ConfigError(f"{source}: training needs 'dataset' (names from dataset_info.json in dataset_dir)")
+
+
+def _default_of(key: str) -> Any:
+    """The default of an implemented key (None when it has none)."""
+    field = SECTIONS[KNOWN_KEYS[key]].model_fields[key]
+    return None if field.is_required() else field.get_default(call_default_factory=True)
 
 
 def _suggest(key: str) -> str:
@@ -900,7 +994,9 @@ def build_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (
         sections[KNOWN_KEYS[key]][key] = value
     stage = str(flat.get("stage", "sft"))
     if stage in STAGE_FACTS:
-        other = sorted(k for k in flat if k in STAGE_KEYS and k not in STAGE_FACTS[stage].own_keys)
+        # a key of another stage at its default asks for nothing (LLaMA-Factory's YAMLs spell defaults out)
+        other = sorted(k for k in flat if k in STAGE_KEYS and k not in STAGE_FACTS[stage].own_keys
+                       and flat[k] != _default_of(k))
         ignored += [f"'{k}' (read by stage {', '.join(n for n, f in STAGE_FACTS.items() if k in f.own_keys)}, "
                     f"not {stage})" for k in other]
     if ignored:

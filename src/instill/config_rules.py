@@ -7,6 +7,7 @@ validator on its field in `config.py`.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 from instill.stage_facts import STAGE_FACTS
@@ -90,6 +91,40 @@ def reference_fits_method(c: RunConfig) -> str | None:
     if c.method.ref_model and c.method.finetuning_type in ("lora", "adalora", "oft"):
         return ("ref_model: with LoRA the reference is the base with the adapter disabled; remove ref_model "
                 "(or train with finetuning_type: full)")
+    return None
+
+
+def reference_options_have_a_reference(c: RunConfig) -> str | None:
+    m = c.method
+    for key in ("ref_model_adapters", "ref_model_quantization_bit"):
+        if getattr(m, key) and not m.ref_model:
+            return f"{key} applies to ref_model, which is not set; set ref_model (full or freeze fine-tuning)"
+    return None
+
+
+def vocabulary_fits(c: RunConfig) -> str | None:
+    m = c.model
+    if m.resize_vocab and m.quantization_bit:
+        return "resize_vocab with quantization_bit: quantized embeddings cannot grow; remove one of them"
+    if m.init_special_tokens != "noise_init" and not m.new_special_tokens_config:
+        return (f"init_special_tokens: {m.init_special_tokens} starts each token at its description's embedding, "
+                "which new_special_tokens_config gives ({'<token>': 'description'}); set it, or use noise_init")
+    if m.split_special_tokens and c.data.allow_special_tokens_in_data:
+        return ("split_special_tokens: true keeps special-token text in the data as text, and "
+                "allow_special_tokens_in_data: true makes it control tokens; choose one")
+    return None
+
+
+def model_loading_fits(c: RunConfig) -> str | None:
+    m = c.model
+    if m.quantization_device_map and m.quantization_bit != 4:
+        return "quantization_device_map: auto places a 4-bit model; set quantization_bit: 4 (or remove it)"
+    if m.train_from_scratch and c.model.adapter_name_or_path:
+        return "train_from_scratch starts from random weights, so adapter_name_or_path has nothing to apply to"
+    if c.method.create_new_adapter and c.method.finetuning_type not in ("lora", "adalora", "oft"):
+        return "create_new_adapter makes a new adapter: it needs finetuning_type lora, adalora or oft"
+    if c.train.pure_bf16 and c.train.fp16:
+        return "pure_bf16 and fp16 are both true; choose one"
     return None
 
 
@@ -205,17 +240,51 @@ def distill_beta_is_a_mix(c: RunConfig) -> str | None:
     return None
 
 
-# The GGUF weight types instill writes: those the gguf package quantizes itself (it has no K-quant quantizer).
+# The GGUF weight types instill writes itself: those the gguf package quantizes (it has no K-quant quantizer).
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0")
+# K-quants: written as f16 first, then quantized by llama.cpp's own quantizer (the `llamacpp` extra).
+GGUF_K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
 
 
 def gguf_type_is_written(c: RunConfig) -> str | None:
     e = c.export
-    if e.export_gguf_type not in GGUF_TYPES:
+    if e.export_gguf_type not in (*GGUF_TYPES, *GGUF_K_QUANTS):
         return (f"export_gguf_type '{printable(e.export_gguf_type)}' is not written by instill; choose one of "
-                f"{', '.join(GGUF_TYPES)} (K-quants such as q4_k_m: run llama.cpp's llama-quantize on the f16 GGUF)")
+                f"{', '.join((*GGUF_TYPES, *GGUF_K_QUANTS))}")
     if e.export_gguf_type != "f16" and e.export_format != "gguf":  # not the default: the user meant a GGUF
         return "export_gguf_type is set but export_format is not gguf; add export_format: gguf"
+    if e.export_gguf_type in GGUF_K_QUANTS and importlib.util.find_spec("llama_cpp") is None:
+        return (f"export_gguf_type '{e.export_gguf_type}' is quantized by llama.cpp, which is not installed; "
+                "install the llamacpp extra (pip install 'instill[llamacpp]') or choose f16, bf16, q8_0 or q4_0")
+    return None
+
+
+def quantized_export_fits(c: RunConfig) -> str | None:
+    e = c.export
+    if e.export_quantization_bit is None:
+        return None
+    if e.export_quantization_method == "gptq" and not e.export_quantization_dataset:
+        return ("export_quantization_bit: GPTQ needs export_quantization_dataset (calibration text with a 'text' "
+                "column), as in LLaMA-Factory; or set export_quantization_method: bnb")
+    if e.export_quantization_method == "bnb" and e.export_quantization_bit not in (4, 8):
+        return f"export_quantization_bit: {e.export_quantization_bit}: export_quantization_method: bnb writes 4 or 8 bits"
+    if c.model.adapter_name_or_path:
+        return ("export_quantization_bit quantizes a merged model: export with the adapters merged first (without "
+                "export_quantization_bit), then quantize that directory")
+    if e.export_format == "gguf":
+        return "export_quantization_bit and export_format: gguf do not combine; a GGUF has its own export_gguf_type"
+    return None
+
+
+def vllm_fits_eval(c: RunConfig) -> str | None:
+    if c.model.infer_backend != "vllm":
+        return None
+    if c.eval.eval_mode == "score":
+        return ("eval_mode: score ranks labels by likelihood on the transformers model; infer_backend: vllm "
+                "generates (use eval_mode: generate, or infer_backend: huggingface)")
+    if c.eval.eval_task == "preference":
+        return ("eval_task: preference scores pairs by likelihood on the transformers model; use infer_backend: "
+                "huggingface")
     return None
 
 
@@ -240,7 +309,8 @@ def rewards_are_given(c: RunConfig) -> str | None:
 
 CROSS_RULES = (precision_is_one, one_eval_source, eval_strategy_has_data, eval_on_each_fits, token_accuracy_fits,
                quantization_fits_method, streaming_fits,
-               masking_is_one, reference_fits_method, bco_and_ld_fit_the_loss, predict_has_data,
+               masking_is_one, reference_fits_method, reference_options_have_a_reference, vocabulary_fits,
+               model_loading_fits, bco_and_ld_fit_the_loss, predict_has_data,
                best_model_has_evaluation, one_optimizer, optimizer_fits_method, optimizer_fits_training,
                sft_loss_fits, llama_pro_fits, sampling_keys_apply, rewards_are_given, distill_beta_is_a_mix,
-               gguf_type_is_written)
+               gguf_type_is_written, quantized_export_fits, vllm_fits_eval)

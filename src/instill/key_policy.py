@@ -37,6 +37,9 @@ def _table(action: Action, reason: str, keys: str | dict[str, Any]) -> dict[str,
 
 _EXTRAS = "is one of LLaMA-Factory's training extras, not built in instill yet (remove it to train without it)"
 _NOT_YET = "is not built in instill yet; remove it"
+_PTQ = ("a format of pre-quantized checkpoints, not an on-the-fly method (LLaMA-Factory quantizes on the fly with "
+        "bnb, hqq or eetq; GPTQ / AWQ / AQLM "
+        "checkpoints come quantized and need their own kernels, not built in instill); use quantization_method: bnb")
 _PPO = ("PPO was removed from trl (the library instill trains on); use stage: grpo with reward_model: "
         "<your stage: rm output_dir> (or reward_funcs)")
 
@@ -108,9 +111,6 @@ POLICY: dict[str, Policy] = {
         "placement_strategy": None}),
     **_table("refused", "fp8 training needs a CUDA GPU with fp8 (Hopper or newer) and is not built in instill; "
              "use bf16", {"fp8": False, "fp8_backend": "auto", "fp8_enable_fsdp_float8_all_gather": False}),
-    **_table("refused", "the vLLM inference backend is not built in instill yet; use infer_backend: huggingface", {
-        "vllm_maxlen": 4096, "vllm_gpu_util": 0.7, "vllm_enforce_eager": False, "vllm_max_lora_rank": 32,
-        "vllm_config": None}),
     **_table("refused", "the SGLang inference backend is not supported; use infer_backend: huggingface", {
         "sglang_maxlen": 4096, "sglang_mem_fraction": 0.7, "sglang_tp_size": -1, "sglang_config": None,
         "sglang_lora_backend": "triton"}),
@@ -123,31 +123,14 @@ POLICY: dict[str, Policy] = {
              {"apollo_scale_front": False}),
     **_table("refused", "mixture of depths (MoD) is refused: its library (mixture-of-depth) is unmaintained",
              {"mixture_of_depths": None}),
-    **_table("refused", "pure bf16 training (no fp32 master weights) is not built; use bf16: true (mixed precision)",
-             {"pure_bf16": False}),
     **_table("refused", "LongLoRA's shift short attention is not supported (transformers dropped the patch it needs)",
              {"shift_attn": False}),
-    **_table("refused", "MoE auxiliary-loss tuning " + _NOT_YET, {"moe_aux_loss_coef": None}),
     **_table("refused", "LLaMA-Factory's v1 kernels are not supported; use enable_liger_kernel on CUDA",
              {"use_v1_kernels": False}),
     **_table("refused", "early stopping " + _NOT_YET, {"early_stopping_steps": None}),
     **_table("refused", "LLaMA-Factory's per-model tool-call formats (default, glm4, llama3, mistral, qwen, ...) are "
              "not written in instill yet; remove it: templates qwen, chatml and qwen2_vl write Hermes-style tool "
              "calls and template: auto the tokenizer's own", {"tool_format": None}),
-    **_table("refused", "adding tokens to the vocabulary " + _NOT_YET, {
-        "add_tokens": None, "add_special_tokens": None, "new_special_tokens_config": None, "resize_vocab": False,
-        "init_special_tokens": "noise_init", "split_special_tokens": False}),
-    **_table("refused", "upcasting layer norms / the LM head output " + _NOT_YET,
-             {"upcast_layernorm": False, "upcast_lmhead_output": False}),
-    **_table("refused", "freezing the language model of a vision-language model " + _NOT_YET,
-             {"freeze_language_model": False}),
-    **_table("refused", "stacking a new adapter on merged ones " + _NOT_YET + "; merge with instill export first",
-             {"create_new_adapter": False, "adapter_folder": None}),
-    **_table("refused", "quantization methods other than bitsandbytes are not supported", {
-        "quantization_method": "bnb", "quantization_device_map": None}),
-    **_table("refused", "training from random weights " + _NOT_YET, {"train_from_scratch": False}),
-    **_table("refused", "the per-parameter status print " + _NOT_YET + " (the run prints trainable counts)",
-             {"print_param_status": False}),
     **_table("refused", "the torch profiler " + _NOT_YET, {
         "enable_torch_profiler": False, "profiler_output_dir": None, "profiler_wait_steps": 1,
         "profiler_warmup_steps": 1, "profiler_active_steps": 1, "profiler_repeat": 1, "profiler_record_shapes": True,
@@ -155,17 +138,10 @@ POLICY: dict[str, Policy] = {
     **_table("refused", "generation options beyond greedy / temperature / top_p " + _NOT_YET, {
         "top_k": 50, "num_beams": 1, "max_length": 1024, "repetition_penalty": 1.0, "length_penalty": 1.0,
         "skip_special_tokens": True, "eval_num_beams": None}),
-    **_table("refused", "inference dtype " + _NOT_YET + " (inference uses the model's saved dtype)",
-             {"infer_dtype": "auto"}),
-    **_table("refused", "GPTQ / quantized export " + _NOT_YET + "; export merged weights", {
-        "export_quantization_bit": None, "export_quantization_dataset": None, "export_quantization_nsamples": 128,
-        "export_quantization_maxlen": 1024}),
     **_table("refused", "PyTorch .bin weights are unsafe to load (pickle); instill writes safetensors only",
              {"export_legacy_format": False}),
     **_table("refused", "uploading the export " + _NOT_YET + "; upload export_dir with `hf upload`",
              {"export_hub_model_id": None}),
-    **_table("refused", "a reference model with its own adapters or quantization " + _NOT_YET, {
-        "ref_model_adapters": None, "ref_model_quantization_bit": None}),
     **_table("refused", "vision preprocessing options for Gemma 3 / InternVL are not supported (Qwen2-VL only)", {
         "image_do_pan_and_scan": False, "crop_to_patches": False}),
     **_table("refused", "uploading to the hub during training " + _NOT_YET + "; upload output_dir with `hf upload`", {
@@ -178,9 +154,18 @@ POLICY: dict[str, Policy] = {
 # Values refused for keys instill implements: (key, value) -> reason.
 REFUSED_VALUES: dict[tuple[str, Any], str] = {
     ("stage", "ppo"): _PPO,
-    ("infer_backend", "vllm"): "the vLLM backend is not built in instill yet; use infer_backend: huggingface",
     ("infer_backend", "sglang"): "the SGLang backend is not supported; use infer_backend: huggingface",
     ("infer_backend", "ktransformers"): "the KTransformers backend is not supported; use infer_backend: huggingface",
+    **{("quantization_method", method): reason for method, reason in {
+        "gptq": _PTQ, "awq": _PTQ, "aqlm": _PTQ,
+        "quanto": "optimum-quanto is not built in instill; use quantization_method: bnb",
+        "eetq": "EETQ (CUDA-only 8-bit kernels) is not built in instill; use quantization_method: bnb",
+        "hqq": "HQQ is not built in instill; use quantization_method: bnb",
+        "mxfp4": "MXFP4 checkpoints (gpt-oss) need Hopper GPUs and triton kernels, not built in instill; use "
+                 "quantization_method: bnb",
+        "fp8": "fp8 checkpoints need a CUDA GPU with fp8 (Hopper or newer) and are not built in instill; use "
+               "quantization_method: bnb",
+    }.items()},
 }
 
 

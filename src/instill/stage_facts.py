@@ -70,8 +70,9 @@ class StageFacts:
 
 
 # The SFT losses (DFT, EAFT, ASFT); ASFT's reference is ref_model when given.
-_SFT_KEYS = frozenset({"use_dft_loss", "use_eaft_loss", "eaft_alpha", "use_asft_loss", "asft_alpha", "ref_model"})
-_DPO_KEYS = frozenset({"pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "simpo_gamma", "ref_model",
+_REF_KEYS = {"ref_model", "ref_model_adapters", "ref_model_quantization_bit"}
+_SFT_KEYS = frozenset({"use_dft_loss", "use_eaft_loss", "eaft_alpha", "use_asft_loss", "asft_alpha", *_REF_KEYS})
+_DPO_KEYS = frozenset({"pref_beta", "pref_ftx", "pref_loss", "dpo_label_smoothing", "simpo_gamma", *_REF_KEYS,
                        "pref_bco_weight", "ld_alpha"})
 _ONLINE_KEYS = frozenset({"num_generations", "max_prompt_length", "max_completion_length", "steps_per_generation",
                           "mask_truncated_completions", "use_vllm", "beta"})
@@ -82,7 +83,7 @@ _DISTILL_KEYS = _ONLINE_KEYS - {"num_generations", "steps_per_generation", "mask
 # What trl's online trainers log (eval_ forms too): rewards per function, KL, completion lengths, clipping.
 _RL_METRICS = ("reward", "reward_std", "rewards/", "kl", "completions/", "clip_ratio/", "clip_ratio", "entropy",
                "frac_reward_zero_std")
-_KTO_KEYS = frozenset({"pref_beta", "kto_chosen_weight", "kto_rejected_weight", "ref_model"})
+_KTO_KEYS = frozenset({"pref_beta", "kto_chosen_weight", "kto_rejected_weight", *_REF_KEYS})
 
 STAGE_FACTS: dict[str, StageFacts] = {facts.name: facts for facts in (
     StageFacts("sft", "supervised fine-tuning on conversations", "conversation", streamable=True,

@@ -76,15 +76,14 @@ def served(serve_yaml):
 class AppServer:
     """The application under uvicorn in a thread: `url`, `batcher`, `stop()`."""
 
-    def __init__(self, served, api_key=None, max_batch=8, max_queue=64, window_s=0.01, max_tokens=1024) -> None:
+    def __init__(self, served, api_key=None, max_batch=8, max_queue=64, window_s=0.01, max_tokens=1024,
+                 batching="continuous") -> None:
         import uvicorn
 
-        from instill.infer.serve.batching import Batcher
-        from instill.infer.serve.rows import generate_rows
-        from instill.infer.serve.server import Limits, build_app
+        from instill.infer.serve.server import Limits, build_app, build_batcher
 
-        self.batcher = Batcher(lambda rows: generate_rows(served.model, rows, served.pad_id, served.multi_adapter),
-                               max_batch=max_batch, max_queue=max_queue, window_s=window_s)
+        self.batcher, reason = build_batcher(served, batching, max_batch, max_queue, window_s)
+        assert reason is None, reason
         app = build_app(served, self.batcher, api_key, Limits(max_tokens=max_tokens))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

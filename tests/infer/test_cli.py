@@ -68,7 +68,7 @@ def test_instill_serve_with_an_api_key_from_the_environment(serve_yaml, tmp_path
     assert proc.returncode == 0, text[-3000:]
     assert "[instill] server stopped: 1 requests in 1 batches (largest 1), 3 tokens generated" in text
     assert "[instill] models: tiny, alpha, beta · context 256 tokens" in text
-    assert "API key required" in text and "batch of 1: 3 tokens" in text
+    assert "API key required" in text and "answer of 3 tokens (length)" in text
 
 
 def test_instill_serve_user_mistakes_are_one_line(serve_yaml, tmp_path):

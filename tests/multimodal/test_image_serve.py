@@ -7,10 +7,8 @@ import base64
 import pytest
 
 from instill.config import build_config
-from instill.infer.serve.batching import Batcher
-from instill.infer.serve.rows import generate_rows
 from instill.infer.serve.served import load_served
-from instill.infer.serve.server import build_app
+from instill.infer.serve.server import build_app, build_batcher
 from tests.fixtures.qwen2_vl import IMAGE_PAD
 from tests.multimodal.conftest import MLLM_DEMO
 
@@ -24,7 +22,8 @@ def client(tiny_qwen2_vl, tmp_path_factory):
     config = build_config({"model_name_or_path": str(tiny_qwen2_vl), "do_train": False, "image_max_pixels": 12544,
                            "output_dir": str(tmp_path_factory.mktemp("none") / "run")})
     served = load_served(config)
-    batcher = Batcher(lambda rows: generate_rows(served.model, rows, served.pad_id, served.multi_adapter, served.media))
+    batcher, reason = build_batcher(served)  # continuous asked for: a vision-language model gets static batches
+    assert batcher.kind == "static" and "vision-language" in reason
     with TestClient(build_app(served, batcher)) as test_client:
         yield test_client, served
     batcher.close()

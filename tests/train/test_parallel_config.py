@@ -105,6 +105,9 @@ def test_fsdp_example_passes_through_the_trainer(tmp_path):
     ({"fsdp": "full_shard", "deepspeed": "x.json"}, "deepspeed and fsdp are both set"),
     ({"fsdp": "full_shard", "fsdp_config": {"state_dict_type": "SHARDED_STATE_DICT"}}, "FULL_STATE_DICT"),
     ({"deepspeed": str(ROOT / "examples/deepspeed/ds_z3_config.json"), "pissa_init": True}, "pissa_init cannot"),
+    ({"deepspeed": str(ROOT / "examples/deepspeed/ds_z3_config.json"), "pure_bf16": True}, "pure_bf16 with ZeRO-3"),
+    ({"deepspeed": str(ROOT / "examples/deepspeed/ds_z3_config.json"), "adapter_name_or_path": "a,b"},
+     "merging adapters .* under ZeRO-3"),
 ])
 def test_parallel_refusals_on_cpu(keys, message):
     with pytest.raises(ConfigError, match=message) as err:

@@ -208,12 +208,6 @@ def test_shared_prefix_is_off_where_it_would_not_be_exact(tiny_qwen2, tmp_path):
 
     model = _model(tiny_qwen2, "lora")
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    checkpointed = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
-                                     gradient_checkpointing=True)
-    assert not LabelledLossTrainer(model=model, args=checkpointed).share_prefix  # no cache under checkpointing
-    model.base_model.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    assert not LabelledLossTrainer(model=model, args=args).share_prefix  # as model/load.py turns it on
-    model.base_model.model.activation_checkpointing_disable()
     model.train()
     batch = _prefixed_batch(model.config.vocab_size)
     model.config.attention_dropout = 0.1  # one dropout mask for every row's prefix would differ from per-row masks

@@ -7,7 +7,11 @@ an *estimate*, said so wherever it is printed:
 
 - weights: frozen parameters in the stored dtype (bf16/fp16 for lora and freeze with bf16/fp16,
   fp32 otherwise, 0.5 byte for 4-bit, 1 byte for 8-bit);
-- trainable parameters: fp32 weight + fp32 gradient + optimizer states (8 bytes for Adam);
+- trainable parameters: fp32 weight + fp32 gradient + the optimizer's state, per optimizer
+  (model/footprint.py `optimizer_state_bytes`: 8 bytes for Adam, GaLore / APOLLO on low-rank projections,
+  BAdam one block at a time, Adam-mini about half of Adam, Muon momentum only on hidden matrices);
+- a frozen reference copy where DPO / KTO / GRPO (beta > 0) / ASFT keep one (full or freeze fine-tuning;
+  an adapter's reference is the base with it disabled). A distillation teacher is not counted;
 - activations per token and layer ≈ (9·hidden + 4·intermediate) values kept for backward (one
   layer input only with gradient checkpointing), plus the logits, their fp32 copy, log-softmax
   and gradient;
@@ -37,7 +41,6 @@ from instill.model.footprint import (
     checkpoint_bytes,
     existing_parent,
     model_shape,
-    optimizer_bytes,
     size,
     weight_bytes,
 )
@@ -56,13 +59,15 @@ class MemoryEstimate:
     runtime: float
     batch: int
     tokens: int
+    reference: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.weights + self.trainable + self.activations + self.logits + self.runtime
+        return self.weights + self.trainable + self.activations + self.logits + self.runtime + self.reference
 
     def parts(self) -> str:
-        return (f"weights {size(self.weights)} · trainable + grads + optimizer {size(self.trainable)} · "
+        ref = f" · frozen reference copy {size(self.reference)}" if self.reference else ""
+        return (f"weights {size(self.weights)}{ref} · trainable + grads + optimizer {size(self.trainable)} · "
                 f"activations {size(self.activations)} + logits {size(self.logits)} at {self.batch} × "
                 f"{self.tokens} tokens · runtime {size(self.runtime)}")
 
@@ -80,7 +85,8 @@ def estimate_memory(shape: ModelShape, config: RunConfig, tokens: int, device: D
         activations = n_tokens * shape.layers * per_token_layer
     return MemoryEstimate(
         weights=frozen * weight_bytes(config),
-        trainable=shape.trainable * (8 + optimizer_bytes(t.optim)),
+        trainable=shape.trainable * 4 + shape.with_gradient * 4 + shape.optimizer_state,
+        reference=shape.reference,
         activations=float(activations),
         logits=float(n_tokens * shape.vocab * (act_bytes + 12)),
         runtime=_CUDA_RUNTIME if device.kind == "cuda" else _CPU_RUNTIME,

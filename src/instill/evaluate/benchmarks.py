@@ -205,6 +205,9 @@ def table(reports: dict[str, dict], rows: list[dict] | None) -> str:
 def run_benchmarks(config: RunConfig, names: list[str] | str | None, limit: int | None = None,
                    compare_base: bool = False, which: str = "auto", output_dir: str | Path | None = None) -> dict:
     """Run the benchmarks, print the table, write benchmarks.json; returns what was written."""
+    if config.model.infer_backend == "vllm":
+        raise ConfigError("--benchmarks runs lm-eval on the transformers model; infer_backend: vllm is for chat, "
+                          "predict and eval generation (set infer_backend=huggingface)")
     names = benchmark_names(config, names)
     if not names:
         raise ConfigError("--benchmarks: name at least one benchmark (e.g. --benchmarks mmlu,gsm8k)")

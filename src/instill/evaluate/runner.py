@@ -22,6 +22,7 @@ from instill.errors import ConfigError, DataError
 from instill.evaluate.samples import Sample, load_samples
 from instill.evaluate.tasks import TASKS, settings_from
 from instill.infer.engine import Generator, load_generator
+from instill.infer.vllm_engine import load_vllm_generator
 from instill.model.choice import ModelChoice, choose_model
 from instill.model.load import Precision
 from instill.report.html import try_write_report
@@ -36,8 +37,10 @@ def _load(config: RunConfig, choice: ModelChoice):
 
     if config.model.torch_num_threads:
         torch.set_num_threads(config.model.torch_num_threads)
-    return load_generator(choice.model_args, TemplateChoice.of(config.data), choice.adapters,
-                          Precision(config.train.bf16, config.train.fp16))
+    precision = Precision(config.train.bf16, config.train.fp16)
+    if config.model.infer_backend == "vllm":
+        return load_vllm_generator(choice.model_args, TemplateChoice.of(config.data), choice.adapters, precision)
+    return load_generator(choice.model_args, TemplateChoice.of(config.data), choice.adapters, precision)
 
 
 # ---------------------------------------------------------------- running

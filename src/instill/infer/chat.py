@@ -4,6 +4,7 @@ The model is chosen as `instill eval` chooses it and prompts render with its tra
 (`load_generator`). Greedy unless the config sets do_sample (then temperature/top_p); answers stop at
 the template's end of turn or after max_new_tokens (default 512). Generation runs on a worker thread
 so that Ctrl-C, which Python delivers to the main thread, stops the answer and not the program.
+With infer_backend: vllm the answer comes whole from vLLM (infer/vllm_engine.py), not streamed.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] 
              out: TextIO = sys.stdout) -> None:
     """The read-answer loop; returns on /exit or end of input."""
     from instill.infer.engine import load_generator
+    from instill.infer.vllm_engine import load_vllm_generator
     from instill.model.choice import choose_model
     from instill.model.load import Precision
 
@@ -70,12 +72,18 @@ def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] 
 
         torch.set_num_threads(config.model.torch_num_threads)
     choice = choose_model(config, which)
-    generator = load_generator(choice.model_args, TemplateChoice.of(config.data), choice.adapters,
-                               Precision(config.train.bf16, config.train.fp16))
+    precision = Precision(config.train.bf16, config.train.fp16)
+    vllm = config.model.infer_backend == "vllm"
+    if vllm:
+        generator = load_vllm_generator(choice.model_args, TemplateChoice.of(config.data), choice.adapters, precision)
+        context = config.model.vllm_maxlen
+    else:
+        generator = load_generator(choice.model_args, TemplateChoice.of(config.data), choice.adapters, precision)
+        context = (getattr(generator.model.config, "max_position_embeddings", None)
+                   or generator.tokenizer.model_max_length)
     e = config.eval
     row_args = {"max_new_tokens": e.max_new_tokens or 512, "temperature": e.temperature if e.do_sample else 0.0,
                 "top_p": e.top_p if e.do_sample else 1.0}
-    context = getattr(generator.model.config, "max_position_embeddings", None) or generator.tokenizer.model_max_length
 
     def write(text: str) -> None:
         out.write(text)
@@ -119,9 +127,13 @@ def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] 
             say(f"the conversation is {len(prompt)} tokens, the model's context {context}; /reset to start over")
             continue
         write("assistant> ")
-        answer, finish = stream_answer(generator, prompt, {**row_args,
-                                                           "max_new_tokens": min(row_args["max_new_tokens"], room)},
-                                       write)
+        limit = min(row_args["max_new_tokens"], room)
+        if vllm:  # vLLM's offline engine answers whole (no token stream, no Ctrl-C stop)
+            answer = generator.generate_ids([prompt], limit, 1, row_args["temperature"], row_args["top_p"])[0]
+            write(answer)
+            finish = "stop"
+        else:
+            answer, finish = stream_answer(generator, prompt, {**row_args, "max_new_tokens": limit}, write)
         if finish == "stopped":
             write(" [stopped]")
         elif finish == "length":

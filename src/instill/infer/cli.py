@@ -2,7 +2,7 @@
 
     instill chat  config.yaml [key=value ...] [--model auto|base|tuned]
     instill serve config.yaml [key=value ...] [--model auto|base|tuned] [--host 127.0.0.1] [--port 8000]
-                  [--api-key KEY] [--max-concurrency 8] [--max-queue 64] [--max-tokens N] [--max-model-len N]
+                  [--api-key KEY] [--max-concurrency 8] [--batching continuous|static] [--max-queue 64] [--max-tokens N] [--max-model-len N]
 
 Both read the training config (do_train is ignored) and pick the model as `instill eval` does.
 """
@@ -51,6 +51,9 @@ def _serve(args: argparse.Namespace) -> int:
     from instill.infer.serve.server import Limits, exposure_warning, run_server
 
     config = _config(args)
+    if config.model.infer_backend == "vllm":
+        raise ConfigError("instill serve batches on transformers; infer_backend: vllm is for chat, predict and eval "
+                          "generation (set infer_backend=huggingface, or serve with `vllm serve`)")
     api_key = args.api_key or os.environ.get("INSTILL_API_KEY") or None
     for flag in ("max_concurrency", "max_queue", "max_tokens", "max_model_len"):
         value = getattr(args, flag)
@@ -66,10 +69,12 @@ def _serve(args: argparse.Namespace) -> int:
                     temperature=e.temperature if e.do_sample else 0.0, top_p=e.top_p if e.do_sample else 1.0)
     say(f"serving {served.describe()}")
     say(f"models: {', '.join(served.models)} · context {served.context} tokens · at most {limits.max_tokens} "
-        f"tokens an answer · batches of up to {args.max_concurrency}, {args.max_queue} more may wait")
+        f"tokens an answer · {args.batching} batching of up to {args.max_concurrency} requests, "
+        f"{args.max_queue} more may wait")
     say(f"OpenAI API at http://{args.host}:{args.port}/v1 · chat page at http://{args.host}:{args.port}/"
         + (" · API key required" if api_key else ""))
-    run_server(served, args.host, args.port, api_key, args.max_concurrency, args.max_queue, limits)
+    run_server(served, args.host, args.port, api_key, args.max_concurrency, args.max_queue, limits,
+               batching=args.batching)
     return 0
 
 
@@ -107,7 +112,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="require 'Authorization: Bearer KEY' (default: the INSTILL_API_KEY environment variable, "
                             "which, unlike this option, other users cannot read in `ps`)")
     serve.add_argument("--max-concurrency", type=int, default=8, metavar="N",
-                       help="requests generated together in one batch (default 8)")
+                       help="requests generated together (default 8)")
+    serve.add_argument("--batching", choices=("continuous", "static"), default="continuous",
+                       help="continuous (default): requests join the running batch at every step and leave as "
+                            "they finish; static: a batch runs until its longest answer ends")
     serve.add_argument("--max-queue", type=int, default=64, metavar="N",
                        help="requests that may wait for a batch; beyond that the answer is 429 (default 64)")
     serve.add_argument("--max-tokens", type=int, metavar="N",

@@ -26,7 +26,7 @@ from instill.data.tokenize import cut_middle, tokenize_rendered
 from instill.errors import DataError
 from instill.hub import resolve_model_args
 from instill.model.adapters import check_adapters
-from instill.model.load import Precision, load_model, load_tokenizer
+from instill.model.load import Precision, load_model, load_tokenizer, tokenizer_dir
 from instill.model.processor import load_image_inputs
 from instill.model.rope import inference_rope
 
@@ -131,18 +131,6 @@ class Generator:
         return replies
 
 
-def tokenizer_dir(model_dir: str | Path, adapters: Sequence[str | Path] = ()) -> Path:
-    """Where the tokenizer and its chat template come from: the last adapter directory holding one, else the model.
-
-    Training saves the tokenizer beside the adapter, with the chat template it trained with written into it,
-    so prompts at inference time render exactly as in training even when the base has another template.
-    """
-    for path in reversed(list(adapters)):
-        if (Path(path) / "tokenizer_config.json").is_file():
-            return Path(path)
-    return Path(model_dir)
-
-
 def load_generator(model_args: ModelArgs, template_name: str | TemplateChoice = "auto",
                    adapter: str | Path | Sequence[str | Path] | None = None,
                    precision: Precision | None = None, merge: bool = True) -> Generator:
@@ -157,15 +145,17 @@ def load_generator(model_args: ModelArgs, template_name: str | TemplateChoice = 
     """
     model_dir = resolve_model_args(model_args)
     adapters = [adapter] if isinstance(adapter, (str, Path)) else list(adapter or [])
-    check_adapters([str(p) for p in adapters])
-    tokenizer = load_tokenizer(model_args, tokenizer_dir(model_dir, adapters))
+    sub = model_args.adapter_folder
+    check_adapters([str(p) for p in adapters], sub)
+    tokenizer = load_tokenizer(model_args, tokenizer_dir(model_dir, adapters, sub))
     rope = inference_rope(model_args.rope_scaling, model_dir, adapters, model_args.trust_remote_code)
-    model = load_model(model_args, precision or Precision(), "lora", model_dir, rope=rope)
+    model = load_model(model_args, precision or Precision(), "lora", model_dir, rope=rope, tokenizer=tokenizer,
+                       inference=True)
     if adapters:
         from peft import PeftModel
 
         for i, path in enumerate(adapters):
-            model = PeftModel.from_pretrained(model, str(path))
+            model = PeftModel.from_pretrained(model, str(path), **({"subfolder": sub} if sub else {}))
             if i < len(adapters) - 1 or (merge and not getattr(model, "is_quantized", False)):
                 model = model.merge_and_unload()
     model.eval()

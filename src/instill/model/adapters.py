@@ -17,7 +17,8 @@ from torch import nn
 from instill.config import MethodArgs
 from instill.errors import ConfigError, ModelError
 from instill.hub import check_json
-from instill.model.processor import freeze_vision, frozen_parts
+from instill.model.processor import PROJECTOR, freeze_vision, frozen_parts
+from instill.model.vocab import embedding_modules
 
 
 def linear_module_names(model: nn.Module) -> list[str]:
@@ -102,15 +103,17 @@ def _unfrozen_targets(model: nn.Module, leaves: list[str], frozen: tuple[str, ..
              and not any(part in name + "." for part in frozen)]
     if not names:
         raise ConfigError(f"lora_target: {', '.join(leaves)} matches no linear layer outside the frozen vision "
-                          f"tower/projector (linear layers: {', '.join(available[:8])}); set freeze_vision_tower: "
+                          f"tower/projector/language model (linear layers: {', '.join(available[:8])}); set freeze_vision_tower: "
                           "false to put LoRA on the vision tower")
     return names
 
 
-def check_adapters(paths: list[str] | None) -> None:
-    """Each adapter must be a folder holding a peft adapter_config.json with a peft_type; else one line naming it."""
+def check_adapters(paths: list[str] | None, subfolder: str | None = None) -> None:
+    """Each adapter must be a folder (or its `subfolder`, adapter_folder) holding a peft adapter_config.json with a
+    peft_type; else one line naming it."""
     for path in paths or []:
-        folder = Path(path)
+        folder = Path(path) / (subfolder or "")
+        path = str(folder)
         if not folder.exists():
             raise ModelError(f"adapter '{path}' does not exist")
         if not folder.is_dir():
@@ -122,22 +125,43 @@ def check_adapters(paths: list[str] | None) -> None:
             raise ModelError(f"adapter '{path}' is not a peft adapter: {config} has no peft_type")
 
 
-def _load_adapters(model: nn.Module, adapter_paths: list[str]) -> nn.Module:
-    """Earlier adapters are merged into the base; the last one keeps training."""
+def _load_adapters(model: nn.Module, adapter_paths: list[str], args: MethodArgs, subfolder: str | None = None
+                   ) -> tuple[nn.Module, bool]:
+    """LLaMA-Factory's adapter stacking: earlier adapters are merged into the base and the last one keeps training;
+    with create_new_adapter every one is merged and a new adapter is made on top. Returns (model, resumed)."""
     from peft import PeftModel
 
-    check_adapters(adapter_paths)
-    for path in adapter_paths[:-1]:
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    return PeftModel.from_pretrained(model, adapter_paths[-1], is_trainable=True)
+    check_adapters(adapter_paths, subfolder)
+    kwargs = {"subfolder": subfolder} if subfolder else {}
+    merged = adapter_paths if args.create_new_adapter else adapter_paths[:-1]
+    if merged and getattr(model, "is_quantized", False):
+        raise ConfigError("a 4/8-bit base takes one adapter, trained further: merging into quantized weights is lossy "
+                          "(merge them with instill export first, or remove create_new_adapter)")
+    for path in merged:
+        model = PeftModel.from_pretrained(model, path, **kwargs).merge_and_unload()
+    if args.create_new_adapter:
+        return model, False
+    return PeftModel.from_pretrained(model, adapter_paths[-1], is_trainable=True, **kwargs), True
 
 
-def apply_lora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
+def _tie(model: nn.Module, modules_to_save: list[str] | None) -> dict[str, bool]:
+    """peft's ensure_weight_tying where the embeddings are tied and both are trained whole (new tokens): the
+    trained copies stay one matrix, as the merged model's config says."""
+    tied = getattr(model.config, "tie_word_embeddings", False) or getattr(
+        getattr(model.config, "text_config", None), "tie_word_embeddings", False)
+    both = len(embedding_modules(model)) == 2 and set(embedding_modules(model)) <= set(modules_to_save or [])
+    return {"ensure_weight_tying": True} if tied and both else {}
+
+
+def apply_lora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0,
+               subfolder: str | None = None) -> nn.Module:
     """LoRA, with DoRA (use_dora), rsLoRA (use_rslora) and PiSSA initialisation (pissa_init) as options."""
     from peft import LoraConfig, get_peft_model
 
     if adapter_paths:
-        return _load_adapters(model, adapter_paths)
+        model, resumed = _load_adapters(model, adapter_paths, args, subfolder)
+        if resumed:
+            return model
     targets = _lora_targets(model, args)
     init: bool | str = True
     if args.pissa_init:
@@ -153,16 +177,23 @@ def apply_lora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | No
         use_dora=args.use_dora,
         init_lora_weights=init,
         fan_in_fan_out=_uses_conv1d(model, targets),
+        **_tie(model, args.additional_target),
     )
     return get_peft_model(model, config)
 
 
-def apply_oft(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
+def apply_oft(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0,
+               subfolder: str | None = None) -> nn.Module:
     """OFT: a trained block-diagonal orthogonal rotation of each target layer's input (peft's OFTConfig)."""
     from peft import OFTConfig, get_peft_model
 
     if adapter_paths:
-        return _load_adapters(model, adapter_paths)
+        model, resumed = _load_adapters(model, adapter_paths, args, subfolder)
+        if resumed:
+            return model
+    if _tie(model, args.additional_target):
+        raise ConfigError("finetuning_type: oft cannot train tied embeddings whole (peft's OFT cannot keep them tied), "
+                          "which new tokens need; use lora")
     config = OFTConfig(
         task_type=_task_type(model),
         r=args.oft_rank,
@@ -174,7 +205,8 @@ def apply_oft(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | Non
     return get_peft_model(model, config)
 
 
-def apply_adalora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
+def apply_adalora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0,
+               subfolder: str | None = None) -> nn.Module:
     """AdaLoRA: ranks start at adalora_init_r and are pruned by importance during training.
 
     peft needs the total number of optimizer steps up front, and someone must call
@@ -183,7 +215,9 @@ def apply_adalora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] |
     from peft import AdaLoraConfig, get_peft_model
 
     if adapter_paths:
-        return _load_adapters(model, adapter_paths)
+        model, resumed = _load_adapters(model, adapter_paths, args, subfolder)
+        if resumed:
+            return model
     if total_steps <= 0:
         raise ConfigError("adalora: the total number of training steps is unknown; set max_steps or num_train_epochs")
     tinit, tfinal = args.adalora_tinit, args.adalora_tfinal
@@ -205,11 +239,13 @@ def apply_adalora(model: nn.Module, args: MethodArgs, adapter_paths: list[str] |
         target_modules=targets,
         modules_to_save=args.additional_target,
         fan_in_fan_out=_uses_conv1d(model, targets),
+        **_tie(model, args.additional_target),
     )
     return get_peft_model(model, config)
 
 
-def apply_full(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
+def apply_full(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0,
+               subfolder: str | None = None) -> nn.Module:
     if adapter_paths:
         raise ConfigError("adapter_name_or_path is set but finetuning_type is full; merge the adapter first (instill export)")
     for param in model.parameters():
@@ -218,14 +254,15 @@ def apply_full(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | No
 
 
 def _num_layers(model: nn.Module) -> int:
-    config = model.config
+    config = getattr(model.config, "text_config", None) or model.config  # a vision-language model: its LM's layers
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if getattr(config, key, None):
             return int(getattr(config, key))
     raise ConfigError("freeze: cannot tell how many layers this model has (no num_hidden_layers in its config)")
 
 
-def apply_freeze(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
+def apply_freeze(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0,
+               subfolder: str | None = None) -> nn.Module:
     """Train only the last N layers (first N when negative), optionally only some of their modules."""
     if adapter_paths:
         raise ConfigError("adapter_name_or_path is set but finetuning_type is freeze; merge the adapter first")
@@ -239,12 +276,15 @@ def apply_freeze(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | 
         layer_ids = range(n_layers - n, n_layers) if n > 0 else range(-n)
     modules = args.freeze_trainable_modules
     extra = args.freeze_extra_modules or []
+    # a vision-language model's projector trains whole when unfrozen, as in LLaMA-Factory
+    vision = getattr(model.config, "vision_config", None) is not None
+    projector = PROJECTOR if vision and not args.freeze_multi_modal_projector else ()
     matched = 0
     for name, param in model.named_parameters():
         m = _LAYER.search(name)
         in_layer = bool(m) and int(m.group(1)) in layer_ids
         module_ok = modules == ["all"] or any(f".{mod}." in name for mod in modules)
-        is_extra = any(name.startswith(e + ".") or f".{e}." in name for e in extra)
+        is_extra = any(name.startswith(e + ".") or f".{e}." in name for e in extra) or any(p in name for p in projector)
         trainable = (in_layer and module_ok) or is_extra
         param.requires_grad_(trainable)
         matched += trainable
@@ -262,15 +302,19 @@ METHODS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def apply_method(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0) -> nn.Module:
-    """Apply `args.finetuning_type`; `total_steps` is the number of optimizer steps (AdaLoRA needs it)."""
-    model = METHODS[args.finetuning_type](model, args, adapter_paths, total_steps)
+def apply_method(model: nn.Module, args: MethodArgs, adapter_paths: list[str] | None = None, total_steps: int = 0,
+                 subfolder: str | None = None, upcast: bool = True) -> nn.Module:
+    """Apply `args.finetuning_type`; `total_steps` is the number of optimizer steps (AdaLoRA needs it);
+    `subfolder`: adapter_folder; `upcast`: false keeps trained weights in the base's dtype (pure_bf16)."""
+    if args.freeze_language_model and getattr(model.config, "vision_config", None) is None:
+        raise ConfigError("freeze_language_model: true is for vision-language models; this model is all language model")
+    model = METHODS[args.finetuning_type](model, args, adapter_paths, total_steps, subfolder)
     if args.finetuning_type in ("full", "freeze"):
         freeze_vision(model, args)
     # Trainable weights live in fp32 even when the frozen base is bf16/fp16: optimizer updates
     # of ~1e-5 vanish in bf16's 8-bit mantissa. Not with BAdam: it keeps fp32 copies of the block it
-    # trains (its memory saving), as in LLaMA-Factory.
-    if args.use_badam:
+    # trains (its memory saving), as in LLaMA-Factory; nor with pure_bf16, which asks for bf16 throughout.
+    if args.use_badam or not upcast:
         return model
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32 and param.is_floating_point():

@@ -30,8 +30,8 @@ def choose_model(config: RunConfig, which: str = "auto") -> ModelChoice:
     out = Path(config.train.output_dir)
     if config.model.adapter_name_or_path:
         return ModelChoice("tuned", base.model_args, list(config.model.adapter_name_or_path))
-    if (out / "adapter_config.json").is_file():
-        return ModelChoice("tuned", base.model_args, [str(out)])
+    if (out / "adapter_config.json").is_file():  # adapter_folder is a folder of adapter_name_or_path's, not of this
+        return ModelChoice("tuned", base.model_args.model_copy(update={"adapter_folder": None}), [str(out)])
     if (out / "config.json").is_file():
         return ModelChoice("tuned", base.model_args.model_copy(update={"model_name_or_path": str(out)}), [])
     if which == "tuned":

@@ -10,16 +10,22 @@ token ids, add_bos) and its quantizers. Followed from the script: Llama-architec
 embeddings and output included), the pre-tokenizer named by the hash of the script's check text,
 tokens padded to `vocab_size` as `[PAD<i>]`, added tokens CONTROL when special or `<|...|>`. Checked
 against llama.cpp itself through llama-cpp-python (tests/model/test_gguf.py, the `llamacpp` extra).
+
+K-quants (q4_k_m, q6_k, ...): the gguf package has no K-quant quantizer, so the f16 GGUF written here is
+quantized by llama.cpp's own `llama_model_quantize` (through llama-cpp-python, the `llamacpp` extra), with its
+default parameters: its per-tensor mix for the _s/_m/_l types and its fallback for rows that are not a multiple
+of 256 (SmolLM2's 576-wide rows become q5_0/q8_0 and the like; 1536-wide rows stay K-quants).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
-from instill.config_rules import GGUF_TYPES
+from instill.config_rules import GGUF_K_QUANTS, GGUF_TYPES
 from instill.errors import ConfigError, ModelError
 
 # export_gguf_type -> GGMLQuantizationType. Only the types the gguf package quantizes itself (its
@@ -77,9 +83,11 @@ def write_gguf(model_dir: Path, gguf_type: str, out_dir: Path | None = None) -> 
     from safetensors import safe_open
     from transformers import AutoTokenizer
 
+    if gguf_type in GGUF_K_QUANTS:
+        return _llama_quantize(model_dir, gguf_type, out_dir or model_dir)
     if gguf_type not in GGUF_TYPES:
         raise ConfigError(f"export_gguf_type '{gguf_type}' is not written by instill; choose one of "
-                          f"{', '.join(GGUF_TYPES)}")
+                          f"{', '.join((*GGUF_TYPES, *GGUF_K_QUANTS))}")
     hf_arch = check_architecture(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     arch_name, permute = ARCHITECTURES[hf_arch]
@@ -156,6 +164,35 @@ def write_gguf(model_dir: Path, gguf_type: str, out_dir: Path | None = None) -> 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return path
+
+
+def _llama_quantize(model_dir: Path, gguf_type: str, out_dir: Path) -> Path:
+    """`model-<K-quant>.gguf` by llama.cpp's quantizer from an f16 GGUF written first (and removed after)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ConfigError(f"export_gguf_type '{gguf_type}' is quantized by llama.cpp, which is not installed; "
+                          "install the llamacpp extra (pip install 'instill[llamacpp]')") from None
+    import tempfile
+
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{gguf_type.upper()}")
+    path = gguf_path(out_dir, gguf_type)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".f16-") as tmp:
+        f16 = write_gguf(model_dir, "f16", Path(tmp))
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = ftype
+        logger = logging.getLogger("llama-cpp-python")  # llama.cpp's log: a line per tensor unless errors only
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            code = llama_cpp.llama_model_quantize(str(f16).encode(), str(path).encode(), params)
+        finally:
+            logger.setLevel(level)
+    if code != 0:
+        path.unlink(missing_ok=True)
+        raise ModelError(f"llama.cpp could not quantize the GGUF to {gguf_type} (llama_model_quantize returned {code})")
     return path
 
 

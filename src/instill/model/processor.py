@@ -15,13 +15,14 @@ from torch import nn
 
 from instill.config import MethodArgs, ModelArgs
 from instill.data.multimodal import ImageInputs
-from instill.errors import ModelError
+from instill.errors import ConfigError, ModelError
 from instill.hub import check_json
 
 SUPPORTED = ("qwen2_vl", "qwen2_5_vl")
 # Parameter-name pieces of each part (LLaMA-Factory's model registry: vision_model_keys, projector_key).
 VISION_TOWER = ("visual.patch_embed.", "visual.blocks.")
 PROJECTOR = ("visual.merger.",)
+LANGUAGE_MODEL = ("language_model.", "lm_head.")
 
 
 def vision_model_type(model_dir: Path) -> str | None:
@@ -67,15 +68,20 @@ def load_image_inputs(args: ModelArgs, model_dir: Path, tokenizer: Any) -> Image
 
 
 def frozen_parts(model: nn.Module, args: MethodArgs) -> tuple[str, ...]:
-    """Name pieces of the parameters/modules that stay frozen: the vision tower and projector, unless asked."""
+    """Name pieces of the parameters/modules that stay frozen: the vision tower and projector unless asked, the
+    language model when asked (freeze_language_model)."""
     if getattr(model.config, "vision_config", None) is None:
         return ()
-    return (VISION_TOWER if args.freeze_vision_tower else ()) + (PROJECTOR if args.freeze_multi_modal_projector else ())
+    return ((VISION_TOWER if args.freeze_vision_tower else ()) + (PROJECTOR if args.freeze_multi_modal_projector else ())
+            + (LANGUAGE_MODEL if args.freeze_language_model else ()))
 
 
 def freeze_vision(model: nn.Module, args: MethodArgs) -> None:
     """requires_grad off on the frozen parts (full and freeze methods; LoRA never wraps them)."""
     parts = frozen_parts(model, args)
     for name, param in model.named_parameters():
-        if any(part in name for part in parts):
+        if any(part in name + "." for part in parts):
             param.requires_grad_(False)
+    if parts and not any(param.requires_grad for param in model.parameters()):
+        raise ConfigError("nothing left to train: the language model, vision tower and projector are all frozen (set "
+                          "freeze_vision_tower: false or freeze_multi_modal_projector: false)")

@@ -115,6 +115,12 @@ def check_parallel(config: RunConfig) -> None:
     if sharded and config.method.pissa_init:
         raise ConfigError("pissa_init cannot be combined with ZeRO-3 or FSDP (its conversion needs the whole adapter "
                           "on one process); remove pissa_init or shard less")
+    zero3 = ds is not None and ds.get("zero_optimization", {}).get("stage") == 3
+    if zero3 and t.pure_bf16:  # as LLaMA-Factory
+        raise ConfigError("pure_bf16 with ZeRO-3 is not supported (ZeRO-3 keeps fp32 master weights); use bf16: true")
+    if zero3 and (len(config.model.adapter_name_or_path or []) > 1 or config.method.create_new_adapter):
+        raise ConfigError("merging adapters (several adapter_name_or_path, or create_new_adapter) is not supported "
+                          "under ZeRO-3 (the weights are sharded); merge them with instill export first")
     if t.fsdp and _fsdp_setting(t.fsdp_config, "state_dict_type", "FULL_STATE_DICT") != "FULL_STATE_DICT":
         raise ConfigError("fsdp_config: state_dict_type must be FULL_STATE_DICT, or the saved adapter/weights are "
                           "one shard per rank")

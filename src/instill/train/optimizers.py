@@ -33,6 +33,7 @@ from instill.config import MethodArgs, RunConfig
 from instill.config_rules import chosen_optimizer
 from instill.errors import ConfigError
 from instill.model.adapters import linear_module_names
+from instill.model.footprint import muon_split
 from instill.ranks import world_size
 
 
@@ -169,20 +170,6 @@ class MuonWithAdamW(torch.optim.Optimizer):
             opt.load_state_dict(state)
 
 
-def muon_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(Muon's, AdamW's) trainable parameters: Muon takes the 2-D weights of the hidden layers; the input
-    embeddings, the output head (a reward model's score too), norms and biases go to AdamW."""
-    edges = {id(layer.weight) for layer in (model.get_input_embeddings(), model.get_output_embeddings())
-             if layer is not None}
-    hidden, rest = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        edge = id(param) in edges or any(part in name for part in ("embed", "lm_head", "score"))
-        (hidden if param.ndim == 2 and not edge else rest).append(param)
-    return hidden, rest
-
-
 def muon(trainer: Any, model: nn.Module, m: MethodArgs) -> Any:
     hidden, rest, args = *muon_split(model), trainer.args
     if not hidden:
@@ -221,6 +208,29 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "use_muon": Optimizer(muon),
     "loraplus_lr_ratio": Optimizer(loraplus),
 }
+
+
+def state_bytes(optimizer: Any) -> int:
+    """Bytes of every tensor an optimizer holds in its state (GaLore's projectors, each optimizer of a
+    layer-wise one, BAdam's inner Adam included); step counters left out."""
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # inside accelerate's wrapper
+    inner = (list(optimizer.optimizer_dict.values()) if hasattr(optimizer, "optimizer_dict")
+             else getattr(optimizer, "parts", [optimizer]))
+    seen: set[int] = set()
+
+    def walk(obj: Any) -> int:
+        if isinstance(obj, torch.Tensor):
+            if id(obj) in seen or obj.ndim == 0:
+                return 0
+            seen.add(id(obj))
+            return obj.numel() * obj.element_size()
+        if isinstance(obj, dict):
+            return sum(walk(v) for v in obj.values())
+        if isinstance(obj, list | tuple):
+            return sum(walk(v) for v in obj)
+        return sum(walk(v) for v in vars(obj).values()) if hasattr(obj, "__dict__") else 0
+
+    return sum(walk(dict(getattr(opt, "base_optimizer", opt).state)) for opt in inner)
 
 
 def check_optimizer(config: RunConfig) -> None:

@@ -23,6 +23,7 @@ from dataclasses import fields
 from typing import Any
 
 from instill.console import say
+from instill.model.load import Precision, load_reference
 from instill.train.optimizers import with_chosen_optimizer
 from instill.train.patches import IdsAsGiven, KLPairs, PairRowsAsGiven
 from instill.train.stage import Stage, StageInputs
@@ -52,13 +53,12 @@ def reference_model(inputs: StageInputs) -> Any:
         say(f"reference model: a frozen copy of {inputs.config.model.model_name_or_path} loaded by trl "
             f"(+{_megabytes(inputs.model):,.0f} MiB)")
         return None
-    from transformers import AutoModelForCausalLM
-
-    from instill.hub import resolve_model
-
-    ref = AutoModelForCausalLM.from_pretrained(resolve_model(m.ref_model), dtype=inputs.model.dtype)
-    ref.requires_grad_(False).eval()
-    say(f"reference model: {m.ref_model}, frozen ({_megabytes(ref):,.0f} MiB)")
+    t = inputs.config.train
+    ref = load_reference(m.ref_model, m.ref_model_adapters, m.ref_model_quantization_bit, inputs.config.model,
+                         Precision(t.bf16, t.fp16, t.pure_bf16), inputs.model.dtype)
+    extra = "".join(f" + {a}" for a in m.ref_model_adapters or [])
+    bits = f", {m.ref_model_quantization_bit}-bit" if m.ref_model_quantization_bit else ""
+    say(f"reference model: {m.ref_model}{extra}{bits}, frozen ({_megabytes(ref):,.0f} MiB)")
     return ref
 
 

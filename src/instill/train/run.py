@@ -30,6 +30,7 @@ from instill.model.footprint import check_free_disk, checkpoint_bytes
 from instill.model.load import Precision, check_precision, check_speed_flags, device_type, load_model, load_tokenizer
 from instill.model.processor import load_image_inputs
 from instill.model.rope import save_rope, training_rope
+from instill.model.vocab import embedding_modules
 from instill.ranks import is_main, world_size
 from instill.ranks import start as start_ranks
 from instill.report.data_summary import write_data_summary
@@ -108,6 +109,21 @@ def check_disk(model: Any, config: RunConfig, total_steps: int, resume: str | No
     check_free_disk(out, *checkpoint_bytes(total, trainable, config, left, kept))
 
 
+def _train_new_rows(config: RunConfig, model: Any) -> RunConfig:
+    """New tokens with an adapter method: the embeddings and LM head join additional_target (trained and saved
+    whole), as LLaMA-Factory does when resize_vocab is set and additional_target is not."""
+    m, method = config.model, config.method
+    if not (m.resize_vocab or m.add_tokens or m.add_special_tokens or m.new_special_tokens_config):
+        return config
+    if method.finetuning_type not in ("lora", "adalora", "oft") or method.additional_target is not None:
+        return config
+    if m.adapter_name_or_path and not method.create_new_adapter:
+        return config  # the resumed adapter keeps its own modules_to_save
+    names = embedding_modules(model)
+    say(f"new tokens: {', '.join(names)} are trained whole beside the adapter (additional_target)")
+    return config.model_copy(update={"method": method.model_copy(update={"additional_target": names})})
+
+
 def _save_pissa_init(model: Any, config: RunConfig, out: Path) -> Path | None:
     """PiSSA's initial adapter, needed at the end to convert the trained one (see peft's PiSSA docs)."""
     if not config.method.pissa_init or config.model.adapter_name_or_path:
@@ -155,7 +171,8 @@ def _training_arguments(cls: type, args: TrainArgs, has_eval: bool, finetuning_t
         weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm,
         optim=args.optim,
-        bf16=bool(Precision(args.bf16, args.fp16).bf16),  # bf16: auto resolved for this hardware
+        # bf16: auto resolved for this hardware; pure_bf16 trains bf16 weights without autocast
+        bf16=bool(Precision(args.bf16, args.fp16).bf16) and not args.pure_bf16,
         fp16=args.fp16,
         use_cpu=on_cpu,
         logging_steps=args.logging_steps,
@@ -233,7 +250,7 @@ def run_training(config: RunConfig) -> RunResult:
     Holds output_dir's lock for the whole run; raises TrainingInterrupted after a Ctrl-C/SIGTERM has
     saved a checkpoint."""
     started = time.perf_counter()
-    t, precision = config.train, Precision(config.train.bf16, config.train.fp16)
+    t, precision = config.train, Precision(config.train.bf16, config.train.fp16, config.train.pure_bf16)
     stage = STAGES[config.method.stage]
     if not stage.facts.has_input_ids and t.group_by_length:
         # transformers' length-grouped sampler reads input_ids, which pair and prompt rows do not have: random order,
@@ -246,6 +263,9 @@ def run_training(config: RunConfig) -> RunResult:
     check_precision(precision)
     check_speed_flags(config.train.torch_compile, config.train.enable_liger_kernel)
     check_training(config)
+    if config.model.quantization_device_map:  # as LLaMA-Factory: device maps are for inference
+        raise ConfigError("quantization_device_map: auto spreads a 4-bit model for inference (chat, predict, serve, "
+                          "eval); training places it on this process's device: remove it")
     check_trackers(t)
     check_parallel(config)
     check_optimizer(config)
@@ -273,7 +293,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     training_args = training_arguments(t, expects_eval, config.method.finetuning_type, shuffle)
     check_world_size(training_args)
     m = config.model
-    check_adapters(m.adapter_name_or_path)
+    check_adapters(m.adapter_name_or_path, m.adapter_folder)
     model_dir = resolve_model_args(m)  # once per run
     tokenizer = load_tokenizer(m, model_dir)
     tokenizer.padding_side = "right"
@@ -287,10 +307,16 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     if rope_line:
         say(rope_line)
     model = load_model(m, precision, config.method.finetuning_type, model_dir, t.gradient_checkpointing,
-                       head=stage.head, checkpointing_kwargs=t.gradient_checkpointing_kwargs, rope=rope)
+                       head=stage.head, checkpointing_kwargs=t.gradient_checkpointing_kwargs, rope=rope,
+                       tokenizer=tokenizer)
     total_steps = total_optimizer_steps(len(train_set) if train_set is not None else None, t)
-    model = apply_method(model, config.method, m.adapter_name_or_path, total_steps)
+    config = _train_new_rows(config, model)
+    model = apply_method(model, config.method, m.adapter_name_or_path, total_steps, m.adapter_folder,
+                         upcast=not t.pure_bf16)
     say(f"{stage.name}, {config.method.finetuning_type}: {describe_parameters(model)}")
+    if m.print_param_status and is_main():
+        for name, param in model.named_parameters():
+            print(f"name: {name}, dtype: {param.dtype}, device: {param.device}, trainable: {param.requires_grad}")
     check_disk(model, config, total_steps, resume)
 
     out = Path(t.output_dir)

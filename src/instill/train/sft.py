@@ -10,7 +10,7 @@ from instill.data.collate import PackCollator, PadCollator
 from instill.data.multimodal import ImageCollator
 from instill.data.tokenize import IGNORE_INDEX
 from instill.errors import ConfigError
-from instill.model.load import device_type
+from instill.model.load import Precision, device_type, load_reference
 from instill.train.losses import sft_loss
 from instill.train.optimizers import with_chosen_optimizer
 from instill.train.stage import Stage, StageInputs
@@ -30,12 +30,10 @@ def asft_reference(inputs: StageInputs) -> Any:
         raise ConfigError("use_asft_loss with full or freeze fine-tuning keeps a second copy of the model, which is "
                           "not built under ZeRO-3 or FSDP; use ZeRO-0/1/2 or LoRA")
     if m.ref_model:
-        from transformers import AutoModelForCausalLM
-
-        from instill.hub import resolve_model
-
-        ref = AutoModelForCausalLM.from_pretrained(resolve_model(m.ref_model), dtype=model.dtype)
-        say(f"ASFT reference: {m.ref_model}, frozen")
+        t = inputs.config.train
+        ref = load_reference(m.ref_model, m.ref_model_adapters, m.ref_model_quantization_bit, inputs.config.model,
+                             Precision(t.bf16, t.fp16, t.pure_bf16), model.dtype)
+        say(f"ASFT reference: {m.ref_model}{''.join(f' + {a}' for a in m.ref_model_adapters or [])}, frozen")
     else:
         ref = copy.deepcopy(model)
         say(f"ASFT reference: a frozen copy of {inputs.config.model.model_name_or_path}")
@@ -63,6 +61,7 @@ def build_trainer(inputs: StageInputs) -> Any:
         processing_class=inputs.tokenizer,
         callbacks=inputs.callbacks,
         share_prefix=inputs.config.train.share_prefix,
+        share_prefix_with_dropout=inputs.config.train.share_prefix_with_dropout,
         sft_loss=loss,
         reference=asft_reference(inputs) if loss is not None and loss.reference else None,
         **({"compute_metrics": token_accuracy, "preprocess_logits_for_metrics": argmax_logits}

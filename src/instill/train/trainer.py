@@ -73,10 +73,10 @@ class LabelledLossTrainer(SeededLengthGroups, Trainer):
 
     force_head_hook = False  # tests set it to exercise the path for models without `logits_to_keep`
 
-    def __init__(self, *args: Any, share_prefix: bool = True, sft_loss: SftLoss | None = None,
-                 reference: nn.Module | None = None, **kwargs: Any) -> None:
-        """sft_loss: DFT / EAFT / ASFT instead of cross-entropy; reference: ASFT's frozen model (None: the
-        model with its adapter disabled)."""
+    def __init__(self, *args: Any, share_prefix: bool = True, share_prefix_with_dropout: bool = False,
+                 sft_loss: SftLoss | None = None, reference: nn.Module | None = None, **kwargs: Any) -> None:
+        """share_prefix_with_dropout: share under active dropout too; sft_loss: DFT / EAFT / ASFT instead of
+        cross-entropy; reference: ASFT's frozen model (None: the model with its adapter disabled)."""
         super().__init__(*args, **kwargs)
         self.sft_loss, self.reference = sft_loss, reference
         if reference is not None:
@@ -85,7 +85,7 @@ class LabelledLossTrainer(SeededLengthGroups, Trainer):
         # the tokens a shared prefix saved (computed once instead of once per row).
         self.batch_counts = {"samples": 0, "slots": 0, "labelled": 0, "shared": 0}
         self.prefix = PrefixSharing(self.accelerator.unwrap_model(self.model), wanted=share_prefix,
-                                    gradient_checkpointing=self.args.gradient_checkpointing,
+                                    with_dropout=share_prefix_with_dropout,
                                     processes=self.accelerator.distributed_type.value)
 
     @property
@@ -130,12 +130,19 @@ class LabelledLossTrainer(SeededLengthGroups, Trainer):
         if accepts_keep_mask(model) and not self.force_head_hook:
             rest = {k: v for k, v in inputs.items() if k != "labels"}
             fast = {**rest, "labels": kept, "shift_labels": kept, "logits_to_keep": keep}
-            if self.prefix.applies(model.training, inputs):
-                fast, spared = self.prefix.after_prefix(self.accelerator.unwrap_model(model), fast, keep)
-                if model.training:
-                    self.batch_counts["shared"] += spared
-            return super().compute_loss(model, fast, return_outputs, num_items_in_batch)
+            fast, spared = self._after_prefix(model, inputs, fast, keep)
+            with self.prefix.rows_pass(self.accelerator.unwrap_model(model), spared):
+                return super().compute_loss(model, fast, return_outputs, num_items_in_batch)
         return self._loss_by_head_hook(model, inputs, keep, kept, return_outputs, num_items_in_batch)
+
+    def _after_prefix(self, model, inputs, fast, keep, share=True):
+        """`fast` after the batch's shared prefix ran once (train/shared_prefix.py), and the tokens that saved."""
+        if not (share and self.prefix.applies(model.training, inputs)):
+            return fast, 0
+        fast, spared = self.prefix.after_prefix(self.accelerator.unwrap_model(model), fast, keep)
+        if model.training:
+            self.batch_counts["shared"] += spared
+        return fast, spared
 
     def _loss_by_head_hook(self, model, inputs, keep, kept, return_outputs, num_items_in_batch):
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
@@ -165,12 +172,9 @@ class LabelledLossTrainer(SeededLengthGroups, Trainer):
     def _kept_logits(self, model, inputs, keep, share=True):
         """(logits at the kept positions, (N, vocab), and the model's outputs), labels not passed."""
         if accepts_keep_mask(model) and not self.force_head_hook:
-            fast = {**inputs, "logits_to_keep": keep}
-            if share and self.prefix.applies(model.training, inputs):
-                fast, spared = self.prefix.after_prefix(self.accelerator.unwrap_model(model), fast, keep)
-                if model.training:
-                    self.batch_counts["shared"] += spared
-            outputs = model(**fast)
+            fast, spared = self._after_prefix(model, inputs, {**inputs, "logits_to_keep": keep}, keep, share)
+            with self.prefix.rows_pass(self.accelerator.unwrap_model(model), spared):
+                outputs = model(**fast)
             return outputs["logits"], outputs
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         handle = head.register_forward_pre_hook(lambda _module, args: (args[0][keep],) + args[1:])

@@ -129,8 +129,9 @@ def test_seed_makes_sampling_reproducible_alone_or_batched(serve_app):
     assert batched == alone * 2
 
 
-def test_concurrent_requests_are_batched_and_answer_as_sequential_ones(serve_app):
-    app = serve_app(window_s=0.3)
+@pytest.mark.parametrize("batching", ["continuous", "static"])
+def test_concurrent_requests_are_batched_and_answer_as_sequential_ones(serve_app, batching):
+    app = serve_app(window_s=0.3, batching=batching)
     client = app.client()
     jobs = [(m, f"Question {i}: {'why ' * i}?", 6 + i) for i, m in enumerate(MODELS * 2)]
 
@@ -148,6 +149,22 @@ def test_concurrent_requests_are_batched_and_answer_as_sequential_ones(serve_app
     metrics = http(f"{app.url}/metrics")[1]
     assert metrics["max_batch_size"] > 1, metrics
     assert metrics["requests"] == 2 * len(jobs) and metrics["batches"] < 2 * len(jobs)
+    assert metrics["batching"] == batching
+
+
+def test_a_request_arriving_mid_answer_is_answered_before_that_answer_ends(serve_app):
+    """Continuous batching: the new request joins the running batch instead of waiting for it to end."""
+    app = serve_app()
+    client = app.client()
+    long = client.chat.completions.create(model="alpha", messages=HELLO, max_tokens=400, temperature=0, stream=True)
+    chunks = iter(long)
+    next(chunks), next(chunks)  # the long answer is decoding
+    for model in MODELS:
+        assert ask(client, model, max_tokens=3).usage.completion_tokens == 3
+    metrics = http(f"{app.url}/metrics")[1]
+    assert metrics["running"] == 1 and metrics["max_batch_size"] == 2, metrics  # the long one still runs
+    assert metrics["mean_rows_per_step"] > 1 and metrics["batching"] == "continuous"
+    long.close()
 
 
 def test_bad_requests_get_openai_errors(serve_app):
@@ -208,8 +225,9 @@ def test_api_key(serve_app):
     assert ask(app.client("s3cret"), max_tokens=2).usage.completion_tokens == 2
 
 
-def test_queue_bound_429_and_a_disconnect_frees_the_slot(serve_app):
-    app = serve_app(max_batch=1, max_queue=1, window_s=0)
+@pytest.mark.parametrize("batching", ["continuous", "static"])
+def test_queue_bound_429_and_a_disconnect_frees_the_slot(serve_app, batching):
+    app = serve_app(max_batch=1, max_queue=1, window_s=0, batching=batching)
     client = app.client()
     long = client.chat.completions.create(model="alpha", messages=HELLO, max_tokens=400, temperature=0, stream=True)
     chunks = iter(long)
@@ -259,32 +277,22 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
                                                            "properties": {"city": {"type": "string"}}}}}
 
 
-def test_tool_calls_are_parsed_streamed_or_not(serve_app, served, monkeypatch):
-    """A random model never writes a tool call, so its output is scripted (a logits processor forces the
-    tokens of a Hermes call); everything else — template with tools, decoding, parsing — is the real path."""
-    from transformers import LogitsProcessor
-
+def test_tool_calls_are_parsed_streamed_or_not(serve_app, served, request):
+    """A random model never writes a tool call, so its output is scripted (a forward hook on the base model
+    forces the tokens of a Hermes call, whatever the batcher); everything else — template with tools,
+    decoding, parsing — is the real path. Requests here run one at a time."""
     tokenizer = served.models["alpha"].tokenizer
     script = 'Let me check.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'
     ids = tokenizer(script, add_special_tokens=False)["input_ids"]
+    step = [0]
 
-    class Script(LogitsProcessor):
-        def __init__(self, width):
-            self.width = width
+    def scripted(module, args, kwargs, output):
+        step[0] = 0 if kwargs["input_ids"].shape[1] > 1 else step[0] + 1  # a prompt starts the script over
+        output.logits[:, -1] = -float("inf")
+        output.logits[:, -1, ids[min(step[0], len(ids) - 1)]] = 0.0
+        return output
 
-        def __call__(self, input_ids, scores):
-            step = input_ids.shape[1] - self.width
-            scores[:] = -float("inf")
-            scores[:, ids[min(step, len(ids) - 1)]] = 0.0
-            return scores
-
-    generate = served.model.generate
-
-    def scripted(*args, **kwargs):
-        kwargs["logits_processor"] = [*(kwargs.get("logits_processor") or []), Script(kwargs["input_ids"].shape[1])]
-        return generate(*args, **kwargs)
-
-    monkeypatch.setattr(served.model, "generate", scripted)
+    request.addfinalizer(served.model.get_base_model().register_forward_hook(scripted, with_kwargs=True).remove)
     client = serve_app().client()
     messages = [{"role": "user", "content": "Weather in Paris?"}]
     answer = ask(client, messages=messages, tools=[WEATHER], max_tokens=64)

@@ -25,7 +25,14 @@ def test_smollm2_answers_stop_at_end_of_turn_alone_or_batched(smollm2_dir, tmp_p
     [name] = served.models
     model = served.models[name]
     assert model.tokenizer.eos_token == "<|im_end|>" and model.chat_stop_ids == frozenset({2})
-    app = AppServer(served, window_s=0.3, max_tokens=64)
+    one_at_a_time = AppServer(served, max_batch=1, batching="static", max_tokens=64)  # the server before
+    try:
+        before = [one_at_a_time.client().chat.completions.create(
+            model=name, messages=[{"role": "user", "content": q}], max_tokens=64, temperature=0
+        ).choices[0].message.content for q in QUESTIONS]
+    finally:
+        one_at_a_time.stop()
+    app = AppServer(served, window_s=0.3, max_tokens=64)  # continuous batching
     try:
         client = app.client()
 
@@ -42,7 +49,7 @@ def test_smollm2_answers_stop_at_end_of_turn_alone_or_batched(smollm2_dir, tmp_p
             assert "<|im_end|>" not in choice.message.content and choice.message.content.strip()
         with concurrent.futures.ThreadPoolExecutor(len(QUESTIONS)) as pool:
             batched = list(pool.map(ask, QUESTIONS))
-        assert [c.message.content for c, _ in batched] == [c.message.content for c, _ in alone]
+        assert [c.message.content for c, _ in batched] == [c.message.content for c, _ in alone] == before
         assert max(app.batcher.stats.batch_sizes) > 1  # they did share a batch
     finally:
         app.stop()

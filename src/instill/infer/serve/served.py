@@ -107,7 +107,12 @@ def load_served(config: RunConfig, which: str = "auto", max_model_len: int | Non
     template_name = TemplateChoice.of(config.data)
     base_tokenizer = load_tokenizer(args, model_dir)
     rope = inference_rope(args.rope_scaling, model_dir, choice.adapters, args.trust_remote_code)
-    model = load_model(args, Precision(config.train.bf16, config.train.fp16), "lora", model_dir, rope=rope)
+    sub = args.adapter_folder
+    # the largest vocabulary of the base's and each adapter's tokenizer: new tokens' embedding rows must fit
+    widest = max([base_tokenizer] + [load_tokenizer(args, tokenizer_dir(model_dir, [p], sub)) for p in choice.adapters],
+                 key=len)
+    model = load_model(args, Precision(config.train.bf16, config.train.fp16), "lora", model_dir, rope=rope,
+                       tokenizer=widest, inference=True)
     media = load_image_inputs(args, model_dir, base_tokenizer)
     taken: set[str] = set()
     models: dict[str, ServedModel] = {}
@@ -125,13 +130,14 @@ def load_served(config: RunConfig, which: str = "auto", max_model_len: int | Non
         from peft import PeftModel
 
         for i, path in enumerate(choice.adapters):
-            if not (Path(path) / "adapter_config.json").is_file():
+            if not (Path(path) / (sub or "") / "adapter_config.json").is_file():
                 raise ModelError(f"adapter '{path}' is not a directory holding adapter_config.json")
+            kwargs = {"subfolder": sub} if sub else {}
             if i == 0:
-                model = PeftModel.from_pretrained(model, str(path), adapter_name="a0")
+                model = PeftModel.from_pretrained(model, str(path), adapter_name="a0", **kwargs)
             else:
-                model.load_adapter(str(path), adapter_name=f"a{i}")
-            tokenizer = load_tokenizer(args, tokenizer_dir(model_dir, [path]))
+                model.load_adapter(str(path), adapter_name=f"a{i}", **kwargs)
+            tokenizer = load_tokenizer(args, tokenizer_dir(model_dir, [path], sub))
             name = _name(str(path), taken)
             models[name] = ServedModel(name, f"a{i}", tokenizer, get_template(template_name, tokenizer),
                                        f"{args.model_name_or_path} + {path}", media)

@@ -8,8 +8,9 @@
 
 Every error is JSON in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 bad
 request or prompt too long, 401 missing/wrong API key, 404 unknown model or path, 429 queue full (with
-Retry-After), 500 generation failed (the server keeps serving). Generation runs in `batching.Batcher`;
-each request is one `rows.Row`, whose text events are handed to the event loop as they come.
+Retry-After), 500 generation failed (the server keeps serving). Generation runs in a batcher
+(`continuous.ContinuousBatcher`, or static `batching.Batcher`; `build_batcher` picks); each request is
+one `rows.Row`, whose text events are handed to the event loop as they come.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from instill.errors import DataError, TemplateError
-from instill.infer.serve.batching import Batcher, QueueFull
+from instill.infer.serve.batching import BaseBatcher, Batcher, QueueFull
+from instill.infer.serve.continuous import ContinuousBatcher, continuous_reason
 from instill.infer.serve.protocol import ChatCompletionRequest, CompletionRequest
-from instill.infer.serve.rows import Row
+from instill.infer.serve.rows import Row, generate_rows
 from instill.infer.serve.served import ServedModel, ServedModels
 from instill.infer.serve.toolcalls import ToolCallSplitter
 
@@ -76,9 +78,25 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
             "(set --api-key or INSTILL_API_KEY, or bind 127.0.0.1)")
 
 
-def build_app(served: ServedModels, batcher: Batcher, api_key: str | None = None,
+BATCHING = ("continuous", "static")
+
+
+def build_batcher(served: ServedModels, batching: str = "continuous", max_batch: int = 8, max_queue: int = 64,
+                  window_s: float = 0.01) -> tuple[BaseBatcher, str | None]:
+    """The batcher for `served` and, when continuous batching was asked for but cannot run, why not."""
+    if batching not in BATCHING:
+        raise ValueError(f"batching must be one of {BATCHING}, not {batching!r}")
+    reason = continuous_reason(served.model, served.media) if batching == "continuous" else None
+    if batching == "continuous" and reason is None:
+        return ContinuousBatcher(served.model, served.pad_id, served.multi_adapter, max_batch, max_queue,
+                                 window_s), None
+    return Batcher(lambda rows: generate_rows(served.model, rows, served.pad_id, served.multi_adapter, served.media),
+                   max_batch=max_batch, max_queue=max_queue, window_s=window_s), reason
+
+
+def build_app(served: ServedModels, batcher: BaseBatcher, api_key: str | None = None,
               limits: Limits | None = None) -> FastAPI:
-    """The FastAPI application; `batcher` runs generation (its `run` calls `generate_rows` on `served`)."""
+    """The FastAPI application; `batcher` (from `build_batcher`) runs generation on `served`."""
     limits = limits or Limits()
     app = FastAPI(title="instill serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served, app.state.batcher = served, batcher
@@ -136,7 +154,7 @@ def build_app(served: ServedModels, batcher: Batcher, api_key: str | None = None
     @app.get("/metrics", dependencies=guarded)
     async def metrics() -> dict:
         return {**batcher.stats.as_dict(), "queued": batcher.queued, "running": batcher.running,
-                "max_concurrency": batcher.max_batch, "max_queue": batcher.max_queue}
+                "max_concurrency": batcher.max_batch, "max_queue": batcher.max_queue, "batching": batcher.kind}
 
     @app.get("/v1/models", dependencies=guarded)
     async def models() -> dict:
@@ -187,12 +205,12 @@ class _Job:
     model: ServedModel
     row: Row
     events: asyncio.Queue
-    batcher: Batcher
+    batcher: BaseBatcher
     created: int
 
     @classmethod
     def start(cls, model: ServedModel, prompt: list[int], body: Any, limits: Limits, served: ServedModels,
-              batcher: Batcher, chat: bool, images: tuple[str, ...] = ()) -> _Job:
+              batcher: BaseBatcher, chat: bool, images: tuple[str, ...] = ()) -> _Job:
         n_prompt, room = len(prompt), served.context - len(prompt)
         if body.max_tokens is not None and body.max_tokens > limits.max_tokens:
             raise APIError(400, f"max_tokens is {body.max_tokens}, but this server allows at most "
@@ -345,16 +363,16 @@ async def _text_stream(job: _Job, include_usage: bool) -> AsyncIterator[bytes]:
 
 def run_server(served: ServedModels, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
                max_concurrency: int = 8, max_queue: int = 64, limits: Limits | None = None,
-               log_level: str = "info") -> None:
-    """Serve until Ctrl-C: uvicorn on host:port, batches of up to `max_concurrency` requests."""
+               log_level: str = "info", batching: str = "continuous") -> None:
+    """Serve until Ctrl-C: uvicorn on host:port, up to `max_concurrency` requests generating together."""
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
     from instill.console import say
-    from instill.infer.serve.rows import generate_rows
 
-    batcher = Batcher(lambda rows: generate_rows(served.model, rows, served.pad_id, served.multi_adapter, served.media),
-                      max_batch=max_concurrency, max_queue=max_queue)
+    batcher, reason = build_batcher(served, batching, max_concurrency, max_queue)
+    if reason:
+        say(f"static batching: continuous batching cannot serve this model ({reason})")
     app = build_app(served, batcher, api_key, limits)
     log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"],
                                                 "instill.serve": {"handlers": ["default"], "level": "INFO",
