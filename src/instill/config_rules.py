@@ -84,6 +84,9 @@ def predict_has_data(c: RunConfig) -> str | None:
 
 
 def best_model_has_evaluation(c: RunConfig) -> str | None:
+    if c.train.early_stopping_steps and c.train.eval_strategy == "no":
+        return ("early_stopping_steps needs evaluation during training: set eval_strategy (steps or epoch) and "
+                "val_size or eval_dataset")
     if c.train.load_best_model_at_end and c.train.eval_strategy == "no":
         return "load_best_model_at_end needs evaluation: set eval_strategy (steps or epoch) and eval data"
     if c.train.load_best_model_at_end and c.train.save_strategy != c.train.eval_strategy:
