@@ -665,6 +665,22 @@ class EvalArgs(_Section):
     """Sampling temperature (with do_sample; the online stages always sample with it)."""
     top_p: float = Field(default=1.0, gt=0, le=1)
     """Nucleus sampling threshold (with do_sample; the online stages always sample with it)."""
+    top_k: int | None = Field(default=None, ge=0)
+    """Sample only from the k most likely tokens (with do_sample; default: the model's generation_config; 0: off)."""
+    repetition_penalty: float | None = Field(default=None, gt=0)
+    """Divide the scores of tokens already in the prompt or answer by this (1.0: none; default: the model's
+    generation_config)."""
+    num_beams: int = Field(default=1, ge=1)
+    """Beam search with this many beams in eval and predict (1: none); chat and serve stream tokens, so they refuse it."""
+    eval_num_beams: int | None = Field(default=None, ge=1)
+    """Beams for eval, predict and the task metrics during training (default: num_beams)."""
+    length_penalty: float = 1.0
+    """Beam search: the exponent of the length that divides a beam's score (> 0 favours longer answers)."""
+    max_length: int | None = Field(default=None, ge=1)
+    """The longest prompt + answer in tokens, used when max_new_tokens is not set (in a batch, counted from the longest
+    prompt, as transformers does); eval, predict and chat."""
+    skip_special_tokens: bool = True
+    """Leave special tokens (a template's control tokens) out of the decoded answers."""
     benchmark_dir: str | None = None
     """Folder of lm-eval task YAMLs and their data files for --benchmarks (offline; default: lm-eval's own tasks)."""
     task: list[str] | None = None
@@ -716,6 +732,9 @@ class ExportArgs(_Section):
     """gguf: also write export_dir/model-<export_gguf_type>.gguf and an Ollama Modelfile beside the merged model."""
     export_gguf_type: str = "f16"
     """The GGUF's weight type with export_format: gguf: f16, bf16, q8_0 or q4_0 (norms stay f32)."""
+    export_hub_model_id: str | None = None
+    """Upload export_dir to this Hugging Face Hub repository, user/name, after the export (token: hf_hub_token,
+    else HF_TOKEN or `hf auth login`)."""
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -743,6 +762,8 @@ TRAINER_PASSTHROUGH = (
 )
 # Other names for implemented keys (transformers 5's new names, LLaMA-Factory's): key -> instill's key.
 ALIASES = {
+    "generation_max_length": "max_length",  # Seq2SeqTrainingArguments' names for the eval generation settings
+    "generation_num_beams": "eval_num_beams",
     "activation_checkpointing": "gradient_checkpointing",
     "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
     "use_liger_kernel": "enable_liger_kernel",

@@ -276,3 +276,18 @@ def hub_token_env(token: str | None) -> Iterator[None]:
             os.environ.pop("HF_TOKEN", None)
         else:
             os.environ["HF_TOKEN"] = before
+
+
+def upload_folder(key: str, repo_id: str, folder: Path, token: str | None, message: str) -> str:
+    """Create `repo_id` on the Hugging Face Hub if needed and upload `folder` to it; the commit's URL.
+    A failure is one ModelError line naming `key` and the command that uploads the folder by hand."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token or None)
+    try:
+        api.create_repo(repo_id, exist_ok=True)
+        return str(api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message).commit_url)
+    except Exception as err:  # noqa: BLE001 — any hub failure becomes one line for the user
+        raise ModelError(f"{key}: uploading {folder} to {repo_id} failed ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:160] if str(err) else 'no message'}); it is saved there, upload "
+                         f"it with: hf upload {repo_id} {folder}") from None

@@ -70,7 +70,7 @@ POLICY: dict[str, Policy] = {
     **_table("ignored", "torchrun sets it", "local_rank"),
     **_table("ignored", "training never uses the KV cache; generation always does", "use_cache use_kv_cache"),
     **_table("ignored", "generation settings are instill's eval keys (max_new_tokens, do_sample, temperature, "
-             "top_p)", "generation_max_length generation_num_beams generation_config"),
+             "top_p, top_k, num_beams, ...)", "generation_config"),
     **_table("ignored", "the export runs on the CPU (merging needs no accelerator)", "export_device"),
     **_table("ignored", "ModelScope / Modelers downloads use their SDK's own login (modelscope login, openmind "
              "login)", "ms_hub_token om_hub_token"),
@@ -152,9 +152,6 @@ POLICY: dict[str, Policy] = {
     **_table("refused", "training from random weights " + _NOT_YET, {"train_from_scratch": False}),
     **_table("refused", "the per-parameter status print " + _NOT_YET + " (the run prints trainable counts)",
              {"print_param_status": False}),
-    **_table("refused", "generation options beyond greedy / temperature / top_p " + _NOT_YET, {
-        "top_k": 50, "num_beams": 1, "max_length": 1024, "repetition_penalty": 1.0, "length_penalty": 1.0,
-        "skip_special_tokens": True, "eval_num_beams": None}),
     **_table("refused", "inference dtype " + _NOT_YET + " (inference uses the model's saved dtype)",
              {"infer_dtype": "auto"}),
     **_table("refused", "GPTQ / quantized export " + _NOT_YET + "; export merged weights", {
@@ -162,8 +159,6 @@ POLICY: dict[str, Policy] = {
         "export_quantization_maxlen": 1024}),
     **_table("refused", "PyTorch .bin weights are unsafe to load (pickle); instill writes safetensors only",
              {"export_legacy_format": False}),
-    **_table("refused", "uploading the export " + _NOT_YET + "; upload export_dir with `hf upload`",
-             {"export_hub_model_id": None}),
     **_table("refused", "a reference model with its own adapters or quantization " + _NOT_YET, {
         "ref_model_adapters": None, "ref_model_quantization_bit": None}),
     **_table("refused", "vision preprocessing options for Gemma 3 / InternVL are not supported (Qwen2-VL only)", {

@@ -4,9 +4,7 @@ without optimizer state, the automatic batch size, and uploads to the hub (a loc
 from __future__ import annotations
 
 import json
-import threading
 from concurrent.futures import Future
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,10 +13,10 @@ import transformers
 from instill.config import build_config
 from instill.errors import ConfigError
 from instill.train.run import run_training
+from tests.conftest import HUB_TOKEN as TOKEN
 from tests.conftest import write_dataset
 
 ROWS = [{"instruction": f"Question {i}?", "input": "", "output": f"Answer {i}."} for i in range(8)]
-TOKEN = "hf_secretTOKEN4instillTEST"
 
 
 @pytest.fixture()
@@ -97,35 +95,6 @@ def test_push_to_hub_offline_stops_before_anything_loads(tiny_qwen2, data_dir, t
     with pytest.raises(ConfigError, match="push_to_hub: the Hugging Face Hub is offline"):
         run_training(config(tiny_qwen2, data_dir, out, push_to_hub=True, hub_token=TOKEN))
     assert not out.exists()
-
-
-class _Whoami(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 — http.server's name
-        ok = self.path == "/api/whoami-v2" and self.headers.get("authorization") == f"Bearer {TOKEN}"
-        body = json.dumps({"name": "tester"} if ok else {"error": "Invalid credentials"}).encode()
-        self.send_response(200 if ok else 401)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture()
-def local_hub(monkeypatch):
-    """A hub that answers whoami on 127.0.0.1 (HF_ENDPOINT's place), online mode for huggingface_hub."""
-    from huggingface_hub import constants
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Whoami)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    yield server
-    server.shutdown()
 
 
 def test_check_hub_upload_names_the_key(local_hub, monkeypatch):

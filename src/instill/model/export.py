@@ -1,6 +1,9 @@
 """Merge adapters into the base and save a standalone model (safetensors shards, tokenizer, template).
 
 With `export_format: gguf` the saved model is then also written as a GGUF with an Ollama Modelfile (model/gguf.py).
+With `export_hub_model_id` the export directory is then uploaded to the Hugging Face Hub (with hf_hub_token, as
+LLaMA-Factory does, else HF_TOKEN or the `hf auth login` token); the hub and the token are checked before anything
+loads.
 
 The base is always loaded in full precision for merging, even for a QLoRA adapter: merging into
 4-bit weights would bake quantisation error into every merged layer. The merge runs in fp32 and
@@ -16,7 +19,7 @@ import torch
 from instill.config import RunConfig
 from instill.data.templates import get_template
 from instill.errors import ConfigError
-from instill.hub import resolve_model_args
+from instill.hub import check_hub_upload, resolve_model_args, upload_folder
 from instill.model.adapters import check_adapters
 from instill.model.gguf import check_architecture, write_gguf, write_modelfile
 from instill.model.load import load_tokenizer
@@ -35,6 +38,8 @@ def export_model(config: RunConfig, expand_layers: int = 0) -> Path:
     if out.is_dir() and any(out.iterdir()) and not config.train.overwrite_output_dir:
         raise ConfigError(f"export_dir {out} is not empty; set overwrite_output_dir: true to write into it")
 
+    if args.export_hub_model_id:
+        check_hub_upload("export_hub_model_id", config.model.hf_hub_token)
     check_adapters(config.model.adapter_name_or_path)
     model_dir = resolve_model_args(config.model)
     if args.export_format == "gguf":
@@ -69,4 +74,7 @@ def export_model(config: RunConfig, expand_layers: int = 0) -> Path:
         media.processor.save_pretrained(out)
     if args.export_format == "gguf":
         write_modelfile(write_gguf(out, args.export_gguf_type), tokenizer)
+    if args.export_hub_model_id:
+        upload_folder("export_hub_model_id", args.export_hub_model_id, out, config.model.hf_hub_token,
+                      "instill export")
     return out
