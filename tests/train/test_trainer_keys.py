@@ -147,7 +147,7 @@ def test_push_to_hub_uploads_through_the_trainer_and_keeps_the_token_out_of_file
     out = tmp_path / "out"
     run_training(config(tiny_qwen2, data_dir, out, push_to_hub=True, hub_token=TOKEN, hub_model_id="tester/tiny",
                         hub_private_repo=True, hub_strategy="checkpoint", save_strategy="steps", save_steps=2,
-                        hub_revision="dev"))
+                        hub_revision="dev", pissa_init=True, lora_rank=4))
     assert api.created == [{"repo_id": "tester/tiny", "private": True, "env_token": TOKEN}]
     checkpoint_pushes = [u for u in api.uploads if u.get("path_in_repo") == "last-checkpoint"]
     # Each checkpoint uploads from its final place (not the staging folder it was written in).
@@ -158,5 +158,7 @@ def test_push_to_hub_uploads_through_the_trainer_and_keeps_the_token_out_of_file
     assert {"adapter_model.safetensors", "tokenizer.json", "run_config.yaml", "report.html"} <= set(final["files"])
     assert all(u["token"] is None and u["env_token"] == TOKEN for u in api.uploads)
     assert "HF_TOKEN" not in os.environ  # set for the run only
+    # the upload at the end did not save the trained adapter again over the converted PiSSA one (rank 2r)
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
     leaked = [p for p in out.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
     assert leaked == []

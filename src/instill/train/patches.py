@@ -68,7 +68,8 @@ OVERRIDES = (
     Override(_TRAINERS, "_push_from_checkpoint", ("self", "checkpoint_folder"),
              "uploads_held (checkpoint.py): push_to_hub uploads a checkpoint once it is renamed into place"),
     Override(("transformers:Trainer",), "save_model", ("self", "output_dir", "_internal_call"),
-             "save_model (run.py): the final weights saved without an upload; the run uploads once, at its end"),
+             "save_model (run.py): the final weights saved without an upload; the run uploads once, at its end; "
+             "push_saved_output skips it inside push_to_hub"),
 )
 
 
@@ -243,3 +244,13 @@ def upload_checkpoint(trainer: Any, folder: str) -> None:
 def save_model(trainer: Any, output_dir: str) -> None:
     """`trainer.save_model(output_dir)` without the upload it starts when push_to_hub is set."""
     trainer.save_model(output_dir, _internal_call=True)
+
+
+def push_saved_output(trainer: Any, message: str) -> Any:
+    """`trainer.push_to_hub` for an output_dir that already holds the final files: the `save_model` it runs first is
+    skipped for the call (it would write the trained adapter again over a converted PiSSA one)."""
+    trainer.save_model = lambda *args, **kwargs: None
+    try:
+        return trainer.push_to_hub(commit_message=message)
+    finally:
+        del trainer.save_model  # the class's method again

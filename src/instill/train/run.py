@@ -55,7 +55,7 @@ from instill.train.distributed import (
 from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_to
 from instill.train.lock import LOCK_NAME
 from instill.train.optimizers import check_optimizer
-from instill.train.patches import save_model
+from instill.train.patches import push_saved_output, save_model
 from instill.train.stage import Stage, StageInputs
 from instill.train.stages import STAGES
 from instill.train.throughput import (
@@ -351,7 +351,7 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
             say(f"report: {report}")
     if t.push_to_hub:  # the whole output_dir (tokenizer, run files, report) once, at the end, as LLaMA-Factory does
         say(f"uploading {out} to the Hugging Face Hub ({trainer.hub_model_id})")
-        trainer.push_to_hub(commit_message="End of training")
+        push_saved_output(trainer, "End of training")
     _summary_line(config, stage, trainer, metrics, seconds, figures)
     return RunResult(metrics, trainer)
 
