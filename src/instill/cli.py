@@ -110,6 +110,8 @@ def _export(args: argparse.Namespace) -> int:
               f"{config.export.export_gguf_type}); Ollama Modelfile: {out / 'Modelfile'}")
         create, run = ollama_commands(out)
         print(f"[instill] run it in Ollama: {create} && {run}")
+    if config.export.export_hub_model_id:
+        print(f"[instill] uploaded to the Hugging Face Hub: {config.export.export_hub_model_id}")
     if args.expand_layers:
         print(f"[instill] train its new blocks with: model_name_or_path: {out}, finetuning_type: freeze, "
               f"freeze_trainable_layers: {args.expand_layers}, use_llama_pro: true")

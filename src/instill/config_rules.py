@@ -119,6 +119,9 @@ def predict_has_data(c: RunConfig) -> str | None:
 
 
 def best_model_has_evaluation(c: RunConfig) -> str | None:
+    if c.train.early_stopping_steps and c.train.eval_strategy == "no":
+        return ("early_stopping_steps needs evaluation during training: set eval_strategy (steps or epoch) and "
+                "val_size or eval_dataset")
     if c.train.load_best_model_at_end and c.train.eval_strategy == "no":
         return "load_best_model_at_end needs evaluation: set eval_strategy (steps or epoch) and eval data"
     if c.train.load_best_model_at_end and c.train.save_strategy != c.train.eval_strategy:
@@ -200,8 +203,12 @@ def llama_pro_fits(c: RunConfig) -> str | None:
 def sampling_keys_apply(c: RunConfig) -> str | None:
     # Non-default values only, so a resolved run_config.yaml (which lists every key) loads back.
     changed = [name for name in ("temperature", "top_p") if getattr(c.eval, name) != 1.0]
+    if c.eval.top_k not in (None, 50):  # 50: LLaMA-Factory's default, which asks for nothing
+        changed.append("top_k")
     if changed and not c.eval.do_sample and not STAGE_FACTS[c.method.stage].generates:
         return f"'{changed[0]}' applies only when sampling; set do_sample: true (greedy otherwise)"
+    if c.eval.length_penalty != 1.0 and max(c.eval.num_beams, c.eval.eval_num_beams or 1) == 1:
+        return "length_penalty applies to beam search only; set num_beams (or eval_num_beams) above 1"
     return None
 
 
