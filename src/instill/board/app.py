@@ -156,13 +156,13 @@ def build_app(workspace: str | Path, token: str | None = None, host: str = "127.
         return found
 
     def run_row(out: Path, with_curves: bool = False) -> dict:
-        return runs_mod.summary(out, workspace, jobs.exit_code(out), with_curves)
+        return runs_mod.summary(out, workspace, jobs.train_job(out), with_curves)
 
     def run_config_file(out: Path) -> Path:
         """The YAML that started the run (the board's saved one), else the run's resolved run_config.yaml."""
-        mine = [r for r in jobs.records() if r["kind"] == "train" and r.get("output_dir") == str(out)]
-        if mine and Path(mine[-1]["config"]).is_file():
-            return Path(mine[-1]["config"])
+        mine = jobs.train_job(out)
+        if mine and Path(mine["config"]).is_file():
+            return Path(mine["config"])
         if not (out / "run_config.yaml").is_file():
             raise BoardError(409, f"{out} has no run_config.yaml: it never started training")
         return out / "run_config.yaml"

@@ -97,10 +97,10 @@ class Jobs:
         saved = {k: v for k, v in record.items() if k != "alive"}
         (self.dir / f"{record['id']}.json").write_text(json.dumps(saved, indent=1), encoding="utf-8")
 
-    def exit_code(self, output_dir: Path) -> int | None:
-        """The exit status of the last train job into `output_dir` (None: running, unknown, or not the board's)."""
+    def train_job(self, output_dir: Path) -> dict | None:
+        """The record of the last training process into `output_dir` (None: the board started none)."""
         mine = [r for r in self.records() if r["kind"] == "train" and r.get("output_dir") == str(output_dir)]
-        return mine[-1].get("exit_code") if mine else None
+        return mine[-1] if mine else None
 
     def start(self, kind: str, args: list[str], output_dir: Path | None = None, **extra: Any) -> dict:
         """Run `instill <kind> <args...>` in the workspace; train refuses while another run trains."""
@@ -154,8 +154,8 @@ class Jobs:
 
     def stop_run(self, output_dir: Path) -> int:
         """SIGINT to the process holding the run's lock: the Ctrl-C stop (checkpoint saved, resumable)."""
-        owner = holder(output_dir)
-        if owner is None:
+        owner = holder(output_dir) or self.train_job(output_dir) or {}
+        if owner.get("alive") is False or not alive(owner.get("pid")):
             raise ConfigError(f"{output_dir} is not running")
         os.kill(owner["pid"], signal.SIGINT)
         return owner["pid"]

@@ -109,9 +109,11 @@ def total_steps(config: dict, out: Path) -> int | None:
     return max(math.ceil(math.ceil(kept / batch) * epochs), 1)
 
 
-def status(out: Path, results: dict, exit_code: int | None) -> str:
-    if holder(out) is not None:
+def status(out: Path, results: dict, job: dict | None) -> str:
+    """running / finished / failed / stopped / incomplete, from the run's files and the board's job record."""
+    if holder(out) is not None or (job or {}).get("alive"):  # a job's process starts and ends without the lock
         return "running"
+    exit_code = (job or {}).get("exit_code")
     if results:
         return "finished"
     if exit_code not in (None, 0, 130):
@@ -119,16 +121,17 @@ def status(out: Path, results: dict, exit_code: int | None) -> str:
     return "stopped" if last_complete_checkpoint(out) else "incomplete"
 
 
-def summary(out: Path, workspace: Path, exit_code: int | None = None, with_curves: bool = False) -> dict[str, Any]:
-    """What the runs list and a run's page show: status, stage, method, headline metrics, progress."""
+def summary(out: Path, workspace: Path, job: dict | None = None, with_curves: bool = False) -> dict[str, Any]:
+    """What the runs list and a run's page show: status, stage, method, headline metrics, progress; `job` is the
+    board's record of the last training process into `out` (None for runs started elsewhere)."""
     config = run_config(out)
     results = read_json(out / "all_results.json")
     info = read_json(out / "run_info.json")
     log = read_log(out / "trainer_log.jsonl")
-    state = status(out, results, exit_code)
+    state = status(out, results, job)
     step = max((r["step"] for r in log), default=0)
     total = total_steps(config, out)
-    owner = holder(out) or {}
+    owner = holder(out) or ({"pid": job["pid"]} if job and job.get("alive") else {})
     eta = None
     if state == "running" and total and step:
         try:
