@@ -146,7 +146,7 @@ def build_app(workspace: str | Path, token: str | None = None, host: str = "127.
         return await call_next(request)
 
     def known_runs() -> dict[str, Path]:
-        extra = [Path(r["output_dir"]) for r in jobs.records() if r.get("output_dir")]
+        extra = [Path(r["output_dir"]) for r in jobs.records() if r["kind"] == "train" and r.get("output_dir")]
         return {runs_mod.run_id(p, workspace): p for p in runs_mod.find_runs(workspace, extra)}
 
     def run_dir(run_id: str) -> Path:

@@ -29,7 +29,8 @@ _DEPTH = 4
 
 
 def find_runs(workspace: Path, extra: list[Path] = ()) -> list[Path]:
-    """Run directories under `workspace` (at most 4 levels down, checkpoints not counted) plus `extra` ones."""
+    """Run directories under `workspace` (at most 4 levels down, checkpoints not counted) plus `extra` ones (the
+    board's own runs, listed from the moment they start, before their process has created anything)."""
     found: list[Path] = []
     base = len(workspace.parts)
     for root, dirs, files in os.walk(workspace):
@@ -39,7 +40,7 @@ def find_runs(workspace: Path, extra: list[Path] = ()) -> list[Path]:
         if any(m in files for m in MARKERS):
             found.append(here)
     for path in extra:
-        if path.is_dir() and path not in found and any((path / m).exists() for m in MARKERS):
+        if path not in found:
             found.append(path)
     return found
 
@@ -157,7 +158,8 @@ def summary(out: Path, workspace: Path, job: dict | None = None, with_curves: bo
         "report": (out / "report.html").is_file(),
         "checkpoint": last_complete_checkpoint(out),
         "eval": comparison.get("metrics") or None,
-        "mtime": max((p.stat().st_mtime for p in out.iterdir() if p.is_file()), default=0.0),
+        "mtime": max((p.stat().st_mtime for p in out.iterdir() if p.is_file()), default=0.0) if out.is_dir()
+        else (job or {}).get("started", 0.0),
     }
     if with_curves:
         row["curves"] = curves(log)
