@@ -33,3 +33,21 @@ def board(workspace):
 
     with TestClient(build_app(workspace), base_url="http://127.0.0.1:7860") as client:
         yield client
+
+
+@pytest.fixture()
+def cli_run(workspace, tiny_qwen2):
+    """A finished 3-step run made by `instill train` (not the board) into workspace/saves/from-cli."""
+    import yaml
+
+    from instill.cli import main
+
+    path = workspace / "cli.yaml"
+    values = form(workspace, tiny_qwen2, output_dir=str(workspace / "saves" / "from-cli"), eval_dataset="rivers",
+                  dataset_dir=str(workspace / "data"), max_new_tokens=4, eval_steps=3, eval_strategy="steps",
+                  per_device_eval_batch_size=8)
+    path.write_text(yaml.safe_dump({k: yaml.safe_load(v) if isinstance(v, str) and k not in
+                                    ("model_name_or_path", "dataset_dir", "output_dir") else v
+                                    for k, v in values.items()}))
+    assert main(["train", str(path)]) == 0
+    return workspace / "saves" / "from-cli"

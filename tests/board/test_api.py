@@ -3,6 +3,10 @@ runs listed from files (a CLI-made run too), the sample preview with its mask, t
 
 from __future__ import annotations
 
+import json
+import time
+
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 
@@ -80,27 +84,61 @@ def test_datasets_preview_and_doctor(board, workspace, tiny_qwen2):
     assert any(r["status"] == "FAIL" and "nope" in r["detail"] for r in broken["rows"])
 
 
-def test_a_cli_run_is_listed_from_its_files(board, workspace, tiny_qwen2):
-    from instill.cli import main
-
-    path = workspace / "cli.yaml"
-    values = form(workspace, tiny_qwen2, output_dir=str(workspace / "saves" / "from-cli"), dataset_dir=str(workspace / "data"))
-    path.write_text(yaml.safe_dump(build_config(values).flat() | {"report_to": ["none"]}))
-    assert main(["train", str(path)]) == 0
+def test_a_cli_run_is_listed_from_its_files(board, cli_run):
     runs = board.get("/api/runs").json()["runs"]
     assert [r["id"] for r in runs] == ["saves/from-cli"]
     row = runs[0]
     assert (row["status"], row["stage"], row["method"], row["step"], row["total_steps"]) == \
         ("finished", "sft", "lora", 3, 3)
-    assert row["train_loss"] > 0 and row["tokens_per_s"] > 0 and row["wall_s"] > 0 and row["report"]
+    assert row["train_loss"] > 0 and row["eval_loss"] > 0 and row["tokens_per_s"] > 0 and row["wall_s"] > 0
+    assert row["report"]
     detail = board.get("/api/run", params={"id": "saves/from-cli"}).json()
     assert [p[0] for p in detail["curves"]["loss"]] == [1, 2, 3]
-    assert len(detail["curves"]["learning_rate"]) == 3
+    assert len(detail["curves"]["learning_rate"]) == 3 and detail["curves"]["eval_loss"]
     page = board.get("/report", params={"id": "saves/from-cli"})
     assert page.status_code == 200 and "<html" in page.text[:200].lower()
     assert board.get("/report", params={"id": "../etc"}).status_code == 404
     assert board.get("/api/compare", params={"id": ["saves/from-cli"]}).json()["error"] == \
         "compare needs two or more runs"
+
+
+def _finished(board: TestClient, job_id: str, seconds: float = 300) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = board.get("/api/job", params={"id": job_id}).json()
+        if not job["alive"] and job["exit_code"] is not None:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still running: {job['log_tail'][-2000:]}")
+
+
+@pytest.mark.slow  # three subprocesses (eval, export, serve) each import torch and load the model
+def test_evaluate_export_and_chat_a_run(board, cli_run, workspace):
+    import urllib.request
+
+    ids = {kind: board.post(f"/api/run/{kind}", json={"id": "saves/from-cli"}).json()["id"]
+           for kind in ("eval", "export", "chat")}
+    evaluated = _finished(board, ids["eval"])
+    assert evaluated["exit_code"] == 0, evaluated["log_tail"]
+    assert evaluated["argv"][-2:] == ["--compare", "base"] and set(evaluated["comparison"]["metrics"])
+    assert board.get("/api/run", params={"id": "saves/from-cli"}).json()["eval"] == evaluated["comparison"]["metrics"]
+    exported = _finished(board, ids["export"])
+    assert exported["exit_code"] == 0, exported["log_tail"]
+    assert list((workspace / "exports" / "from-cli").glob("*.safetensors"))
+    deadline = time.monotonic() + 300
+    while not board.get("/api/job", params={"id": ids["chat"]}).json().get("ready"):
+        assert time.monotonic() < deadline and board.get("/api/job", params={"id": ids["chat"]}).json()["alive"]
+        time.sleep(0.5)
+    url = board.get("/api/job", params={"id": ids["chat"]}).json()["url"]
+    assert url.startswith("http://127.0.0.1:")
+    assert "/v1/chat/completions" in urllib.request.urlopen(url).read().decode()  # the serve chat page
+    model = json.loads(urllib.request.urlopen(url + "v1/models").read())["data"][-1]["id"]
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Name river 1."}],
+                       "max_tokens": 4}).encode()
+    request = urllib.request.Request(url + "v1/chat/completions", body, {"Content-Type": "application/json"})
+    assert json.loads(urllib.request.urlopen(request).read())["choices"][0]["message"]["role"] == "assistant"
+    board.post("/api/job/stop", json={"id": ids["chat"]})
+    assert _finished(board, ids["chat"], 60)["alive"] is False
 
 
 def test_token_when_bound_beyond_loopback(workspace):
