@@ -101,13 +101,15 @@ def total_steps(config: dict, out: Path) -> int | None:
         return config["max_steps"]
     kept = ((read_json(out / "data_summary.json").get("sets") or {}).get("train") or {}).get("kept")
     try:
-        batch = int(config.get("per_device_train_batch_size") or 1) * int(config.get("gradient_accumulation_steps") or 1)
+        batch, accumulation = int(config.get("per_device_train_batch_size") or 1), \
+            int(config.get("gradient_accumulation_steps") or 1)
         epochs = float(config.get("num_train_epochs") or 1)
     except (TypeError, ValueError):
         return None
     if not isinstance(kept, int) or not kept:
         return None
-    return max(math.ceil(math.ceil(kept / batch) * epochs), 1)
+    per_epoch = max(math.ceil(math.ceil(kept / batch) / accumulation), 1)  # as train.run.total_optimizer_steps
+    return math.ceil(per_epoch * epochs)
 
 
 def status(out: Path, results: dict, job: dict | None) -> str:
