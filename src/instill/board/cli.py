@@ -28,7 +28,11 @@ def _board(args: argparse.Namespace) -> int:
     app = build_app(workspace, token, args.host)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     say(f"board for workspace {workspace}: http://{shown}:{args.port}/" + (f"?token={token}" if token else ""))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="off")
+    except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises it again for the caller
+        pass
+    say("board stopped; runs it started go on (a new `instill board` on this workspace finds them)")
     return 0
 
 
