@@ -225,7 +225,10 @@ def build_app(workspace: str | Path, token: str | None = None, host: str = "127.
     def sample_preview(body: dict = Body(...)) -> dict:
         values = form_values(body.get("values") or {})
         config = build_config(in_workspace(values, workspace), source="form")
-        return {"samples": preview(config, int(body.get("n") or 3))}
+        n = body.get("n") or 3
+        if not isinstance(n, int) or not 1 <= n <= 20:
+            raise BoardError(400, "n: the number of samples to show, 1 to 20")
+        return {"samples": preview(config, n)}
 
     @app.post("/api/check")
     def check(body: dict = Body(...)) -> dict:
@@ -257,6 +260,9 @@ def build_app(workspace: str | Path, token: str | None = None, host: str = "127.
         out = run_dir(id)
         row = run_row(out, with_curves=True)
         row["jobs"] = [r for r in jobs.records() if r.get("output_dir") == str(out) or r.get("run") == id]
+        for record in row["jobs"]:
+            if record["kind"] == "serve" and record["alive"]:
+                record["ready"] = _answers(record["url"] + "health")
         return row
 
     @app.post("/api/run/stop")
