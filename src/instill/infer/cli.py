@@ -26,7 +26,7 @@ def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port_free(host: str, port: int) -> None:
+def port_free(host: str, port: int) -> None:
     """Fail in one line, before the model loads, when the address cannot be bound."""
     import socket
 
@@ -63,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
     warning = exposure_warning(args.host, api_key)
     if warning:
         say(f"warning: {warning}")
-    _port_free(args.host, args.port)
+    port_free(args.host, args.port)
     check_streamable(config.eval, "instill serve")
     served = load_served(config, args.model, args.max_model_len)
     e = config.eval
