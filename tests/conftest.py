@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # Before torch/transformers import anything: no hub, one thread (2 threads on this 2-core
@@ -88,3 +90,35 @@ def write_dataset(directory: Path, name: str, rows: list[dict], **entry) -> Path
     info[name] = {"file_name": f"{name}.json", **entry}
     info_path.write_text(json.dumps(info, ensure_ascii=False, indent=2))
     return directory
+
+
+HUB_TOKEN = "hf_secretTOKEN4instillTEST"  # the one token the local hub below accepts
+
+
+class _Whoami(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 — http.server's name
+        ok = self.path == "/api/whoami-v2" and self.headers.get("authorization") == f"Bearer {HUB_TOKEN}"
+        body = json.dumps({"name": "tester"} if ok else {"error": "Invalid credentials"}).encode()
+        self.send_response(200 if ok else 401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def local_hub(monkeypatch):
+    """A hub that answers whoami on 127.0.0.1 (HF_ENDPOINT's place), online mode for huggingface_hub."""
+    from huggingface_hub import constants
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Whoami)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    yield server
+    server.shutdown()

@@ -148,7 +148,7 @@ def test_instill_keys_lists_help_and_policy(capsys):
     assert "apollo_scale_front  [LLaMA-Factory: refused]" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("verb, says", [("webui", "LLaMA Board is not built"), ("env", "instill doctor")])
+@pytest.mark.parametrize("verb, says", [("webui", "instill board"), ("env", "instill doctor")])
 def test_llamafactory_verbs_say_what_to_use(verb, says, capsys):
     from instill.cli import main
 

@@ -110,6 +110,8 @@ def _export(args: argparse.Namespace) -> int:
               f"{config.export.export_gguf_type}); Ollama Modelfile: {out / 'Modelfile'}")
         create, run = ollama_commands(out)
         print(f"[instill] run it in Ollama: {create} && {run}")
+    if config.export.export_hub_model_id:
+        print(f"[instill] uploaded to the Hugging Face Hub: {config.export.export_hub_model_id}")
     if args.expand_layers:
         print(f"[instill] train its new blocks with: model_name_or_path: {out}, finetuning_type: freeze, "
               f"freeze_trainable_layers: {args.expand_layers}, use_llama_pro: true")
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override config keys")
     export.set_defaults(func=_export)
     # Each family of commands registers its own subcommands (`register(subparsers)`).
+    from instill.board.cli import register as register_board
     from instill.doctor.cli import register as register_doctor
     from instill.evaluate.cli import register as register_eval
     from instill.infer.cli import register as register_infer
@@ -180,12 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     register_data(sub)
     register_report(sub)
     register_doctor(sub)
+    register_board(sub)
     return parser
 
 
 # llamafactory-cli verbs instill has no command for: what to use instead.
 LLAMAFACTORY_VERBS = {
-    "webui": "LLaMA-Factory's LLaMA Board is not built in instill yet; use instill train / eval / chat with a YAML",
+    "webui": "instill's browser front end is `instill board` (configs, data preview, runs with their curves, "
+             "compare, eval, chat, export)",
     "env": "use `instill doctor CONFIG` (versions, device, memory and disk for that run) or `instill --version`",
     "version": "use `instill --version`",
 }

@@ -673,8 +673,54 @@ class TrainArgs(_Section):
     """Start method of data-loader workers: fork, spawn or forkserver."""
     liger_kernel_config: dict[str, Any] | None = None
     """Options for Liger kernels (with enable_liger_kernel)."""
+    save_only_model: bool = False
+    """Checkpoints hold the weights only (no optimizer, scheduler or RNG state): smaller, but they cannot be resumed."""
+    auto_find_batch_size: bool = False
+    """On an out-of-memory error, halve per_device_train_batch_size and start training again (transformers', through
+    accelerate's find_executable_batch_size)."""
+    early_stopping_steps: int | None = Field(default=None, ge=1)
+    """Stop training when metric_for_best_model (default: the eval loss) has not improved for this many evaluations
+    (transformers' EarlyStoppingCallback; needs evaluation during training)."""
+    # The torch profiler (LLaMA-Factory's ProfilerArguments): a schedule stepped once per optimizer step.
+    enable_torch_profiler: bool = False
+    """Record torch.profiler traces while training (TensorBoard / Chrome JSON, in profiler_output_dir/rank_N)."""
+    profiler_output_dir: str | None = None
+    """Where the profiler writes its traces (default: output_dir/profiler)."""
+    profiler_wait_steps: int = Field(default=1, ge=0)
+    """Profiler: optimizer steps skipped at the start of each cycle."""
+    profiler_warmup_steps: int = Field(default=1, ge=0)
+    """Profiler: warm-up steps of each cycle (traced, then discarded)."""
+    profiler_active_steps: int = Field(default=1, ge=1)
+    """Profiler: steps recorded in each cycle."""
+    profiler_repeat: int = Field(default=1, ge=0)
+    """Profiler: cycles to record (0: until training ends)."""
+    profiler_record_shapes: bool = True
+    """Profiler: record the shapes of operator inputs."""
+    profiler_profile_memory: bool = True
+    """Profiler: record tensor memory allocations."""
+    profiler_with_stack: bool = True
+    """Profiler: record the Python stack of each operator (slower)."""
+    profile_modules: list[str] | None = None
+    """Modules (comma-separated fnmatch patterns of module names, e.g. model.layers.*.mlp) whose mean forward and
+    backward times are printed at every log step."""
+    # Uploading to the Hugging Face Hub (transformers' Trainer uploads; instill checks the hub and token first).
+    push_to_hub: bool = False
+    """Upload output_dir to the Hugging Face Hub (as hub_strategy says, and at the end of training)."""
+    hub_model_id: str | None = None
+    """The hub repository to upload to, user/name (default: the output_dir's name under your account)."""
+    hub_token: str | None = None
+    """A Hugging Face token with write access (default: HF_TOKEN or `hf auth login`; never written to run files)."""
+    hub_private_repo: bool | None = None
+    """Create the repository private (an existing repository keeps its visibility)."""
+    hub_strategy: Literal["end", "every_save", "checkpoint", "all_checkpoints"] = "every_save"
+    """When to upload: end (once), every_save (the weights at each checkpoint), checkpoint (also the latest checkpoint,
+    as last-checkpoint) or all_checkpoints (every checkpoint folder)."""
+    hub_always_push: bool = False
+    """Upload at every save even while the previous upload is still running (default: skip that save)."""
+    hub_revision: str | None = None
+    """The hub branch to upload to (default: main)."""
 
-    _split = field_validator("report_to", mode="before")(_comma_list)
+    _split = field_validator("report_to", "profile_modules", mode="before")(_comma_list)
 
     @field_validator("fsdp", mode="before")
     @classmethod
@@ -743,6 +789,22 @@ class EvalArgs(_Section):
     """Sampling temperature (with do_sample; the online stages always sample with it)."""
     top_p: float = Field(default=1.0, gt=0, le=1)
     """Nucleus sampling threshold (with do_sample; the online stages always sample with it)."""
+    top_k: int | None = Field(default=None, ge=0)
+    """Sample only from the k most likely tokens (with do_sample; default: the model's generation_config; 0: off)."""
+    repetition_penalty: float | None = Field(default=None, gt=0)
+    """Divide the scores of tokens already in the prompt or answer by this (1.0: none; default: the model's
+    generation_config)."""
+    num_beams: int = Field(default=1, ge=1)
+    """Beam search with this many beams in eval and predict (1: none); chat and serve stream tokens, so they refuse it."""
+    eval_num_beams: int | None = Field(default=None, ge=1)
+    """Beams for eval, predict and the task metrics during training (default: num_beams)."""
+    length_penalty: float = 1.0
+    """Beam search: the exponent of the length that divides a beam's score (> 0 favours longer answers)."""
+    max_length: int | None = Field(default=None, ge=1)
+    """The longest prompt + answer in tokens, used when max_new_tokens is not set (in a batch, counted from the longest
+    prompt, as transformers does); eval, predict and chat."""
+    skip_special_tokens: bool = True
+    """Leave special tokens (a template's control tokens) out of the decoded answers."""
     benchmark_dir: str | None = None
     """Folder of lm-eval task YAMLs and their data files for --benchmarks (offline; default: lm-eval's own tasks)."""
     task: list[str] | None = None
@@ -808,6 +870,9 @@ class ExportArgs(_Section):
     """GPTQ: how many calibration windows to take from export_quantization_dataset."""
     export_quantization_maxlen: int = Field(default=1024, ge=1)
     """GPTQ: tokens per calibration window (rows must be longer than this)."""
+    export_hub_model_id: str | None = None
+    """Upload export_dir to this Hugging Face Hub repository, user/name, after the export (token: hf_hub_token,
+    else HF_TOKEN or `hf auth login`)."""
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -830,10 +895,13 @@ TRAINER_PASSTHROUGH = (
     "torch_compile_backend", "torch_compile_mode", "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "ddp_static_graph",
     "ddp_backend", "skip_memory_metrics", "debug", "ignore_data_skip", "restore_callback_states_from_checkpoint",
     "average_tokens_across_devices", "accelerator_config", "enable_jit_checkpoint", "dataloader_in_order",
-    "dataloader_multiprocessing_context", "liger_kernel_config",
+    "dataloader_multiprocessing_context", "liger_kernel_config", "save_only_model", "auto_find_batch_size",
+    "push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy", "hub_always_push", "hub_revision",
 )
 # Other names for implemented keys (transformers 5's new names, LLaMA-Factory's): key -> instill's key.
 ALIASES = {
+    "generation_max_length": "max_length",  # Seq2SeqTrainingArguments' names for the eval generation settings
+    "generation_num_beams": "eval_num_beams",
     "activation_checkpointing": "gradient_checkpointing",
     "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
     "use_liger_kernel": "enable_liger_kernel",

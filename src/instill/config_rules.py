@@ -41,10 +41,12 @@ def eval_on_each_fits(c: RunConfig) -> str | None:
     if not STAGE_FACTS[c.method.stage].has_input_ids:
         return (f"eval_on_each_dataset evaluates each eval dataset apart for stage sft and pt; stage {c.method.stage} "
                 "evaluates them together here (remove it)")
-    if c.train.load_best_model_at_end and c.train.metric_for_best_model in (None, "loss", "eval_loss"):
+    compares = c.train.load_best_model_at_end or c.train.early_stopping_steps
+    if compares and c.train.metric_for_best_model in (None, "loss", "eval_loss"):
         first = (c.data.eval_dataset or ["<dataset>"])[0]
         return (f"eval_on_each_dataset logs one loss per eval dataset (eval_{first}_loss, ...): set "
-                f"metric_for_best_model to the one load_best_model_at_end compares, e.g. eval_{first}_loss")
+                f"metric_for_best_model to the one load_best_model_at_end / early_stopping_steps compares, "
+                f"e.g. eval_{first}_loss")
     return None
 
 
@@ -143,6 +145,9 @@ def predict_has_data(c: RunConfig) -> str | None:
 
 
 def best_model_has_evaluation(c: RunConfig) -> str | None:
+    if c.train.early_stopping_steps and c.train.eval_strategy == "no":
+        return ("early_stopping_steps needs evaluation during training: set eval_strategy (steps or epoch) and "
+                "val_size or eval_dataset")
     if c.train.load_best_model_at_end and c.train.eval_strategy == "no":
         return "load_best_model_at_end needs evaluation: set eval_strategy (steps or epoch) and eval data"
     if c.train.load_best_model_at_end and c.train.save_strategy != c.train.eval_strategy:
@@ -224,8 +229,12 @@ def llama_pro_fits(c: RunConfig) -> str | None:
 def sampling_keys_apply(c: RunConfig) -> str | None:
     # Non-default values only, so a resolved run_config.yaml (which lists every key) loads back.
     changed = [name for name in ("temperature", "top_p") if getattr(c.eval, name) != 1.0]
+    if c.eval.top_k not in (None, 50):  # 50: LLaMA-Factory's default, which asks for nothing
+        changed.append("top_k")
     if changed and not c.eval.do_sample and not STAGE_FACTS[c.method.stage].generates:
         return f"'{changed[0]}' applies only when sampling; set do_sample: true (greedy otherwise)"
+    if c.eval.length_penalty != 1.0 and max(c.eval.num_beams, c.eval.eval_num_beams or 1) == 1:
+        return "length_penalty applies to beam search only; set num_beams (or eval_num_beams) above 1"
     return None
 
 

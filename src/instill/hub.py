@@ -1,4 +1,5 @@
-"""Where weights come from: a local directory, a .gguf file, a HF hub id, a ModelScope or Modelers (OpenMind) id.
+"""Where weights come from: a local directory, a .gguf file, a HF hub id, a ModelScope or Modelers (OpenMind) id;
+and, for uploads (push_to_hub, export_hub_model_id), a check that the Hugging Face Hub answers before any work starts.
 
 Every source ends as a local directory that `from_pretrained` can read. A GGUF file is
 de-quantised once and saved as a safetensors directory in a cache: a model loaded with
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from instill.errors import ModelError
+from instill.errors import ConfigError, ModelError
 from instill.ranks import main_first
 
 if TYPE_CHECKING:
@@ -224,3 +225,69 @@ def _convert(gguf_path: Path, target: Path) -> None:
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_hub_upload(key: str, token: str | None, timeout: float = 10.0) -> str:
+    """The account `token` (else HF_TOKEN or the `hf auth login` token) belongs to, asked of the hub before a run
+    that will upload; a ConfigError naming `key` when the hub is offline or unreachable, or the token missing or
+    refused. transformers' Trainer would find out only when it first uploads, and huggingface_hub's own requests
+    have no timeout."""
+    from huggingface_hub import constants, get_session, get_token
+    from huggingface_hub.utils import build_hf_headers
+
+    if _offline() or constants.is_offline_mode():
+        raise ConfigError(f"{key}: the Hugging Face Hub is offline here (HF_HUB_OFFLINE is set); unset it to "
+                          f"upload, or remove {key}")
+    token = token or get_token()
+    if not token:
+        raise ConfigError(f"{key}: no Hugging Face token to upload with: set hub_token, HF_TOKEN or run "
+                          "`hf auth login`")
+    url = f"{constants.ENDPOINT}/api/whoami-v2"
+    try:
+        response = get_session().get(url, headers=build_hf_headers(token=token), timeout=timeout)
+    except Exception as err:  # noqa: BLE001 — connection refused, DNS, timeout, proxy: one line for the user
+        raise ConfigError(f"{key}: the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached "
+                          f"({type(err).__name__}); check the network or remove {key}") from None
+    if response.status_code == 401:
+        raise ConfigError(f"{key}: the Hugging Face Hub refused the token (401); set a valid hub_token or run "
+                          "`hf auth login`")
+    if response.status_code != 200:
+        raise ConfigError(f"{key}: the Hugging Face Hub ({constants.ENDPOINT}) answered HTTP {response.status_code} "
+                          "to whoami; try again later or remove the key")
+    try:
+        return str(response.json().get("name") or "")
+    except ValueError:
+        raise ConfigError(f"{key}: {url} did not answer JSON; is HF_ENDPOINT a Hugging Face Hub?") from None
+
+
+@contextmanager
+def hub_token_env(token: str | None) -> Iterator[None]:
+    """Inside, huggingface_hub's default token is `token` (HF_TOKEN), so it never needs to travel in transformers'
+    TrainingArguments, which the Trainer pickles into every checkpoint (training_args.bin)."""
+    if not token:
+        yield
+        return
+    before = os.environ.get("HF_TOKEN")
+    os.environ["HF_TOKEN"] = token
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_TOKEN", None)
+        else:
+            os.environ["HF_TOKEN"] = before
+
+
+def upload_folder(key: str, repo_id: str, folder: Path, token: str | None, message: str) -> str:
+    """Create `repo_id` on the Hugging Face Hub if needed and upload `folder` to it; the commit's URL.
+    A failure is one ModelError line naming `key` and the command that uploads the folder by hand."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token or None)
+    try:
+        api.create_repo(repo_id, exist_ok=True)
+        return str(api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message).commit_url)
+    except Exception as err:  # noqa: BLE001 — any hub failure becomes one line for the user
+        raise ModelError(f"{key}: uploading {folder} to {repo_id} failed ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:160] if str(err) else 'no message'}); it is saved there, upload "
+                         f"it with: hf upload {repo_id} {folder}") from None

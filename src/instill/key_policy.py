@@ -73,7 +73,7 @@ POLICY: dict[str, Policy] = {
     **_table("ignored", "torchrun sets it", "local_rank"),
     **_table("ignored", "training never uses the KV cache; generation always does", "use_cache use_kv_cache"),
     **_table("ignored", "generation settings are instill's eval keys (max_new_tokens, do_sample, temperature, "
-             "top_p)", "generation_max_length generation_num_beams generation_config"),
+             "top_p, top_k, num_beams, ...)", "generation_config"),
     **_table("ignored", "the export runs on the CPU (merging needs no accelerator)", "export_device"),
     **_table("ignored", "ModelScope / Modelers downloads use their SDK's own login (modelscope login, openmind "
              "login)", "ms_hub_token om_hub_token"),
@@ -93,8 +93,6 @@ POLICY: dict[str, Policy] = {
              "LLaMA-Factory does with preserve_thinking: true (its false drops them from DPO/KTO/inference prompts "
              "and with mask_history; not built)", "preserve_thinking"),
     # -- refused, with the reason ---------------------------------------------------------------------
-    **_table("refused", "checkpoints always hold the optimizer state (for resuming); set save_only_model: false",
-             "save_only_model"),
     **_table("refused", "unsloth is not supported; remove it", "use_unsloth use_unsloth_gc"),
     **_table("refused", "Megatron-Core training (mcore_adapter) is not supported; use deepspeed or fsdp for "
              "multi-GPU training", "use_mca tensor_model_parallel_size pipeline_model_parallel_size "
@@ -127,28 +125,13 @@ POLICY: dict[str, Policy] = {
              {"shift_attn": False}),
     **_table("refused", "LLaMA-Factory's v1 kernels are not supported; use enable_liger_kernel on CUDA",
              {"use_v1_kernels": False}),
-    **_table("refused", "early stopping " + _NOT_YET, {"early_stopping_steps": None}),
     **_table("refused", "LLaMA-Factory's per-model tool-call formats (default, glm4, llama3, mistral, qwen, ...) are "
              "not written in instill yet; remove it: templates qwen, chatml and qwen2_vl write Hermes-style tool "
              "calls and template: auto the tokenizer's own", {"tool_format": None}),
-    **_table("refused", "the torch profiler " + _NOT_YET, {
-        "enable_torch_profiler": False, "profiler_output_dir": None, "profiler_wait_steps": 1,
-        "profiler_warmup_steps": 1, "profiler_active_steps": 1, "profiler_repeat": 1, "profiler_record_shapes": True,
-        "profiler_profile_memory": True, "profiler_with_stack": True, "profile_modules": None}),
-    **_table("refused", "generation options beyond greedy / temperature / top_p " + _NOT_YET, {
-        "top_k": 50, "num_beams": 1, "max_length": 1024, "repetition_penalty": 1.0, "length_penalty": 1.0,
-        "skip_special_tokens": True, "eval_num_beams": None}),
     **_table("refused", "PyTorch .bin weights are unsafe to load (pickle); instill writes safetensors only",
              {"export_legacy_format": False}),
-    **_table("refused", "uploading the export " + _NOT_YET + "; upload export_dir with `hf upload`",
-             {"export_hub_model_id": None}),
     **_table("refused", "vision preprocessing options for Gemma 3 / InternVL are not supported (Qwen2-VL only)", {
         "image_do_pan_and_scan": False, "crop_to_patches": False}),
-    **_table("refused", "uploading to the hub during training " + _NOT_YET + "; upload output_dir with `hf upload`", {
-        "push_to_hub": False, "hub_token": None, "hub_private_repo": None, "hub_model_id": None,
-        "hub_strategy": "every_save", "hub_always_push": False, "hub_revision": None}),
-    **_table("refused", "the Trainer's auto batch-size search is not supported; set per_device_train_batch_size",
-             {"auto_find_batch_size": False}),
 }
 
 # Values refused for keys instill implements: (key, value) -> reason.

@@ -77,6 +77,7 @@ def test_instill_serve_user_mistakes_are_one_line(serve_yaml, tmp_path):
         (("serve", str(serve_yaml), "--max-concurrency", "0"), "--max-concurrency must be at least 1"),
         (("serve", str(serve_yaml), "--model", "tuned", "adapter_name_or_path=null"), "no tuned model"),
         (("chat", str(serve_yaml), "learning_rat=1"), "unknown key 'learning_rat'"),
+        (("chat", str(serve_yaml), "num_beams=2"), "num_beams: 2: instill chat streams each token"),
     ]:
         done = subprocess.run(instill(*args), env=ENV, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr

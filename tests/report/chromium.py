@@ -1,9 +1,17 @@
-"""Headless Debian Chromium for tests: the flags this machine needs, a DOM dump and a screenshot."""
+"""Headless Debian Chromium for tests: the flags this machine needs, a DOM dump, a screenshot, and `DevTools`
+to drive a page over the DevTools protocol (a websocket)."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import itertools
+import json
+import re
 import shutil
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,3 +45,87 @@ def screenshot(profile: Path, url: str, path: Path, size: str = "1280,3000", bud
                     url, offline=offline)
     assert path.is_file(), done.stderr[-2000:]
     return path
+
+
+# Every host name but this machine fails to resolve: a page that fetches anything from elsewhere shows it.
+OFFLINE_BUT_LOOPBACK = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+
+
+class DevTools:
+    """Just enough of the DevTools protocol: send a command, wait for its answer."""
+
+    def __init__(self, profile, url: str, size: str = "1100,800") -> None:
+        from websockets.sync.client import connect
+
+        self.proc = subprocess.Popen([CHROMIUM, *FLAGS, *OFFLINE_BUT_LOOPBACK, f"--user-data-dir={profile}",
+                                      f"--window-size={size}", "--remote-debugging-port=0", url], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        try:
+            for line in self.proc.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
+                found = re.search(r"ws://127\.0\.0\.1:(\d+)/", line)
+                if found:
+                    break
+            else:
+                raise RuntimeError("Chromium did not open a DevTools port")
+            with urllib.request.urlopen(f"http://127.0.0.1:{found.group(1)}/json/list", timeout=10) as response:
+                page = next(t for t in json.loads(response.read()) if t["type"] == "page")
+            self.stack = contextlib.ExitStack()
+            self.ws = self.stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None))
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        self.ids = itertools.count(1)
+
+    def send(self, method: str, **params):
+        call = next(self.ids)
+        self.ws.send(json.dumps({"id": call, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=60))
+            if message.get("id") == call:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+
+    def js(self, expression: str):
+        for _ in range(100):
+            try:
+                result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+                break
+            except RuntimeError as err:  # the page is still loading
+                if "execution context" not in str(err):
+                    raise
+                time.sleep(0.1)
+        if "exceptionDetails" in result:
+            raise RuntimeError(result["exceptionDetails"])
+        return result["result"].get("value")
+
+    def wait(self, expression: str, seconds: float = 60):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for: {expression}")
+
+    def type(self, text: str, element: str = "input") -> None:
+        """Type `text` into the element with that id and press Enter."""
+        self.js(f"document.getElementById('{element}').focus()")
+        self.send("Input.insertText", text=text)
+        for kind in ("keyDown", "keyUp"):
+            self.send("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
+
+    def screenshot(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
+        return path
+
+    def close(self) -> None:
+        self.stack.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

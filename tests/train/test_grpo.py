@@ -78,11 +78,15 @@ def test_plugin_gets_the_rows_columns_and_a_broken_one_stops_in_one_line(tiny_qw
 def test_rloo_trains_on_the_same_rows(tiny_qwen2, tmp_path, capsys):
     data = write_dataset(tmp_path / "data", "heads", ROWS)
     out = tmp_path / "out"
-    config = _yaml(tmp_path, tiny_qwen2, data, out, stage="rloo")
+    config = _yaml(tmp_path, tiny_qwen2, data, out, "top_k: 5\nrepetition_penalty: 1.2\n", stage="rloo")
     assert instill_main(["train", config]) == 0
     assert "done (rloo)" in capsys.readouterr().out
     steps = [r for r in _log(out) if "loss" in r]
     assert len(steps) == 2 and all("rewards/label_match/mean" in r for r in steps)
+    import torch
+
+    args = torch.load(out / "training_args.bin", weights_only=False)  # the RLOOConfig trl sampled with
+    assert (args.top_k, args.repetition_penalty) == (5, 1.2)
 
 
 def test_a_reward_model_scores_the_answers(tiny_qwen2, tmp_path, capsys):

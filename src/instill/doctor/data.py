@@ -35,7 +35,7 @@ class DataFindings:
     thinking: bool = False  # some assistant answer holds <think> reasoning
 
 
-def _examples(spec: Any, config: RunConfig):
+def loadable_examples(spec: Any, config: RunConfig):
     """Loadable rows of a dataset as Examples (bad rows skipped: check_dataset reports them)."""
     data = config.data
     for source, item in islice(dataset_items(spec, data.dataset_dir), _SCAN_ROWS):
@@ -124,7 +124,7 @@ def data_checks(config: RunConfig, template: ChatTemplate, template_ok: bool = T
             kept = min(good, data.max_samples) if data.max_samples else good
             n_train += max(kept - report.answer_lost, 0)
             longest = max(longest, *report.lengths, 0)
-            for example in _examples(spec, config):
+            for example in loadable_examples(spec, config):
                 found.sample = found.sample or example
                 if any("<think>" in (m.get("content") or "") for m in example.messages if m["role"] == "assistant"):
                     found.thinking = True

@@ -143,11 +143,16 @@ def mask_view(example: Example, template: ChatTemplate, config: RunConfig, colou
     return render_mask(encoded.input_ids, encoded.labels, template.tokenizer, colour, limit)
 
 
+def mask_segments(input_ids: list[int], labels: list[int], tokenizer: Any, limit: int = 400) -> list[tuple[str, bool]]:
+    """The encoded sample as (text, trained) runs; a run longer than `limit` characters is shortened in the middle."""
+    return [(_shorten(tokenizer.decode([i for i, _ in run], skip_special_tokens=False), limit), trained)
+            for trained, run in groupby(zip(input_ids, labels), key=lambda p: p[1] != IGNORE_INDEX)]
+
+
 def render_mask(input_ids: list[int], labels: list[int], tokenizer: Any, colour: bool, limit: int = 400) -> str:
     """Prompt tokens dim, trained tokens bright; without colour, trained text is marked ⟦like this⟧."""
     parts = []
-    for trained, run in groupby(zip(input_ids, labels), key=lambda p: p[1] != IGNORE_INDEX):
-        text = _shorten(tokenizer.decode([i for i, _ in run], skip_special_tokens=False), limit)
+    for text, trained in mask_segments(input_ids, labels, tokenizer, limit):
         if colour:
             parts.append(f"{_BRIGHT if trained else _DIM}{text}{_RESET}")
         else:

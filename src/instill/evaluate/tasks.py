@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from instill.config import RunConfig
@@ -25,6 +25,7 @@ from instill.evaluate.ner import ner_metrics, parse_entities
 from instill.evaluate.preference import run_preference
 from instill.evaluate.samples import Sample
 from instill.evaluate.textgen import generation_metrics
+from instill.infer.engine import Decoding
 from instill.infer.score import batch_calibrate, score_labels
 
 
@@ -33,19 +34,21 @@ class Settings:
     task: str
     mode: str
     batch_size: int
-    max_new_tokens: int
+    max_new_tokens: int | None  # None: decoding.max_length bounds prompt + answer
     temperature: float
     top_p: float
     max_prompt_tokens: int
     calibration: str = "none"
+    decoding: Decoding = field(default_factory=Decoding)
 
 
 def settings_from(config: RunConfig) -> Settings:
     e, t = config.eval, config.train
     batch = e.eval_batch_size or (t.per_device_eval_batch_size if "per_device_eval_batch_size" in t.model_fields_set else 8)
-    new_tokens = e.max_new_tokens or (64 if e.eval_task == "classification" else 512)
+    # max_new_tokens wins; max_length (prompt + answer) bounds the answer only when it is not set
+    new_tokens = e.max_new_tokens or (None if e.max_length else 64 if e.eval_task == "classification" else 512)
     return Settings(e.eval_task, e.eval_mode, batch, new_tokens, e.temperature if e.do_sample else 0.0,
-                    e.top_p, config.data.cutoff_len, e.eval_calibration)
+                    e.top_p, config.data.cutoff_len, e.eval_calibration, Decoding.of(e, evaluation=True))
 
 
 def _generate(generator, samples: list[Sample], s: Settings, progress: bool) -> tuple[list[str], int]:
@@ -53,7 +56,7 @@ def _generate(generator, samples: list[Sample], s: Settings, progress: bool) -> 
     prompts, cut = generator.encode_prompts([x.prompt for x in samples], [x.tools for x in samples],
                                             s.max_prompt_tokens, images)
     outputs = generator.generate_ids(prompts, s.max_new_tokens, s.batch_size, s.temperature, s.top_p, progress,
-                                     images=images)
+                                     images=images, decoding=s.decoding)
     return outputs, cut
 
 

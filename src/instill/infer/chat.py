@@ -1,8 +1,9 @@
 """`instill chat`: talk to the model in the terminal, the answer streamed token by token.
 
 The model is chosen as `instill eval` chooses it and prompts render with its training template
-(`load_generator`). Greedy unless the config sets do_sample (then temperature/top_p); answers stop at
-the template's end of turn or after max_new_tokens (default 512). Generation runs on a worker thread
+(`load_generator`). Greedy unless the config sets do_sample (then temperature/top_k/top_p), with its
+repetition_penalty; answers stop at the template's end of turn or after max_new_tokens (default 512; with
+max_length and no max_new_tokens, when prompt + answer reach max_length). Generation runs on a worker thread
 so that Ctrl-C, which Python delivers to the main thread, stops the answer and not the program.
 With infer_backend: vllm the answer comes whole from vLLM (infer/vllm_engine.py), not streamed.
 """
@@ -58,7 +59,7 @@ def stream_answer(generator: Any, prompt: list[int], row_args: dict, write: Call
 def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] = input,
              out: TextIO = sys.stdout) -> None:
     """The read-answer loop; returns on /exit or end of input."""
-    from instill.infer.engine import load_generator
+    from instill.infer.engine import Decoding, check_streamable, load_generator
     from instill.infer.vllm_engine import load_vllm_generator
     from instill.model.choice import choose_model
     from instill.model.load import Precision
@@ -71,6 +72,7 @@ def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] 
         import torch
 
         torch.set_num_threads(config.model.torch_num_threads)
+    check_streamable(config.eval, "instill chat")
     choice = choose_model(config, which)
     precision = Precision(config.train.bf16, config.train.fp16)
     vllm = config.model.infer_backend == "vllm"
@@ -83,7 +85,9 @@ def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] 
                    or generator.tokenizer.model_max_length)
     e = config.eval
     row_args = {"max_new_tokens": e.max_new_tokens or 512, "temperature": e.temperature if e.do_sample else 0.0,
-                "top_p": e.top_p if e.do_sample else 1.0}
+                "top_p": e.top_p if e.do_sample else 1.0, "top_k": e.top_k if e.do_sample else None,
+                "repetition_penalty": e.repetition_penalty, "skip_special_tokens": e.skip_special_tokens}
+    by_length = e.max_new_tokens is None and e.max_length is not None  # max_length bounds prompt + answer
 
     def write(text: str) -> None:
         out.write(text)
@@ -91,7 +95,8 @@ def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] 
 
     mode = f"sampling at temperature {e.temperature}, top_p {e.top_p}" if e.do_sample else "greedy"
     say(f"chatting with {choice.describe()} (template {generator.template.name}, {mode}, "
-        f"at most {row_args['max_new_tokens']} tokens an answer)")
+        + (f"prompt + answer at most {e.max_length} tokens)" if by_length
+           else f"at most {row_args['max_new_tokens']} tokens an answer)"))
     say(HELP)
     history: list[dict] = []
     system: str | None = None
@@ -122,18 +127,20 @@ def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] 
         messages = ([{"role": "system", "content": system}] if system else []) + history
         messages.append({"role": "user", "content": line})
         prompt = generator.encode_prompts([messages])[0][0]
-        room = context - len(prompt)
+        room = (min(context, e.max_length) if by_length else context) - len(prompt)
         if room < 1:
-            say(f"the conversation is {len(prompt)} tokens, the model's context {context}; /reset to start over")
+            say(f"the conversation is {len(prompt)} tokens, the model's context {context}"
+                + (f" and max_length {e.max_length}" if by_length else "") + "; /reset to start over")
             continue
         write("assistant> ")
-        limit = min(row_args["max_new_tokens"], room)
+        budget = room if by_length else min(row_args["max_new_tokens"], room)
         if vllm:  # vLLM's offline engine answers whole (no token stream, no Ctrl-C stop)
-            answer = generator.generate_ids([prompt], limit, 1, row_args["temperature"], row_args["top_p"])[0]
+            answer = generator.generate_ids([prompt], budget, 1, row_args["temperature"], row_args["top_p"],
+                                            decoding=Decoding.of(e))[0]
             write(answer)
             finish = "stop"
         else:
-            answer, finish = stream_answer(generator, prompt, {**row_args, "max_new_tokens": limit}, write)
+            answer, finish = stream_answer(generator, prompt, {**row_args, "max_new_tokens": budget}, write)
         if finish == "stopped":
             write(" [stopped]")
         elif finish == "length":

@@ -26,7 +26,7 @@ def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port_free(host: str, port: int) -> None:
+def port_free(host: str, port: int) -> None:
     """Fail in one line, before the model loads, when the address cannot be bound."""
     import socket
 
@@ -47,6 +47,7 @@ def _port_free(host: str, port: int) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from instill.console import say
     from instill.errors import ConfigError
+    from instill.infer.engine import check_streamable
     from instill.infer.serve.served import load_served
     from instill.infer.serve.server import Limits, exposure_warning, run_server
 
@@ -62,11 +63,14 @@ def _serve(args: argparse.Namespace) -> int:
     warning = exposure_warning(args.host, api_key)
     if warning:
         say(f"warning: {warning}")
-    _port_free(args.host, args.port)
+    port_free(args.host, args.port)
+    check_streamable(config.eval, "instill serve")
     served = load_served(config, args.model, args.max_model_len)
     e = config.eval
     limits = Limits(max_tokens=args.max_tokens or e.max_new_tokens or 512,
-                    temperature=e.temperature if e.do_sample else 0.0, top_p=e.top_p if e.do_sample else 1.0)
+                    temperature=e.temperature if e.do_sample else 0.0, top_p=e.top_p if e.do_sample else 1.0,
+                    top_k=e.top_k if e.do_sample else None, repetition_penalty=e.repetition_penalty,
+                    skip_special_tokens=e.skip_special_tokens)
     say(f"serving {served.describe()}")
     say(f"models: {', '.join(served.models)} · context {served.context} tokens · at most {limits.max_tokens} "
         f"tokens an answer · {args.batching} batching of up to {args.max_concurrency} requests, "

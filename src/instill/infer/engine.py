@@ -12,18 +12,19 @@ training collator to left padding.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from instill.config import ModelArgs
+from instill.config import EvalArgs, ModelArgs
 from instill.data.example import Example
 from instill.data.multimodal import ImageInputs, image_batch, tokenize_with_images
 from instill.data.templates import ChatTemplate, TemplateChoice, get_template
 from instill.data.tokenize import cut_middle, tokenize_rendered
-from instill.errors import DataError
+from instill.errors import ConfigError, DataError
 from instill.hub import resolve_model_args
 from instill.model.adapters import check_adapters
 from instill.model.load import Precision, load_model, load_tokenizer, tokenizer_dir
@@ -43,6 +44,44 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "left") ->
         ids[i, span] = torch.tensor(list(row), dtype=torch.long)
         mask[i, span] = 1
     return ids, mask
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """LLaMA-Factory's generating arguments beyond temperature and top_p (which `generate_ids` takes as they are).
+
+    None leaves the model's own generation_config value (what instill did before these keys existed)."""
+
+    top_k: int | None = None
+    num_beams: int = 1
+    repetition_penalty: float | None = None
+    length_penalty: float = 1.0
+    max_length: int | None = None
+    skip_special_tokens: bool = True
+
+    @classmethod
+    def of(cls, e: EvalArgs, evaluation: bool = False) -> Decoding:
+        """The config's settings; `evaluation` (eval, predict, task metrics) takes eval_num_beams over num_beams."""
+        beams = (e.eval_num_beams or e.num_beams) if evaluation else e.num_beams
+        return cls(e.top_k, beams, e.repetition_penalty, e.length_penalty, e.max_length, e.skip_special_tokens)
+
+    def generate_kwargs(self, sampling: bool) -> dict[str, Any]:
+        """transformers' generate arguments for these settings (only those set)."""
+        kwargs: dict[str, Any] = {}
+        if sampling and self.top_k is not None:
+            kwargs["top_k"] = self.top_k
+        if self.repetition_penalty is not None:
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        if self.num_beams > 1:
+            kwargs.update(num_beams=self.num_beams, length_penalty=self.length_penalty)
+        return kwargs
+
+
+def check_streamable(e: EvalArgs, command: str) -> None:
+    """chat and serve stream each token as it is chosen, which beam search cannot do: one line instead."""
+    if e.num_beams > 1:
+        raise ConfigError(f"num_beams: {e.num_beams}: {command} streams each token as it is chosen, which beam search "
+                          "cannot; beams apply to instill eval and predict (set eval_num_beams for those alone)")
 
 
 class Generator:
@@ -100,11 +139,15 @@ class Generator:
         return self.generate_ids(prompts, max_new_tokens, batch_size, temperature, top_p, progress, images=images)
 
     @torch.inference_mode()
-    def generate_ids(self, prompts: list[list[int]], max_new_tokens: int = 64, batch_size: int = 8,
+    def generate_ids(self, prompts: list[list[int]], max_new_tokens: int | None = 64, batch_size: int = 8,
                      temperature: float = 0.0, top_p: float = 1.0, progress: bool = False,
-                     desc: str = "Generating", images: Sequence[list[str]] | None = None) -> list[str]:
+                     desc: str = "Generating", images: Sequence[list[str]] | None = None,
+                     decoding: Decoding = Decoding()) -> list[str]:
         """One decoded reply per tokenized prompt; greedy when temperature is 0. `images`: each prompt's image
-        paths, as given to `encode_prompts`."""
+        paths, as given to `encode_prompts`. `max_new_tokens` None: decoding.max_length bounds prompt + answer."""
+        if max_new_tokens is None and decoding.max_length is None:
+            raise ValueError("max_new_tokens or decoding.max_length is needed")
+        budget = {"max_new_tokens": max_new_tokens} if max_new_tokens else {"max_length": decoding.max_length}
         was_training = self.model.training
         self.model.eval()
         device = self.model.device
@@ -119,13 +162,15 @@ class Generator:
                     self.media, ids, [p for i in idx for p in (images[i] if images else [])])
                 out = self.model.generate(
                     **{k: v.to(device) for k, v in extra.items()},
-                    input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                    input_ids=ids.to(device), attention_mask=mask.to(device), **budget,
                     do_sample=sampling, temperature=temperature if sampling else None,
-                    top_p=top_p if sampling else None,
+                    top_p=top_p if sampling else None, **decoding.generate_kwargs(sampling),
                     eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
                 )
-                for i, row in zip(idx, out[:, ids.shape[1]:]):
-                    replies[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+                for i, row in zip(idx, out[:, ids.shape[1]:].tolist()):
+                    end = next((n for n, token in enumerate(row) if token in self.stop_ids), len(row))
+                    replies[i] = self.tokenizer.decode(row[:end],
+                                                       skip_special_tokens=decoding.skip_special_tokens).strip()
                 bar.update(len(idx))
         self.model.train(was_training)
         return replies

@@ -25,7 +25,7 @@ from instill.config import ModelArgs
 from instill.data.templates import TemplateChoice, get_template
 from instill.errors import ConfigError, DataError
 from instill.hub import resolve_model_args
-from instill.infer.engine import Generator, tokenizer_dir
+from instill.infer.engine import Decoding, Generator, tokenizer_dir
 from instill.model.adapters import check_adapters
 from instill.model.load import Precision, load_tokenizer
 from instill.model.rope import inference_rope
@@ -62,19 +62,36 @@ class VllmGenerator(Generator):
         prompts, _ = self.encode_prompts(conversations, images=images)
         return self.generate_ids(prompts, max_new_tokens, batch_size, temperature, top_p, progress, images=images)
 
-    def generate_ids(self, prompts: list[list[int]], max_new_tokens: int = 64, batch_size: int = 8,
+    def generate_ids(self, prompts: list[list[int]], max_new_tokens: int | None = 64, batch_size: int = 8,
                      temperature: float = 0.0, top_p: float = 1.0, progress: bool = False,
-                     desc: str = "Generating", images: Sequence[list[str]] | None = None) -> list[str]:
-        """One reply per tokenized prompt; vLLM schedules the batches itself (`batch_size` is not used)."""
+                     desc: str = "Generating", images: Sequence[list[str]] | None = None,
+                     decoding: Decoding = Decoding()) -> list[str]:
+        """One reply per tokenized prompt; vLLM schedules the batches itself (`batch_size` is not used).
+        `decoding`'s top_k / repetition_penalty / skip_special_tokens map onto SamplingParams; max_length (with no
+        max_new_tokens) bounds each prompt + answer; beam search is refused (vLLM's is a separate API)."""
         from vllm import SamplingParams
 
         if images and any(images):
             raise DataError("infer_backend: vllm reads text prompts only here; use infer_backend: huggingface for "
                             "rows with images")
-        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature,
-                                top_p=top_p if temperature > 0 else 1.0, stop_token_ids=list(self.stop_ids),
-                                skip_special_tokens=True)
-        outputs = self.model.generate([{"prompt_token_ids": list(ids)} for ids in prompts], params,
+        if decoding.num_beams > 1:
+            raise ConfigError(f"num_beams: {decoding.num_beams}: beam search is not built for infer_backend: vllm; "
+                              "use infer_backend: huggingface")
+        sampling = temperature > 0
+        extra: dict[str, Any] = {}
+        if sampling and decoding.top_k is not None:
+            extra["top_k"] = decoding.top_k
+        if decoding.repetition_penalty is not None:
+            extra["repetition_penalty"] = decoding.repetition_penalty
+
+        def params(ids: list[int]) -> Any:
+            limit = max_new_tokens or max((decoding.max_length or 0) - len(ids), 1)
+            return SamplingParams(max_tokens=limit, temperature=temperature, top_p=top_p if sampling else 1.0,
+                                  stop_token_ids=list(self.stop_ids),
+                                  skip_special_tokens=decoding.skip_special_tokens, **extra)
+
+        outputs = self.model.generate([{"prompt_token_ids": list(ids)} for ids in prompts],
+                                      [params(ids) for ids in prompts] if max_new_tokens is None else params([]),
                                       use_tqdm=progress, lora_request=self.lora_request)
         return [out.outputs[0].text.strip() for out in outputs]
 

@@ -1,6 +1,9 @@
 """Merge adapters into the base and save a standalone model (safetensors shards, tokenizer, template).
 
 With `export_format: gguf` the saved model is then also written as a GGUF with an Ollama Modelfile (model/gguf.py).
+With `export_hub_model_id` the export directory is then uploaded to the Hugging Face Hub (with hf_hub_token, as
+LLaMA-Factory does, else HF_TOKEN or the `hf auth login` token); the hub and the token are checked before anything
+loads.
 
 With `export_quantization_bit` the (already merged) model is saved quantized instead, through transformers'
 quantizers: GPTQConfig (LLaMA-Factory's GPTQ through optimum and gptqmodel, calibrated on random windows of
@@ -25,7 +28,7 @@ import torch
 from instill.config import RunConfig
 from instill.data.templates import TemplateChoice, get_template
 from instill.errors import ConfigError, DataError
-from instill.hub import resolve_model_args
+from instill.hub import check_hub_upload, resolve_model_args, upload_folder
 from instill.model.adapters import check_adapters
 from instill.model.gguf import check_architecture, write_gguf, write_modelfile
 from instill.model.load import Precision, load_model, load_tokenizer, tokenizer_dir
@@ -45,11 +48,13 @@ def export_model(config: RunConfig, expand_layers: int = 0) -> Path:
     if out.is_dir() and any(out.iterdir()) and not config.train.overwrite_output_dir:
         raise ConfigError(f"export_dir {out} is not empty; set overwrite_output_dir: true to write into it")
 
+    if args.export_hub_model_id:
+        check_hub_upload("export_hub_model_id", config.model.hf_hub_token)
     if args.export_quantization_bit is not None:
         if expand_layers:
             raise ConfigError("--expand-layers and export_quantization_bit do not combine; expand first, then quantize "
                               "the expanded model")
-        return _quantized_export(config, out)
+        return _uploaded(config, _quantized_export(config, out))
     adapters, sub = config.model.adapter_name_or_path or [], config.model.adapter_folder
     check_adapters(adapters, sub)
     model_dir = resolve_model_args(config.model)
@@ -86,6 +91,14 @@ def export_model(config: RunConfig, expand_layers: int = 0) -> Path:
         media.processor.save_pretrained(out)
     if args.export_format == "gguf":
         write_modelfile(write_gguf(out, args.export_gguf_type), tokenizer)
+    return _uploaded(config, out)
+
+
+def _uploaded(config: RunConfig, out: Path) -> Path:
+    """`out`, uploaded first to export_hub_model_id when the config names one."""
+    if config.export.export_hub_model_id:
+        upload_folder("export_hub_model_id", config.export.export_hub_model_id, out, config.model.hf_hub_token,
+                      "instill export")
     return out
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from instill.errors import InstillError
-from instill.train.patches import run_dir, saving_into, wrap_save_checkpoint
+from instill.train.patches import run_dir, saving_into, upload_checkpoint, uploads_held, wrap_save_checkpoint
 
 STAGING = ".instill-saving"
 PREFIX = "checkpoint-"
@@ -120,7 +120,7 @@ def atomic_checkpoints(trainer: Any) -> None:
                 shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
                 staging.mkdir(parents=True)
             wait()
-            with saving_into(trainer, str(staging)):
+            with saving_into(trainer, str(staging)), uploads_held(trainer) as uploads:
                 save(model, trial)
             best = trainer.state.best_model_checkpoint
             if best and Path(best).parent == staging:  # this step is the best so far: name its final place
@@ -140,5 +140,7 @@ def atomic_checkpoints(trainer: Any) -> None:
         if args.should_save:
             shutil.rmtree(staging, ignore_errors=True)
             rotate_checkpoints(str(out), args.save_total_limit, trainer.state.best_model_checkpoint, use_mtime=True)
+        if uploads:  # push_to_hub: the checkpoint in its final place
+            upload_checkpoint(trainer, str(out / name))
 
     wrap_save_checkpoint(trainer, staged_save)

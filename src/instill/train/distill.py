@@ -16,7 +16,7 @@ from typing import Any
 
 from instill.console import say
 from instill.errors import ConfigError
-from instill.train.grpo import fit_prompts, stop_at_end_of_turn
+from instill.train.grpo import fit_prompts, sampling_extras, stop_at_end_of_turn
 from instill.train.patches import OwnTokenCount
 from instill.train.preference import trl_config
 from instill.train.stage import Stage, StageInputs
@@ -58,7 +58,8 @@ def build_trainer(inputs: StageInputs) -> Any:
     teacher = _teacher(inputs)
     extra = {} if m.beta is None else {"beta": m.beta}
     args = trl_config(DistillationConfig, inputs.training_args, max_completion_length=m.max_completion_length,
-                      temperature=e.temperature, top_p=e.top_p, use_vllm=m.use_vllm, gradient_checkpointing=False,
+                      temperature=e.temperature, top_p=e.top_p, **sampling_extras(e), use_vllm=m.use_vllm,
+                      gradient_checkpointing=False,
                       log_completions=False, **extra)
     stop_at_end_of_turn(inputs.model, inputs.template, inputs.tokenizer)
     trainer_cls = type("InstillDistillationTrainer", (OwnTokenCount, DistillationTrainer), {})

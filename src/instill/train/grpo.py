@@ -23,6 +23,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from instill.config import EvalArgs
 from instill.console import say
 from instill.errors import ConfigError
 from instill.train.patches import OwnTokenCount
@@ -131,10 +132,16 @@ def _reward_model(inputs: StageInputs) -> Any:
     return model
 
 
+def sampling_extras(e: EvalArgs) -> dict[str, Any]:
+    """top_k and repetition_penalty for trl's sampling, where the config sets them (LLaMA-Factory's generating
+    arguments drive its online sampling too); unset, trl's defaults stay."""
+    return {k: v for k, v in (("top_k", e.top_k), ("repetition_penalty", e.repetition_penalty)) if v is not None}
+
+
 def _online_args(inputs: StageInputs, config_cls: type, **extra: Any) -> Any:
     m, e = inputs.config.method, inputs.config.eval
     values = dict(num_generations=m.num_generations, max_completion_length=m.max_completion_length,
-                  temperature=e.temperature, top_p=e.top_p, epsilon=m.epsilon,
+                  temperature=e.temperature, top_p=e.top_p, **sampling_extras(e), epsilon=m.epsilon,
                   mask_truncated_completions=m.mask_truncated_completions,
                   steps_per_generation=m.steps_per_generation, use_vllm=m.use_vllm,
                   reward_weights=m.reward_weights, gradient_checkpointing=False, log_completions=False)

@@ -79,6 +79,16 @@ def acquire(output_dir: str | Path) -> Path:
     raise ConfigError(f"output_dir {out}: cannot take the lock {path}; another run keeps taking it")
 
 
+def holder(output_dir: str | Path) -> dict | None:
+    """The owner record ({pid, host, started}) of a live run holding `output_dir`'s lock on this host, else None
+    (no lock, a stale one, or one from another host, which cannot be checked)."""
+    owner = _owner(Path(output_dir) / LOCK_NAME)
+    pid = owner.get("pid")
+    if owner.get("host") == socket.gethostname() and isinstance(pid, int) and _alive(pid):
+        return owner
+    return None
+
+
 def release(path: Path) -> None:
     """Remove our lock file (only if it is still ours)."""
     if _owner(path).get("pid") == os.getpid():

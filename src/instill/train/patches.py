@@ -65,6 +65,11 @@ OVERRIDES = (
              "wrap_save_checkpoint (checkpoint.py): each checkpoint written in a staging folder, renamed into place"),
     Override(_TRAINERS, "_get_output_dir", ("self", "trial"),
              "saving_into / run_dir (checkpoint.py): points _save_checkpoint at the staging folder"),
+    Override(_TRAINERS, "_push_from_checkpoint", ("self", "checkpoint_folder"),
+             "uploads_held (checkpoint.py): push_to_hub uploads a checkpoint once it is renamed into place"),
+    Override(("transformers:Trainer",), "save_model", ("self", "output_dir", "_internal_call"),
+             "save_model (run.py): the final weights saved without an upload; the run uploads once, at its end; "
+             "push_saved_output skips it inside push_to_hub"),
 )
 
 
@@ -216,3 +221,36 @@ def saving_into(trainer: Any, folder: str) -> Iterator[None]:
         yield
     finally:
         del trainer._get_output_dir  # the class's method again
+
+
+@contextmanager
+def uploads_held(trainer: Any) -> Iterator[list[str]]:
+    """Inside, the trainer's `_push_from_checkpoint(folder)` (push_to_hub's upload at a save) only records the folder:
+    the checkpoint is still in the staging folder then, and uploading it in the background while it is renamed
+    would read a folder that moves. Call `upload_checkpoint` with its final place after the rename."""
+    held: list[str] = []
+    trainer._push_from_checkpoint = held.append
+    try:
+        yield held
+    finally:
+        del trainer._push_from_checkpoint  # the class's method again
+
+
+def upload_checkpoint(trainer: Any, folder: str) -> None:
+    """The Trainer's own upload of a saved checkpoint (as hub_strategy says)."""
+    trainer._push_from_checkpoint(folder)
+
+
+def save_model(trainer: Any, output_dir: str) -> None:
+    """`trainer.save_model(output_dir)` without the upload it starts when push_to_hub is set."""
+    trainer.save_model(output_dir, _internal_call=True)
+
+
+def push_saved_output(trainer: Any, message: str) -> Any:
+    """`trainer.push_to_hub` for an output_dir that already holds the final files: the `save_model` it runs first is
+    skipped for the call (it would write the trained adapter again over a converted PiSSA one)."""
+    trainer.save_model = lambda *args, **kwargs: None
+    try:
+        return trainer.push_to_hub(commit_message=message)
+    finally:
+        del trainer.save_model  # the class's method again

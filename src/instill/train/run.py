@@ -24,7 +24,7 @@ from instill.data.dataset import TokenizedSet, iterable_dataset, prepare_dataset
 from instill.data.templates import TemplateChoice, get_template
 from instill.errors import ConfigError
 from instill.evaluate.runner import task_metrics_callback
-from instill.hub import resolve_model_args
+from instill.hub import check_hub_upload, hub_token_env, resolve_model_args
 from instill.model.adapters import apply_method, check_adapters, count_parameters, describe_parameters
 from instill.model.footprint import check_free_disk, checkpoint_bytes
 from instill.model.load import Precision, check_precision, check_speed_flags, device_type, load_model, load_tokenizer
@@ -39,7 +39,13 @@ from instill.report.plots import plot_loss, plot_rewards
 from instill.stage_facts import eval_losses
 from instill.tracking.compute import set_torch_threads
 from instill.tracking.trackers import check_trackers, finish_run, log_summary, tracker_callbacks
-from instill.train.callbacks import AdaLoraCallback, JsonlLogCallback, LogLineProgress
+from instill.train.callbacks import (
+    AdaLoraCallback,
+    JsonlLogCallback,
+    LogLineProgress,
+    ModuleTimingCallback,
+    TorchProfilerCallback,
+)
 from instill.train.checkpoint import atomic_checkpoints, last_complete_checkpoint, save_failures
 from instill.train.distributed import (
     check_parallel,
@@ -51,6 +57,7 @@ from instill.train.distributed import (
 from instill.train.interrupt import GracefulStop, TrainingInterrupted, signals_to
 from instill.train.lock import LOCK_NAME
 from instill.train.optimizers import check_optimizer
+from instill.train.patches import push_saved_output, save_model
 from instill.train.stage import Stage, StageInputs
 from instill.train.stages import STAGES
 from instill.train.throughput import (
@@ -77,6 +84,17 @@ def resolve_resume(args: TrainArgs) -> str | None:
     if not Path(value).is_dir():
         raise ConfigError(f"resume_from_checkpoint: {value} is not a directory")
     return str(value)
+
+
+def check_resumable(checkpoint: str) -> None:
+    """A checkpoint written with save_only_model: true holds no optimizer, scheduler or RNG state: transformers
+    would start those afresh (and the resumed run would differ from an uninterrupted one). One line instead."""
+    path = Path(checkpoint)
+    if not any((path / name).exists() for name in ("optimizer.pt", "optimizer.bin", "pytorch_model_fsdp_0")) \
+            and not any(path.glob("global_step*")) and not any(path.glob("optimizer*")):
+        raise ConfigError(f"resume_from_checkpoint: {checkpoint} holds no optimizer state (it was saved with "
+                          "save_only_model: true) and cannot be resumed; to train on from its weights, start a new "
+                          "run with them as adapter_name_or_path (LoRA) or model_name_or_path (full)")
 
 
 def check_output_dir(args: TrainArgs, resume: str | None) -> None:
@@ -157,6 +175,9 @@ def training_arguments(args: TrainArgs, has_eval: bool, finetuning_type: str = "
 def _training_arguments(cls: type, args: TrainArgs, has_eval: bool, finetuning_type: str, on_cpu: bool,
                         shuffle: bool = True) -> Any:
     sampling = "sequential" if not shuffle else "group_by_length" if args.group_by_length else "random"
+    passed = {key: getattr(args, key) for key in TRAINER_PASSTHROUGH}
+    if args.early_stopping_steps and passed["metric_for_best_model"] is None:
+        passed["metric_for_best_model"] = "loss"  # what load_best_model_at_end compares by default
     return cls(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.per_device_train_batch_size,
@@ -196,7 +217,7 @@ def _training_arguments(cls: type, args: TrainArgs, has_eval: bool, finetuning_t
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         disable_tqdm=False,
-        **{key: getattr(args, key) for key in TRAINER_PASSTHROUGH},
+        **passed,
     )
 
 
@@ -269,9 +290,14 @@ def run_training(config: RunConfig) -> RunResult:
     check_trackers(t)
     check_parallel(config)
     check_optimizer(config)
+    if t.push_to_hub:  # before anything loads: a run must not learn at its end that it cannot upload
+        check_hub_upload("push_to_hub", t.hub_token or config.model.hf_hub_token)
     start_ranks(t.ddp_timeout)  # under torchrun: the process group, with ddp_timeout (train/distributed.py)
     resume = resolve_resume(t)
-    with rank0_lock(t.output_dir, lambda: check_output_dir(t, resume)):
+    if resume is not None:
+        check_resumable(resume)
+    with rank0_lock(t.output_dir, lambda: check_output_dir(t, resume)), \
+            hub_token_env(t.hub_token or config.model.hf_hub_token if t.push_to_hub else None):
         return _run_locked(config, stage, precision, resume, started)
 
 
@@ -332,7 +358,8 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     callbacks = (([AdaLoraCallback()] if config.method.finetuning_type == "adalora" else [])
                  + _task_metrics(config, stage, tokenizer, template, has_eval, media)
                  + [clock, JsonlLogCallback(log_path, stage.facts, clock.interval_rate),
-                    *tracker_callbacks(config, out, clock.interval_rate)])
+                    *tracker_callbacks(config, out, clock.interval_rate)]
+                 + _optional_callbacks(t, has_eval))
     trainer = stage.build_trainer(StageInputs(config, model, tokenizer, template, train_rows, eval_rows,
                                               training_args, callbacks, media))
     atomic_checkpoints(trainer)
@@ -367,15 +394,31 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
         report = try_write_report(out)
         if report:
             say(f"report: {report}")
+    if t.push_to_hub:  # the whole output_dir (tokenizer, run files, report) once, at the end, as LLaMA-Factory does
+        say(f"uploading {out} to the Hugging Face Hub ({trainer.hub_model_id})")
+        push_saved_output(trainer, "End of training")
     _summary_line(config, stage, trainer, metrics, seconds, figures)
     return RunResult(metrics, trainer)
+
+
+def _optional_callbacks(t: TrainArgs, has_eval: bool) -> list[Any]:
+    """Early stopping and the profilers, as the config asks."""
+    from transformers import EarlyStoppingCallback
+
+    if t.early_stopping_steps and not has_eval:
+        raise ConfigError("early_stopping_steps needs evaluation during training, and this run has no eval rows: set "
+                          "val_size or eval_dataset (with eval_strategy: steps or epoch)")
+    return ([EarlyStoppingCallback(early_stopping_patience=t.early_stopping_steps)] if t.early_stopping_steps else []) \
+        + ([TorchProfilerCallback(t.profiler_output_dir or Path(t.output_dir) / "profiler", t)]
+           if t.enable_torch_profiler else []) \
+        + ([ModuleTimingCallback(t.profile_modules)] if t.profile_modules else [])
 
 
 def _save(trainer: Any, config: RunConfig, template: Any, tokenizer: Any, result: Any, pissa_init_dir: Path | None,
           has_eval: bool) -> dict[str, Any]:
     """Weights/adapter, trainer state, tokenizer + template, train and final eval metrics."""
     out = config.train.output_dir
-    trainer.save_model(out)
+    save_model(trainer, out)  # without the Trainer's own upload: the run uploads once, at its end
     if pissa_init_dir is not None:
         # Rewrite the adapter so it applies to the original base (PiSSA trains on a residual base).
         trainer.model.save_pretrained(out, path_initial_model_for_weight_conversion=str(pissa_init_dir))

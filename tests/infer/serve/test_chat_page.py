@@ -7,93 +7,11 @@ the test's tmp_path.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import itertools
 import json
 import re
-import subprocess
-import time
 import urllib.request
 
-from tests.report.chromium import CHROMIUM, FLAGS, needs_chromium
-
-# Every host name but this machine fails to resolve: a page that fetches anything from elsewhere shows it.
-OFFLINE_BUT_LOOPBACK = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
-
-
-class DevTools:
-    """Just enough of the DevTools protocol: send a command, wait for its answer."""
-
-    def __init__(self, profile, url: str) -> None:
-        from websockets.sync.client import connect
-
-        self.proc = subprocess.Popen([CHROMIUM, *FLAGS, *OFFLINE_BUT_LOOPBACK, f"--user-data-dir={profile}", "--window-size=1100,800",
-                                      "--remote-debugging-port=0", url], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        try:
-            for line in self.proc.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
-                found = re.search(r"ws://127\.0\.0\.1:(\d+)/", line)
-                if found:
-                    break
-            else:
-                raise RuntimeError("Chromium did not open a DevTools port")
-            with urllib.request.urlopen(f"http://127.0.0.1:{found.group(1)}/json/list", timeout=10) as response:
-                page = next(t for t in json.loads(response.read()) if t["type"] == "page")
-            self.stack = contextlib.ExitStack()
-            self.ws = self.stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None))
-        except BaseException:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        self.ids = itertools.count(1)
-
-    def send(self, method: str, **params):
-        call = next(self.ids)
-        self.ws.send(json.dumps({"id": call, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv(timeout=60))
-            if message.get("id") == call:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]
-
-    def js(self, expression: str):
-        for _ in range(100):
-            try:
-                result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-                break
-            except RuntimeError as err:  # the page is still loading
-                if "execution context" not in str(err):
-                    raise
-                time.sleep(0.1)
-        if "exceptionDetails" in result:
-            raise RuntimeError(result["exceptionDetails"])
-        return result["result"].get("value")
-
-    def wait(self, expression: str, seconds: float = 60):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            value = self.js(expression)
-            if value:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for: {expression}")
-
-    def type(self, text: str) -> None:
-        self.js("document.getElementById('input').focus()")
-        self.send("Input.insertText", text=text)
-        for kind in ("keyDown", "keyUp"):
-            self.send("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
-
-    def close(self) -> None:
-        self.stack.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+from tests.report.chromium import DevTools, needs_chromium
 
 
 @needs_chromium
@@ -130,8 +48,7 @@ def test_chat_page_streams_answers_in_chromium(serve_app, tmp_path):
             {"role": "user", "content": "And then?"}]).choices[0].message.content
         assert browser.js("document.querySelector('.user').textContent") == "Hello there"
 
-        shot = tmp_path / "chat_page.png"
-        shot.write_bytes(base64.b64decode(browser.send("Page.captureScreenshot", format="png")["data"]))
+        shot = browser.screenshot(tmp_path / "chat_page.png")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
         browser.js("document.getElementById('clear').click()")

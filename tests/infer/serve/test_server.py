@@ -130,6 +130,22 @@ def test_seed_makes_sampling_reproducible_alone_or_batched(serve_app):
 
 
 @pytest.mark.parametrize("batching", ["continuous", "static"])
+def test_vllm_fields_top_k_and_repetition_penalty_apply_per_request(serve_app, batching):
+    client = serve_app(batching=batching).client()
+    greedy = ask(client, max_tokens=12).choices[0].message.content
+    top1 = ask(client, max_tokens=12, temperature=1.5, seed=5, extra_body={"top_k": 1}).choices[0].message.content
+    assert top1 == greedy  # sampling from the single most likely token is greedy decoding
+    sampled = ask(client, max_tokens=12, temperature=1.5, seed=5, extra_body={"top_k": -1}).choices[0].message.content
+    assert sampled != greedy  # vLLM's -1: no top-k cut
+    long = ask(client, max_tokens=40).choices[0].message.content
+    penalised = ask(client, max_tokens=40, extra_body={"repetition_penalty": 2.0}).choices[0].message.content
+    assert penalised != long  # the random model's greedy answer comes back to tokens it has said
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(client, extra_body={"top_k": -2})
+    assert err.value.body["param"] == "top_k"
+
+
+@pytest.mark.parametrize("batching", ["continuous", "static"])
 def test_concurrent_requests_are_batched_and_answer_as_sequential_ones(serve_app, batching):
     app = serve_app(window_s=0.3, batching=batching)
     client = app.client()

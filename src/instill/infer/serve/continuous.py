@@ -39,7 +39,7 @@ from transformers.cache_utils import DynamicLayer
 
 from instill.infer.engine import pad_batch
 from instill.infer.serve.batching import BaseBatcher
-from instill.infer.serve.rows import Row, RowSampler
+from instill.infer.serve.rows import Row, RowSampler, repetition_penalties
 
 log = logging.getLogger("instill.serve")
 
@@ -87,9 +87,9 @@ class RunningBatch:
         out = self.model(**inputs, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :].to(dtype=torch.float32)
 
-    @staticmethod
-    def _pick(rows: Sequence[Row], logits: torch.Tensor) -> list[int]:
-        RowSampler(rows)(None, logits)  # sampled rows keep only their drawn token; greedy rows are untouched
+    def _pick(self, rows: Sequence[Row], logits: torch.Tensor) -> list[int]:
+        # each row's repetition penalty; sampled rows keep only their drawn token; greedy rows are untouched
+        RowSampler(rows, penalties=repetition_penalties(self.model, rows))(None, logits)
         return logits.argmax(-1).tolist()
 
     @torch.inference_mode()

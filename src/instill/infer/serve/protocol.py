@@ -139,6 +139,8 @@ class _Generation(_Strict):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=-1)  # vLLM's extra field: -1 or 0 turns the cut off
+    repetition_penalty: float | None = Field(default=None, gt=0, le=2)  # vLLM's extra field
     n: int | None = 1
     stop: Annotated[str | list[str] | None, Field(validate_default=True)] = None
     seed: int | None = None

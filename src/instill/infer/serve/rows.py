@@ -4,9 +4,10 @@ transformers' `generate` runs the batch (left padding, KV cache, position ids). 
 per-row work it has no option for, which is why they are written here:
 
 - `RowSampler` (a LogitsProcessor): generate samples a whole batch with one temperature/top_p and the
-  global RNG, so a request's seeded output would depend on who shared its batch. Here each sampled row
-  draws its token with its own temperature, top_p and seeded `torch.Generator`, then leaves only that
-  token, which generate's greedy pick takes. Greedy rows are untouched.
+  global RNG, so a request's seeded output would depend on who shared its batch. Here each row first gets
+  its own repetition penalty (transformers' formula), then each sampled row draws its token with its own
+  temperature, top_k, top_p and seeded `torch.Generator`, then leaves only that token, which generate's
+  greedy pick takes. Greedy rows are otherwise untouched.
 - `RowStops` (a StoppingCriteria): after every step it hands each live row its new token. The row decodes
   it incrementally, checks its own stop tokens (each served model has its template's end-of-turn), stop
   strings, token budget and cancel flag, and sends finished text to its callback. generate's own eos
@@ -39,18 +40,18 @@ class IncrementalDecoder:
     tokenizer puts before a word; a delta that ends in an incomplete UTF-8 character waits for more tokens.
     """
 
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer, self.ids = tokenizer, []
+    def __init__(self, tokenizer: Any, skip_special_tokens: bool = True) -> None:
+        self.tokenizer, self.ids, self.skip = tokenizer, [], skip_special_tokens
         self.prefix, self.read = 0, 0
         self._before = ""  # the text of ids[prefix:read]
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        after = self.tokenizer.decode(self.ids[self.prefix:], skip_special_tokens=True)
+        after = self.tokenizer.decode(self.ids[self.prefix:], skip_special_tokens=self.skip)
         if len(after) > len(self._before) and not after.endswith("\ufffd"):
             delta = after[len(self._before):]
             self.prefix, self.read = self.read, len(self.ids)
-            self._before = self.tokenizer.decode(self.ids[self.prefix:self.read], skip_special_tokens=True)
+            self._before = self.tokenizer.decode(self.ids[self.prefix:self.read], skip_special_tokens=self.skip)
             return delta
         return ""
 
@@ -78,15 +79,19 @@ class Row:
     adapter: str | None = None  # peft adapter name; None = the base weights
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int | None = None  # with temperature > 0; None or 0: no top-k cut
+    repetition_penalty: float | None = None  # None: the model's generation_config value (1.0: none)
+    skip_special_tokens: bool = True
     seed: int | None = None
     stop: tuple[str, ...] = ()
     images: tuple[str, ...] = ()  # image paths or data URLs, one per image block in `prompt`
     tokens: int = 0  # generated so far, the stop token included
+    generated: list[int] = field(default_factory=list, repr=False)  # those tokens (the repetition penalty's)
     finish_reason: str | None = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
-        self._decoder = IncrementalDecoder(self.tokenizer)
+        self._decoder = IncrementalDecoder(self.tokenizer, self.skip_special_tokens)
         self._text, self._sent = "", 0
         self.rng: torch.Generator | None = None
         if self.temperature > 0:
@@ -113,6 +118,7 @@ class Row:
             self.finish_reason = "cancelled"
             return True
         self.tokens += 1
+        self.generated.append(token_id)
         if token_id in self.stop_ids:
             return self.finish("stop")
         self._text += self._decoder.push(token_id)
@@ -146,16 +152,27 @@ class Row:
 
 
 class RowSampler(LogitsProcessor):
-    """Samples each row with temperature > 0 from its own settings and generator; see the module doc."""
+    """Applies each row's repetition penalty, and samples each row with temperature > 0 from its own settings and
+    generator; see the module doc. `width`: the padded prompt length of the batch; `penalties`: each row's
+    repetition penalty, resolved. Called with `input_ids` None (the continuous batcher), a row's prompt and
+    answer so far come from the row itself."""
 
-    def __init__(self, rows: Sequence[Row]) -> None:
-        self.rows = rows
+    def __init__(self, rows: Sequence[Row], width: int = 0, penalties: Sequence[float] = ()) -> None:
+        self.rows, self.width, self.penalties = rows, width, list(penalties) or [1.0] * len(rows)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for i, row in enumerate(self.rows):
+            penalty = self.penalties[i]
+            if penalty != 1.0 and not row.done:  # the row's prompt and answer so far, its left padding left out
+                seen = (input_ids[i, self.width - len(row.prompt):] if input_ids is not None
+                        else torch.tensor(row.prompt + row.generated, device=scores.device))
+                score = scores[i, seen]
+                scores[i, seen] = torch.where(score < 0, score * penalty, score / penalty)
             if row.rng is None or row.done:
                 continue
             logits = scores[i].float() / row.temperature
+            if row.top_k and row.top_k < logits.numel():
+                logits[logits < torch.topk(logits, row.top_k).values[-1]] = -float("inf")
             if row.top_p < 1.0:
                 sorted_logits, order = torch.sort(logits, descending=True)
                 probs = sorted_logits.softmax(-1)
@@ -166,6 +183,12 @@ class RowSampler(LogitsProcessor):
             scores[i] = -float("inf")
             scores[i, token] = 0.0
         return scores
+
+
+def repetition_penalties(model: Any, rows: Sequence[Row]) -> list[float]:
+    """Each row's repetition penalty: its own, else the model's generation_config value (1.0: none)."""
+    own = getattr(getattr(model, "generation_config", None), "repetition_penalty", None) or 1.0
+    return [own if row.repetition_penalty is None else row.repetition_penalty for row in rows]
 
 
 class RowStops(StoppingCriteria):
@@ -197,12 +220,14 @@ def generate_rows(model: Any, rows: Sequence[Row], pad_id: int, adapter_names: b
         if media is not None:  # a vision-language model: its image inputs (and M-RoPE types) for the batch
             extra = image_batch(media, ids, [image for row in rows for image in row.images])
             kwargs.update({k: v.to(model.device) for k, v in extra.items()})
-        sampled = [row for row in rows if row.rng is not None]
+        penalties = repetition_penalties(model, rows)
+        per_row = any(row.rng is not None for row in rows) or any(p != 1.0 for p in penalties)
         model.generate(
             input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
             max_new_tokens=max(row.max_new_tokens for row in rows), do_sample=False,
-            temperature=None, top_p=None, top_k=None,
-            logits_processor=[RowSampler(rows)] if sampled else None, stopping_criteria=[RowStops(rows)],
+            temperature=None, top_p=None, top_k=None, repetition_penalty=1.0,  # per row, in RowSampler
+            logits_processor=[RowSampler(rows, ids.shape[1], penalties)] if per_row else None,
+            stopping_criteria=[RowStops(rows)],
             eos_token_id=None, pad_token_id=pad_id, **kwargs,
         )
     except Exception as err:

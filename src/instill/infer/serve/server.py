@@ -68,6 +68,9 @@ class Limits:
     max_tokens: int = 512  # most tokens one answer may have; the default when a request gives none
     temperature: float = 0.0  # when a request gives none (0 = greedy)
     top_p: float = 1.0
+    top_k: int | None = None  # None: no top-k cut
+    repetition_penalty: float | None = None  # None: the model's generation_config value
+    skip_special_tokens: bool = True
 
 
 def exposure_warning(host: str, api_key: str | None) -> str | None:
@@ -233,7 +236,9 @@ class _Job:
         row = Row(prompt, model.tokenizer, model.chat_stop_ids if chat else model.text_stop_ids, max_tokens, emit,
                   adapter=model.adapter, temperature=temperature,
                   top_p=limits.top_p if body.top_p is None else body.top_p, seed=body.seed, stop=tuple(body.stop),
-                  images=images)
+                  top_k=limits.top_k if body.top_k is None else max(body.top_k, 0) or None,  # vLLM's -1 / 0: no cut
+                  repetition_penalty=limits.repetition_penalty if body.repetition_penalty is None
+                  else body.repetition_penalty, skip_special_tokens=limits.skip_special_tokens, images=images)
         try:
             batcher.submit(row)
         except QueueFull as err:
