@@ -116,3 +116,32 @@ def test_check_reads_preference_and_kto_data_as_their_stage_does(tmp_path, tiny_
     assert run("check", _config(tmp_path, ["kto"], stage="kto", model=tiny_qwen2)) == 1
     assert f"{tmp_path / 'kto.jsonl'}:2: column 'label' (kto_tag) must be true or false, got 'yes'" in \
         capsys.readouterr().out
+
+
+def test_check_reads_prompts_as_the_online_stages_do(tmp_path, tiny_qwen2, qwen2_tokenizer, capsys):
+    """stage: grpo reads prompt rows: a row without its answer loads (it has no reference answer), prompts
+    longer than max_prompt_length are counted as dropped, and a broken row names its line."""
+    rows = [GOOD, {k: v for k, v in GOOD.items() if k != "output"}, LONG, {"input": "no instruction"}]
+    (tmp_path / "prompts.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n",
+                                            encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"prompts": {"file_name": "prompts.jsonl"}}))
+    long_prompt = len(qwen2_tokenizer(LONG["instruction"] + "\n" + LONG["input"])["input_ids"])
+    config = _config(tmp_path, ["prompts"], stage="grpo", reward_funcs="label_match", max_prompt_length=64,
+                     model=tiny_qwen2)
+    assert long_prompt > 64
+    assert run("check", config) == 1
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'prompts.jsonl'}:4:" in out
+    assert ("prompts: 4 rows, 1 bad; prompt tokens p50 " in out and "1 longer than max_prompt_length 64 (dropped "
+            "by training); 1 with no reference answer" in out)
+
+    from instill.config import load_config
+    from instill.data.templates import get_template
+    from instill.doctor.data import data_checks
+    from instill.doctor.table import WARN
+
+    loaded = load_config(config, [])
+    found = data_checks(loaded, get_template("auto", qwen2_tokenizer))
+    (prompts,) = [c for c in found.checks if c.name == "prompts prompts"]
+    assert prompts.status == WARN and "1 of 3 prompts are longer than max_prompt_length 64" in prompts.detail
+    assert "1 of 3 rows have no reference answer" in prompts.detail

@@ -78,6 +78,28 @@ def _cutoff_check(report: DatasetReport, cutoff_len: int) -> Check:
     return Check(PASS, AREA, name, f"no sample exceeds cutoff_len {cutoff_len} (longest {longest} tokens)")
 
 
+def _prompt_check(report: DatasetReport) -> Check:
+    """Online stages: prompts over max_prompt_length (dropped by training) and rows without a reference answer."""
+    name, loaded = f"prompts {report.name}", len(report.lengths)
+    longest = max(report.lengths, default=0)
+    if loaded and report.truncated == loaded:
+        return Check(FAIL, AREA, name, f"every one of {loaded} prompts is longer than max_prompt_length "
+                     f"{report.prompt_limit}: training would have nothing to answer",
+                     f"raise max_prompt_length (the longest prompt has {longest} tokens)")
+    notes = []
+    if report.truncated:
+        notes.append(f"{report.truncated} of {loaded} prompts are longer than max_prompt_length {report.prompt_limit} "
+                     "(training drops them)")
+    if report.no_answer:
+        notes.append(f"{report.no_answer} of {loaded} rows have no reference answer (a label-based reward such as "
+                     "label_match scores them 0)")
+    if notes:
+        return Check(WARN, AREA, name, "; ".join(notes),
+                     f"raise max_prompt_length (the longest prompt has {longest} tokens) or give every row its answer")
+    return Check(PASS, AREA, name, f"every prompt fits max_prompt_length {report.prompt_limit} (longest {longest} "
+                 "tokens); every row has a reference answer")
+
+
 def _pair_checks(config: RunConfig, names: list[str], found: DataFindings, kind: str) -> DataFindings:
     """Preference / KTO data: every row read and checked as training reads it (data/pairs.py)."""
     data = config.data
@@ -105,7 +127,7 @@ def data_checks(config: RunConfig, template: ChatTemplate, template_ok: bool = T
     if kind in PAIR_KINDS:
         return _pair_checks(config, names, found, kind)
     try:
-        specs = resolve(names, data.dataset_dir)
+        specs = resolve(names, data.dataset_dir, kind)
     except DataError as err:
         found.checks.append(Check(FAIL, AREA, "dataset", str(err),
                                   "check dataset / eval_dataset against dataset_info.json in dataset_dir"))
@@ -113,9 +135,11 @@ def data_checks(config: RunConfig, template: ChatTemplate, template_ok: bool = T
 
     n_train, longest = 0, 0
     for spec in specs:
-        report = check_dataset(spec, data, template)
+        report = check_dataset(spec, data, template, kind, config.method.max_prompt_length)
         found.checks.append(_rows_check(report))
-        if template_ok:
+        if template_ok and report.no_answer is not None:
+            found.checks.append(_prompt_check(report))
+        elif template_ok:
             found.checks.append(_cutoff_check(report, data.cutoff_len))
         else:
             found.checks.append(Check(SKIP, AREA, f"cutoff {report.name}", "token counts need a working template"))

@@ -3,7 +3,10 @@
 Loads every dataset of a training config (``dataset`` and ``eval_dataset``) the way
 ``instill train`` will: the registry, the row formats, the config's placeholders, its
 chat template and its model's real tokenizer, ``cutoff_len`` and masking options; a
-``stage: dpo``/``rm``/``kto`` config's data as preference pairs or KTO rows (data/pairs.py). Unlike
+``stage: dpo``/``rm``/``kto`` config's data as preference pairs or KTO rows (data/pairs.py); an online
+stage's (``grpo``, ``rloo``, ``distill``) as prompts (data/prompts.py), counting the prompts longer than
+``max_prompt_length`` (training drops them) and the rows with no reference answer (a label-based reward
+such as ``label_match`` has nothing to compare with). Unlike
 training, it does not stop at the first bad row: every bad row is reported as
 ``file:line: reason`` (JSON Lines files are read line by line, so an unparseable line
 does not hide the lines after it). It also counts the samples that ``cutoff_len`` would
@@ -28,6 +31,7 @@ from instill.console import percentile_line, say
 from instill.data.example import Example
 from instill.data.formats import fill_placeholders, to_example
 from instill.data.pairs import PAIR_KINDS, closing_tokens, fit, split_prompt, to_kto, to_pair
+from instill.data.prompts import ANSWER_COLUMN, prompt_rows, to_prompt
 from instill.data.readers import DATA_EXTENSIONS, jsonl_rows
 from instill.data.registry import DatasetSpec, read_rows, resolve
 from instill.data.templates import ChatTemplate, TemplateChoice, get_template
@@ -36,6 +40,7 @@ from instill.errors import ConfigError, DataError, EncodingError, TemplateError
 from instill.hub import resolve_model_args
 from instill.model.load import load_tokenizer
 from instill.prep.summary import progress
+from instill.stage_facts import STAGE_FACTS
 from instill.textfile import codec_name, undecodable
 
 
@@ -48,12 +53,19 @@ class DatasetReport:
     truncated: int = 0
     answer_cut: int = 0
     answer_lost: int = 0
+    # prompts (online stages): the max_prompt_length held against, and rows with no reference answer
+    prompt_limit: int | None = None
+    no_answer: int | None = None
 
     def line(self, cutoff_len: int) -> str:
         if self.lengths:
             lengths = f"tokens {percentile_line(self.lengths)}"
         else:
             lengths = "no loadable rows"
+        if self.no_answer is not None:
+            return (f"{self.name}: {self.rows} rows, {len(self.errors)} bad; prompt {lengths}; {self.truncated} "
+                    f"longer than max_prompt_length {self.prompt_limit} (dropped by training); {self.no_answer} "
+                    "with no reference answer")
         return (f"{self.name}: {self.rows} rows, {len(self.errors)} bad; {lengths}; {self.truncated} truncated at "
                 f"cutoff_len {cutoff_len} (answer shortened in {self.answer_cut}, answer lost in {self.answer_lost})")
 
@@ -131,12 +143,15 @@ def _bad(report: DatasetReport, source: str, err: Exception) -> None:
     report.errors.append(message if message.startswith(source) else f"{source}: {message}")
 
 
-def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, kind: str = "conversation"
-                  ) -> DatasetReport:
-    """Every row of one dataset read as a stage reading `kind` data reads it (train/stages.py)."""
+def check_dataset(spec: DatasetSpec, data_args: Any, template: ChatTemplate, kind: str = "conversation",
+                  max_prompt_length: int | None = None) -> DatasetReport:
+    """Every row of one dataset read as a stage reading `kind` data reads it (stage_facts.py);
+    `max_prompt_length`: the online stages' limit on prompts."""
     report, options = DatasetReport(spec.name), EncodeOptions.from_args(data_args)
     if kind in PAIR_KINDS:
         return _check_pairs(spec, data_args, template, options, kind, report)
+    if kind == "prompts":
+        return _check_prompts(spec, data_args, template, max_prompt_length, report)
     for source, row in _loadable(spec, data_args, report):
         try:
             example: Example = to_example(row, spec, source)
@@ -174,21 +189,44 @@ def _check_pairs(spec: DatasetSpec, data_args: Any, template: ChatTemplate, opti
     return report
 
 
+def _check_prompts(spec: DatasetSpec, data_args: Any, template: ChatTemplate, max_prompt_length: int | None,
+                   report: DatasetReport) -> DatasetReport:
+    """Prompt rows (data/prompts.py), rendered and counted as the online stages render them."""
+    examples = []
+    for source, row in _loadable(spec, data_args, report):
+        try:
+            example = to_prompt(row, spec, source)
+            if data_args.dataset_placeholders:
+                example = fill_placeholders(example, data_args.dataset_placeholders)
+            template.render(example.messages, example.tools, add_generation_prompt=True)
+        except (DataError, TemplateError) as err:
+            _bad(report, source, err)
+            continue
+        examples.append(example)
+    if examples:
+        _, summary = prompt_rows(examples, template, data_args.allow_special_tokens_in_data)
+        report.lengths = summary.prompt_lengths
+    report.prompt_limit = max_prompt_length
+    report.truncated = sum(n > max_prompt_length for n in report.lengths) if max_prompt_length else 0
+    report.answer_lost = report.truncated  # the rows training drops
+    report.no_answer = sum(ANSWER_COLUMN not in e.extras for e in examples)
+    return report
+
+
 def check_config(config_path: str, overrides: list[str]) -> tuple[list[DatasetReport], int]:
     """A report per dataset of the config, read as the config's stage reads it, and its cutoff_len."""
-    from instill.train.stages import STAGES  # here, not at the top: it imports torch and the Trainer
-
     config = load_config(config_path, overrides)
     data = config.data
     names = list(dict.fromkeys((data.dataset or []) + (data.eval_dataset or [])))
     if not names:
         raise ConfigError(f"{config_path}: no 'dataset' or 'eval_dataset' to check")
-    kind = STAGES[config.method.stage].data_kind
+    kind = STAGE_FACTS[config.method.stage].data_kind
     specs = resolve(names, data.dataset_dir, kind)
     m = config.model
     tokenizer = load_tokenizer(m, resolve_model_args(m))
     template = get_template(TemplateChoice.of(data), tokenizer)
-    return [check_dataset(spec, data, template, kind) for spec in specs], data.cutoff_len
+    limit = config.method.max_prompt_length
+    return [check_dataset(spec, data, template, kind, limit) for spec in specs], data.cutoff_len
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
