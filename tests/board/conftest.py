@@ -31,8 +31,12 @@ def board(workspace):
 
     from instill.board.app import build_app
 
-    with TestClient(build_app(workspace), base_url="http://127.0.0.1:7860") as client:
-        yield client
+    app = build_app(workspace)
+    with TestClient(app, base_url="http://127.0.0.1:7860") as client:
+        try:
+            yield client
+        finally:  # as `instill board` does when it stops: no chat server outlives a test
+            app.state.jobs.stop_servers()
 
 
 @pytest.fixture()

@@ -67,3 +67,21 @@ def test_total_steps_from_max_steps_or_the_data_summary(tmp_path):
     (tmp_path / "data_summary.json").write_text(json.dumps({"sets": {"train": {"kept": 10}}}))
     assert total_steps({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
                         "num_train_epochs": 3.0}, tmp_path) == 9  # ceil(10 / 4) = 3 steps an epoch
+
+
+def test_a_stopping_board_stops_the_chat_servers_it_opened_and_nothing_else(workspace):
+    from instill.board.jobs import Jobs
+
+    jobs = Jobs(workspace)
+    procs = {kind: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for kind in ("serve", "train")}
+    try:
+        for kind, proc in procs.items():  # records as `Jobs.start` writes them, for stand-in processes
+            jobs._write({"id": f"x-{kind}", "kind": kind, "argv": [], "pid": proc.pid, "log": "", "output_dir": None,
+                         "started": time.time(), "exit_code": None})
+        assert jobs.stop_servers() == [procs["serve"].pid]
+        assert procs["serve"].wait(timeout=10) == -signal.SIGTERM
+        assert procs["train"].poll() is None  # training goes on without the board
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()

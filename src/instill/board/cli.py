@@ -32,6 +32,10 @@ def _board(args: argparse.Namespace) -> int:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="off")
     except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises it again for the caller
         pass
+    finally:
+        servers = app.state.jobs.stop_servers()
+    if servers:
+        say(f"stopped {len(servers)} chat server{'s' * (len(servers) != 1)} it opened")
     say("board stopped; runs it started go on (a new `instill board` on this workspace finds them)")
     return 0
 

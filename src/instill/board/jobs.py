@@ -1,7 +1,8 @@
 """Commands the board starts: `instill train / eval / export / serve` as subprocesses (an argument list,
 never a shell string), each with a record in <workspace>/.board/jobs/ (argv, pid, log file, output_dir) and
 its output in <workspace>/.board/logs/. Children run in their own session, so a board that stops or
-restarts leaves them running; the new board finds a training run again through its output-dir lock.
+restarts leaves training, eval and export running; the new board finds a training run again through its
+output-dir lock. Chat servers belong to the board that opened them: it stops them when it stops.
 
 Training runs one at a time per workspace: a start is refused while any run the board knows of holds its
 output-dir lock (train/lock.py) or a training job it started has not taken it yet.
@@ -159,6 +160,17 @@ class Jobs:
             raise ConfigError(f"{output_dir} is not running")
         os.kill(owner["pid"], signal.SIGINT)
         return owner["pid"]
+
+    def stop_servers(self) -> list[int]:
+        """SIGTERM to every chat server this workspace's board started that still runs (a server belongs to the
+        board that opened it; training runs go on). Their pids."""
+        pids = [r["pid"] for r in self.records() if r["kind"] == "serve" and r["alive"]]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        return pids
 
     def stop_job(self, job_id: str) -> None:
         record = self.get(job_id)
