@@ -57,8 +57,8 @@ def stream_answer(generator: Any, prompt: list[int], row_args: dict, write: Call
 
 
 def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] = input,
-             out: TextIO = sys.stdout) -> None:
-    """The read-answer loop; returns on /exit or end of input."""
+             out: TextIO | None = None) -> None:
+    """The read-answer loop; returns on /exit or end of input. `out` defaults to sys.stdout at call time."""
     from instill.infer.engine import Decoding, check_streamable, load_generator
     from instill.infer.vllm_engine import load_vllm_generator
     from instill.model.choice import choose_model
@@ -89,9 +89,11 @@ def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] 
                 "repetition_penalty": e.repetition_penalty, "skip_special_tokens": e.skip_special_tokens}
     by_length = e.max_new_tokens is None and e.max_length is not None  # max_length bounds prompt + answer
 
+    stream = out if out is not None else sys.stdout
+
     def write(text: str) -> None:
-        out.write(text)
-        out.flush()
+        stream.write(text)
+        stream.flush()
 
     mode = f"sampling at temperature {e.temperature}, top_p {e.top_p}" if e.do_sample else "greedy"
     say(f"chatting with {choice.describe()} (template {generator.template.name}, {mode}, "
