@@ -1,0 +1,117 @@
+"""Run every one of LLaMA-Factory 0.9.5's v0 example YAMLs with instill, with small offline stand-ins.
+
+Each YAML (the copies in tests/fixtures/llamafactory_examples/, unchanged) goes to the verb LLaMA-Factory
+uses for it: `inference/*` → `instill chat` (one question, then /exit), `merge_lora/*` → `instill export`,
+the rest → `instill train`. Only these are swapped: `model_name_or_path` (a tiny random Qwen2 with the real
+Qwen2 tokenizer), `dataset_dir` (LLaMA-Factory's demo data from ../shared, under its own entry names) and
+the run size (4 samples, 1 step, cutoff 128); a YAML naming `adapter_name_or_path` gets a LoRA adapter
+trained first with `train_lora/qwen3_lora_sft.yaml`. Each run is its own process; the table says for each:
+ran (exit 0), refused (exit 2 with one `instill: error:` line, shown) or failed (anything else).
+
+    .venv/bin/python bench/lf_examples_run.py              # ~10-15 min on 2 CPUs
+    .venv/bin/python bench/lf_examples_run.py --only inference/qwen3.yaml,merge_lora/qwen3_lora_sft.yaml
+
+The tests run a chosen few of these (tests/test_llamafactory_examples.py); this script runs all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+EXAMPLES = ROOT / "tests/fixtures/llamafactory_examples"
+SMALL_RUN = ["max_samples=4", "max_steps=1", "cutoff_len=128", "dataloader_num_workers=0",
+             "preprocessing_num_workers=1"]
+
+
+def demo_data(root: Path) -> Path:
+    """dataset_info.json with LLaMA-Factory's demo entry names pointing at ../shared's copies (as the tests do)."""
+    from tests.conftest import LLAMAFACTORY_ENTRIES, SHARED_DATA
+    from tests.data.test_pairs import LF_PREFERENCE
+
+    data = root / "data"
+    data.mkdir()
+    (data / "c4_demo.jsonl").write_text("".join(json.dumps({"text": "The quick brown fox jumps over the dog. " * 4})
+                                                + "\n" for _ in range(8)))
+    entries = {**LLAMAFACTORY_ENTRIES, **LF_PREFERENCE, "dpo_en_demo": LF_PREFERENCE["dpo_zh_demo"],
+               "c4_demo": {"file_name": "c4_demo.jsonl", "columns": {"prompt": "text"}},
+               "mllm_demo": {"file_name": str(SHARED_DATA / "llamafactory_mllm_demo/mllm_demo.json"),
+                             "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"},
+                             "tags": LF_PREFERENCE["kto_en_demo"]["tags"]}}
+    (data / "dataset_info.json").write_text(json.dumps(entries))
+    return data
+
+
+def verb_of(name: str) -> str:
+    return "chat" if name.startswith("inference/") else "export" if name.startswith("merge_lora/") else "train"
+
+
+def instill(args: list[str], cwd: Path, timeout: float, stdin: str = "") -> tuple[int | str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    try:
+        run = subprocess.run([sys.executable, "-m", "instill.cli", *args], cwd=cwd, input=stdin, text=True,
+                             capture_output=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return "timeout", ""
+    return run.returncode, run.stdout + run.stderr
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated example names (default: all)")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    from tests.fixtures.qwen2 import build_tiny_qwen2
+
+    names = args.only.split(",") if args.only else sorted(p.relative_to(EXAMPLES).as_posix()
+                                                           for p in EXAMPLES.rglob("*.yaml"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = build_tiny_qwen2(root / "tiny-qwen2")
+        data = demo_data(root)
+        base = [f"model_name_or_path={model}"]
+        small = [f"dataset_dir={data}", *SMALL_RUN]
+        adapter = root / "adapter"
+        code, out = instill(["train", str(EXAMPLES / "train_lora/qwen3_lora_sft.yaml"), *base, *small,
+                             f"output_dir={adapter}"], root, args.timeout)
+        if code != 0:
+            raise SystemExit(f"training the stand-in adapter failed:\n{out[-3000:]}")
+        for name in names:
+            verb = verb_of(name)
+            work = root / "runs" / name.replace("/", "__")
+            work.mkdir(parents=True)
+            overrides = list(base) + (small if verb == "train" else [])
+            if "adapter_name_or_path" in (EXAMPLES / name).read_text():
+                overrides.append(f"adapter_name_or_path={adapter}")
+            started = time.perf_counter()
+            code, out = instill([verb, str(EXAMPLES / name), *overrides], work, args.timeout, stdin="Hello\n/exit\n")
+            errors = [line for line in out.splitlines() if line.startswith("instill: error:")]
+            if code == 0:
+                outcome, why = "ran", ""
+            elif code == 2 and len(errors) == 1 and "Traceback" not in out:
+                outcome, why = "refused", errors[0].removeprefix("instill: error: ")
+            else:
+                outcome, why = "failed", f"exit {code}: " + (out.strip().splitlines() or [""])[-1]
+            rows.append({"example": name, "verb": verb, "outcome": outcome, "why": why,
+                         "seconds": round(time.perf_counter() - started, 1)})
+            print(f"{outcome:8} {verb:6} {name}  {why[:150]}", flush=True)
+    counts = {k: sum(r["outcome"] == k for r in rows) for k in ("ran", "refused", "failed")}
+    print(f"\n{len(rows)} examples: {counts['ran']} ran, {counts['refused']} refused with their reason, "
+          f"{counts['failed']} failed")
+    if args.json:
+        args.json.write_text(json.dumps({"counts": counts, "rows": rows}, indent=2, ensure_ascii=False) + "\n")
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
