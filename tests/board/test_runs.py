@@ -28,7 +28,10 @@ def test_a_locked_run_survives_a_board_restart_and_stops_on_sigint(workspace):
     out.mkdir(parents=True)
     (out / "run_config.yaml").write_text("stage: sft\nfinetuning_type: lora\nmax_steps: 10\noutput_dir: saves/cli-run\n")
     # a stand-in for `instill train` that stops on SIGINT as training does
-    holder = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"])
+    # (it sets its own SIGINT handler, as training does: one started in the background inherits SIGINT ignored)
+    holder = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
+                               "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                               "while True: time.sleep(0.05)"])
     try:
         (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
                                                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}))

@@ -102,11 +102,16 @@ def test_general_ability_section_renders_in_chromium(compared, tmp_path):
     assert "General ability" in dom and "tiny_mc_zh" in dom
 
 
-def test_llamafactory_eval_keys_run_the_benchmarks(tmp_path, tiny_qwen2, capsys):
-    """An eval YAML in LLaMA-Factory's shape: task, task_dir, n_shot, lang, save_dir, batch_size."""
+def test_llamafactory_eval_keys_run_the_benchmarks(tmp_path, tiny_qwen2, capsys, monkeypatch):
+    """An eval YAML in LLaMA-Factory's shape: task, task_dir (relative, as LLaMA-Factory's), n_shot, lang, save_dir,
+    batch_size."""
+    import shutil
+
     save = tmp_path / "saved"
+    shutil.copytree(BENCH, tmp_path / "my_tasks")
+    monkeypatch.chdir(tmp_path)
     config = write_config(tmp_path / "lf_eval.yaml", model_name_or_path=str(tiny_qwen2), template="qwen",
-                          task="tiny_mc_zh", task_dir=str(BENCH), n_shot=2, lang="zh", save_dir=str(save),
+                          task="tiny_mc_zh", task_dir="my_tasks", n_shot=2, lang="zh", save_dir=str(save),
                           batch_size=4, output_dir=str(tmp_path / "run"))
     assert main(["eval", str(config), "--limit", "6"]) == 0
     written = json.loads((save / "benchmarks.json").read_text(encoding="utf-8"))

@@ -73,7 +73,7 @@ def benchmark_dir(config: RunConfig) -> Path | None:
     if not any(path.rglob("*.yaml")):
         raise ConfigError(f"{key}: {value} holds no lm-eval task YAML (*.yaml beside its data files; "
                           "see README, 'General ability')")
-    return path
+    return path.resolve()  # the tasks load from inside it (relative data_files), so it must not stay relative
 
 
 def _task_manager(names: list[str], directory: Path | None) -> Any:

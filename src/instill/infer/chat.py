@@ -11,6 +11,7 @@ With infer_backend: vllm the answer comes whole from vLLM (infer/vllm_engine.py)
 from __future__ import annotations
 
 import queue
+import signal
 import sys
 import threading
 from typing import Any, Callable, TextIO
@@ -68,6 +69,9 @@ def run_chat(config: RunConfig, which: str = "auto", read: Callable[[str], str] 
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C stops an answer: Python leaves SIGINT ignored when it started so (a job started in the background)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if config.model.torch_num_threads:
         import torch
 
