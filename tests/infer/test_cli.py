@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -50,6 +51,15 @@ def test_instill_serve_with_an_api_key_from_the_environment(serve_yaml, tmp_path
         assert answer.usage.completion_tokens == 3 and answer.choices[0].message.content
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"{url}/v1", api_key="guess", max_retries=0).models.list()
+        # an idle keep-alive connection outlives the clients' own expiry (httpx's 5 s), so none sends on a closing one
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/health")
+        assert connection.getresponse().read()
+        sock = connection.sock
+        time.sleep(6)
+        connection.request("GET", "/health")
+        assert connection.getresponse().read() and connection.sock is sock  # the same connection, still open
+        connection.close()
 
         # a second server on the same port fails in one line, before loading anything
         busy = subprocess.run(instill("serve", str(serve_yaml), "--port", str(port)), env=ENV, capture_output=True,
