@@ -31,9 +31,11 @@ from torch import nn
 
 from instill.config import MethodArgs, RunConfig
 from instill.config_rules import chosen_optimizer
+from instill.console import say
 from instill.errors import ConfigError
 from instill.model.adapters import linear_module_names
 from instill.model.footprint import muon_split
+from instill.model.load import native_bf16
 from instill.ranks import world_size
 
 
@@ -174,6 +176,9 @@ def muon(trainer: Any, model: nn.Module, m: MethodArgs) -> Any:
     hidden, rest, args = *muon_split(model), trainer.args
     if not hidden:
         raise ConfigError("use_muon: no trainable 2-D hidden weight to optimize with Muon")
+    if hidden[0].device.type == "cpu" and not native_bf16():
+        say("use_muon: torch.optim.Muon orthogonalizes every update in bf16, which this CPU emulates (no AMX or "
+            "AVX512-BF16): steps are several times slower than with AdamW")
     return MuonWithAdamW(hidden, rest, lr=args.learning_rate, weight_decay=args.weight_decay,
                          betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
 
