@@ -3,10 +3,12 @@
 Each YAML (the copies in tests/fixtures/llamafactory_examples/, unchanged) goes to the verb LLaMA-Factory
 uses for it: `inference/*` → `instill chat` (one question, then /exit), `merge_lora/*` → `instill export`,
 the rest → `instill train`. Only these are swapped: `model_name_or_path` (a tiny random Qwen2 with the real
-Qwen2 tokenizer), `dataset_dir` (LLaMA-Factory's demo data from ../shared, under its own entry names) and
-the run size (4 samples, 1 step, cutoff 128); a YAML naming `adapter_name_or_path` gets a LoRA adapter
-trained first with `train_lora/qwen3_lora_sft.yaml`. Each run is its own process; the table says for each:
-ran (exit 0), refused (exit 2 with one `instill: error:` line, shown) or failed (anything else).
+Qwen2 tokenizer; a tiny Qwen2-VL for `template: qwen2_vl`), `dataset_dir` (LLaMA-Factory's demo data from
+../shared, under its own entry names; `media_dir` where its demo images are) and the run size (4 samples, 1 step, cutoff 128); a
+YAML naming `adapter_name_or_path` gets a LoRA adapter trained first with `train_lora/qwen3_lora_sft.yaml`.
+Each runs in its own process, from a folder where `examples/` is instill's own (so the DeepSpeed config paths
+LLaMA-Factory's YAMLs name resolve, as they do from LLaMA-Factory's root); the table says for each: ran
+(exit 0), refused (exit 2 with one `instill: error:` line, shown) or failed (anything else).
 
     .venv/bin/python bench/lf_examples_run.py              # ~10-15 min on 2 CPUs
     .venv/bin/python bench/lf_examples_run.py --only inference/qwen3.yaml,merge_lora/qwen3_lora_sft.yaml
@@ -70,7 +72,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
+    from tests.conftest import SHARED_DATA
     from tests.fixtures.qwen2 import build_tiny_qwen2
+    from tests.fixtures.qwen2_vl import build_tiny_qwen2_vl
 
     names = args.only.split(",") if args.only else sorted(p.relative_to(EXAMPLES).as_posix()
                                                            for p in EXAMPLES.rglob("*.yaml"))
@@ -78,7 +82,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model = build_tiny_qwen2(root / "tiny-qwen2")
+        vl_model = build_tiny_qwen2_vl(root / "tiny-qwen2-vl")
         data = demo_data(root)
+        media = SHARED_DATA / "llamafactory_mllm_demo"
         base = [f"model_name_or_path={model}"]
         small = [f"dataset_dir={data}", *SMALL_RUN]
         adapter = root / "adapter"
@@ -90,8 +96,14 @@ def main() -> int:
             verb = verb_of(name)
             work = root / "runs" / name.replace("/", "__")
             work.mkdir(parents=True)
-            overrides = list(base) + (small if verb == "train" else [])
-            if "adapter_name_or_path" in (EXAMPLES / name).read_text():
+            (work / "examples").symlink_to(ROOT / "examples")
+            text = (EXAMPLES / name).read_text()
+            vl = any(line.split("#")[0].split(":", 1)[-1].strip() == "qwen2_vl"
+                     for line in text.splitlines() if line.startswith("template:"))
+            # LLaMA-Factory's demo images, found where ../shared keeps them (media_dir)
+            overrides = [f"model_name_or_path={vl_model}", f"media_dir={media}"] if vl else list(base)
+            overrides += small if verb == "train" else []
+            if "adapter_name_or_path" in text:
                 overrides.append(f"adapter_name_or_path={adapter}")
             started = time.perf_counter()
             code, out = instill([verb, str(EXAMPLES / name), *overrides], work, args.timeout, stdin="Hello\n/exit\n")
