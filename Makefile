@@ -32,6 +32,10 @@ demo: install
 	# base vs tuned on the held-out headlines: accuracy, macro-F1, confusion matrices, report.html
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/instill eval examples/demo_lora.yaml --compare base bf16=$(DEMO_BF16) \
 		val_size=0 eval_dataset=demo_headlines_test eval_task=classification eval_mode=score labels=sports,business,science,politics
+	# the tuned model as a GGUF for llama.cpp / Ollama; llama.cpp answers the held-out headlines where the llamacpp extra is installed
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/instill export examples/export_demo.yaml \
+		export_format=gguf export_gguf_type=f16 export_dtype=float16 export_dir=saves/demo-gguf
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/python examples/demo_gguf.py saves/demo-gguf
 
 test: install
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
