@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from instill.cli import main as instill_main
 from tests.conftest import write_dataset
 
@@ -105,3 +107,22 @@ def test_a_reward_model_scores_the_answers(tiny_qwen2, tmp_path, capsys):
     assert instill_main(["train", _yaml(tmp_path, tiny_qwen2, data, out, f"reward_model: {tmp_path}/none\n"),
                          "overwrite_output_dir=true", "max_steps=1"]) == 2
     assert "reward_model: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method, extra, reference", [
+    ("lora", "use_dora: true\nbeta: 0.05\n", "the base with the adapter disabled"),
+    ("lora", "quantization_bit: 4\n", None),  # QLoRA; beta 0 (trl's default): no reference at all
+    ("full", "beta: 0.05\n", "a frozen copy of the base"),
+])
+def test_grpo_trains_with_dora_qlora_and_full(tiny_qwen2, tmp_path, capsys, method, extra, reference):
+    """The other methods train online too: rewards logged each step, the result saved as that method saves it."""
+    data = write_dataset(tmp_path / "data", "heads", ROWS)
+    out = tmp_path / "out"
+    config = _yaml(tmp_path, tiny_qwen2, data, out, extra)
+    assert instill_main(["train", config, f"finetuning_type={method}", "max_steps=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "done (grpo)" in printed
+    assert [r for r in _log(out) if "loss" in r][0]["rewards/label_match/mean"] is not None
+    assert (reference is None and "reference model" not in printed) or f"reference model: {reference}" in printed
+    saved = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+    assert (out / saved).is_file()
