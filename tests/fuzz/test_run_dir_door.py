@@ -89,6 +89,7 @@ def test_eval_reads_any_run_config_or_names_it(content):
 @examples(10)  # each report draws its plots (~1 s)
 @given(contents=files)
 @example(contents={"trainer_log.jsonl": b'{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.0}'})
+@example(contents={"eval/metrics.json": b'{"mode": null}'})  # null where the report added a string: TypeError
 def test_instill_report_exits_0_with_every_section_or_2(contents):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -319,7 +319,7 @@ def _column(row: dict, column: str) -> Any:
     if column not in row:
         near = difflib.get_close_matches(column, [str(k) for k in row], n=1, cutoff=0.6)
         hint = f"; closest: '{near[0]}'" if near else ""
-        raise RowError(f"missing column '{column}' (row has: {', '.join(map(str, row))}{hint})")
+        raise RowError(f"missing column '{column}' (row has: {', '.join(map(_printable, row))}{hint})")
     return row[column]
 
 
@@ -354,3 +354,9 @@ FORMATS: dict[str, Callable[[dict, DatasetSpec], Example]] = {
     "sharegpt": conversation,
     "openai": conversation,
 }
+
+
+def _printable(key: object) -> str:
+    """A column name for a one-line message: as it is, or quoted with escapes when it holds a newline or control."""
+    text = str(key)
+    return text if text.isprintable() else repr(text)

@@ -81,7 +81,7 @@ def plan_labels(samples: list[Sample], config: RunConfig, extra_answers: list[st
         if e.label_column:
             if e.label_column not in x.extras:
                 raise DataError(f"{x.id}: no column '{e.label_column}' (label_column); row has: "
-                                f"{', '.join(map(str, x.extras)) or 'no extra columns'}")
+                                f"{', '.join(str(k) if str(k).isprintable() else repr(str(k)) for k in x.extras) or 'no extra columns'}")
             raw_gold.append(str(x.extras[e.label_column]))
         else:
             raw_gold.append(x.answer)
@@ -105,7 +105,7 @@ def plan_labels(samples: list[Sample], config: RunConfig, extra_answers: list[st
         if shared is None:
             if e.choices_column not in x.extras:
                 raise DataError(f"{x.id}: no column '{e.choices_column}' (choices_column); row has: "
-                                f"{', '.join(map(str, x.extras)) or 'no extra columns'}")
+                                f"{', '.join(str(k) if str(k).isprintable() else repr(str(k)) for k in x.extras) or 'no extra columns'}")
             try:
                 row_labels = parse_label_set(x.extras[e.choices_column])
             except DataError as err:

@@ -117,7 +117,7 @@ def _train_losses(run: Run) -> list[tuple[int, float]]:
 
 def _peak(run: Run, key: str) -> float | None:
     values = [r[key] for r in run.log if isinstance(r.get(key), (int, float))]
-    peak = run.info.get("peak", {}).get(key)
+    peak = (run.info.get("peak") or {}).get(key)
     values += [peak] if isinstance(peak, (int, float)) else []
     return max(values) if values else None
 
@@ -192,7 +192,7 @@ def section_environment(run: Run) -> str:
     if not env:
         return _note("Not recorded (run_info.json is written at the end of <code>instill train</code>).")
     pairs = [(k.replace("_", " "), _e(str(v))) for k, v in env.items() if k != "packages"]
-    packages = env.get("packages", {})
+    packages = env.get("packages") or {}
     if packages:
         pairs.append(("packages", "<br>".join(f"{_e(k)} {_e(str(v))}" for k, v in packages.items())))
     return _kv(pairs)
@@ -209,7 +209,7 @@ def section_data(run: Run) -> str:
         return _note("No data_summary.json (written by <code>instill train</code>).")
     rows = []
     for name, s in run.data["sets"].items():
-        reasons = "; ".join(f"{n} {r}" for r, n in s.get("dropped_reasons", {}).items())
+        reasons = "; ".join(f"{n} {r}" for r, n in (s.get("dropped_reasons") or {}).items())
         rows.append([
             _e(name), _num(s["rows"]), _num(s["kept"]),
             _num(s["dropped"]) + (f'<div class="small">{_e(reasons)}</div>' if reasons else ""),
@@ -269,7 +269,7 @@ def _metrics_table(run: Run) -> str:
             return "up" if sign > 0 else "down" if sign < 0 else ""
 
         rows = [[_e(k), _num(v["base"]), _num(v["tuned"]), f'<span class="{better(k, v["delta"])}">{v["delta"]:+.4f}</span>']
-                for k, v in run.comparison.get("metrics", {}).items()]
+                for k, v in (run.comparison.get("metrics") or {}).items()]
         return "<h3>Base vs tuned</h3>" + _table(["metric", "base", "tuned", "delta"], rows, "num")
     main = run.main_eval
     if not main or not main.metrics:
@@ -298,12 +298,12 @@ def section_evaluation(run: Run) -> str:
     m = main.metrics or {}
     head = ""
     if m:
-        model = m.get("model", {})
-        mode = m.get("mode", "—") + (f", {m['calibration']} calibration" if m.get("calibration") else "")
+        model = m.get("model") or {}
+        mode = (m.get("mode") or "—") + (f", {m['calibration']} calibration" if m.get("calibration") else "")
         head = _kv([("task", _e(f"{m.get('task', '—')} ({mode})")),
                     ("samples", _num(m.get("samples", m.get("n")))),
                     ("model", _e(str(model.get("model_name_or_path", "—")))
-                     + "".join(f" + {_e(a)}" for a in model.get("adapters", []))),
+                     + "".join(f" + {_e(a)}" for a in (model.get("adapters") or []))),
                     ("prompts truncated", _num(m.get("prompts_truncated")))])
     parts = [head, _metrics_table(run)]
     figures = [_img(e.confusion_png, f"Confusion matrix ({e.name})") for e in run.evals if e.metrics]
@@ -329,7 +329,7 @@ def section_general(run: Run) -> str:
              ("questions per task", _e(f"at most {b['limit']}") if b.get("limit") else "all"),
              ("data", _e(str(b.get("benchmark_dir") or "lm-eval's own tasks (hub)")))]
     facts += [(f"{name} model", _e(str((r.get("model") or {}).get("model_name_or_path", "—")))
-               + "".join(f" + {_e(str(a))}" for a in (r.get("model") or {}).get("adapters", []))
+               + "".join(f" + {_e(str(a))}" for a in ((r.get("model") or {}).get("adapters") or []))
                + f" · {_seconds(r.get('seconds'))}") for name, r in models.items()]
     if b.get("comparison"):
         rows = [[_e(str(r["benchmark"])), _e(str(r["metric"])), _pm(r["base"], r.get("base_stderr")),
