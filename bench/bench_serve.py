@@ -52,6 +52,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Ctrl-C, as a user stops `instill serve`; killed if it has not exited within a minute."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Server:
     """`instill serve CONFIG` in its own process, on a free loopback port."""
 
@@ -82,12 +92,7 @@ class Server:
             return json.loads(response.read())
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_server(self.proc)
 
 
 def one_request(client, model: str, question: str, max_tokens: int) -> dict:

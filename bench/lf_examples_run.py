@@ -34,24 +34,6 @@ SMALL_RUN = ["max_samples=4", "max_steps=1", "cutoff_len=128", "dataloader_num_w
              "preprocessing_num_workers=1"]
 
 
-def demo_data(root: Path) -> Path:
-    """dataset_info.json with LLaMA-Factory's demo entry names pointing at ../shared's copies (as the tests do)."""
-    from tests.conftest import LLAMAFACTORY_ENTRIES, SHARED_DATA
-    from tests.data.test_pairs import LF_PREFERENCE
-
-    data = root / "data"
-    data.mkdir()
-    (data / "c4_demo.jsonl").write_text("".join(json.dumps({"text": "The quick brown fox jumps over the dog. " * 4})
-                                                + "\n" for _ in range(8)))
-    entries = {**LLAMAFACTORY_ENTRIES, **LF_PREFERENCE, "dpo_en_demo": LF_PREFERENCE["dpo_zh_demo"],
-               "c4_demo": {"file_name": "c4_demo.jsonl", "columns": {"prompt": "text"}},
-               "mllm_demo": {"file_name": str(SHARED_DATA / "llamafactory_mllm_demo/mllm_demo.json"),
-                             "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"},
-                             "tags": LF_PREFERENCE["kto_en_demo"]["tags"]}}
-    (data / "dataset_info.json").write_text(json.dumps(entries))
-    return data
-
-
 def verb_of(name: str) -> str:
     return "chat" if name.startswith("inference/") else "export" if name.startswith("merge_lora/") else "train"
 
@@ -72,7 +54,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
-    from tests.conftest import SHARED_DATA
+    from tests.conftest import SHARED_DATA, write_lf_demo_data
     from tests.fixtures.qwen2 import build_tiny_qwen2
     from tests.fixtures.qwen2_vl import build_tiny_qwen2_vl
 
@@ -83,7 +65,7 @@ def main() -> int:
         root = Path(tmp)
         model = build_tiny_qwen2(root / "tiny-qwen2")
         vl_model = build_tiny_qwen2_vl(root / "tiny-qwen2-vl")
-        data = demo_data(root)
+        data = write_lf_demo_data(root / "data")
         media = SHARED_DATA / "llamafactory_mllm_demo"
         base = [f"model_name_or_path={model}"]
         small = [f"dataset_dir={data}", *SMALL_RUN]

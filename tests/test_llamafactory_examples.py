@@ -100,21 +100,9 @@ RUNS = {
 @pytest.fixture(scope="module")
 def lf_data(tmp_path_factory) -> Path:
     """LLaMA-Factory's demo entries, plus its dpo/kto/c4/mllm entry names pointing at the shared stand-ins."""
-    import json
+    from tests.conftest import write_lf_demo_data
 
-    from tests.conftest import LLAMAFACTORY_ENTRIES, SHARED_DATA
-    from tests.data.test_pairs import LF_PREFERENCE
-
-    data = tmp_path_factory.mktemp("lf-data")
-    (data / "c4_demo.jsonl").write_text("".join(json.dumps({"text": "The quick brown fox jumps over the dog. " * 4})
-                                                + "\n" for _ in range(8)))
-    entries = {**LLAMAFACTORY_ENTRIES, **LF_PREFERENCE, "dpo_en_demo": LF_PREFERENCE["dpo_zh_demo"],
-               "c4_demo": {"file_name": "c4_demo.jsonl", "columns": {"prompt": "text"}},
-               "mllm_demo": {"file_name": str(SHARED_DATA / "llamafactory_mllm_demo/mllm_demo.json"),
-                             "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"},
-                             "tags": LF_PREFERENCE["kto_en_demo"]["tags"]}}
-    (data / "dataset_info.json").write_text(json.dumps(entries))
-    return data
+    return write_lf_demo_data(tmp_path_factory.mktemp("lf-data"))
 
 
 @pytest.mark.slow

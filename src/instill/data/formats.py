@@ -29,7 +29,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -319,7 +319,7 @@ def _column(row: dict, column: str) -> Any:
     if column not in row:
         near = difflib.get_close_matches(column, [str(k) for k in row], n=1, cutoff=0.6)
         hint = f"; closest: '{near[0]}'" if near else ""
-        raise RowError(f"missing column '{column}' (row has: {', '.join(map(_printable, row))}{hint})")
+        raise RowError(f"missing column '{column}' (row has: {column_names(row)}{hint})")
     return row[column]
 
 
@@ -356,7 +356,7 @@ FORMATS: dict[str, Callable[[dict, DatasetSpec], Example]] = {
 }
 
 
-def _printable(key: object) -> str:
-    """A column name for a one-line message: as it is, or quoted with escapes when it holds a newline or control."""
-    text = str(key)
-    return text if text.isprintable() else repr(text)
+def column_names(keys: Iterable[object]) -> str:
+    """Column names for a one-line message, comma-separated: each as it is, or quoted with escapes when it holds a
+    newline or another control character."""
+    return ", ".join(text if text.isprintable() else repr(text) for text in map(str, keys))

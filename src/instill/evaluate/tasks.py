@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from instill.config import RunConfig
+from instill.data.formats import column_names
 from instill.errors import ConfigError, DataError
 from instill.evaluate.classify import classification_metrics, label_in_answer, match_label, normalize, parse_label_set
 from instill.evaluate.ner import ner_metrics, parse_entities
@@ -81,7 +82,7 @@ def plan_labels(samples: list[Sample], config: RunConfig, extra_answers: list[st
         if e.label_column:
             if e.label_column not in x.extras:
                 raise DataError(f"{x.id}: no column '{e.label_column}' (label_column); row has: "
-                                f"{', '.join(str(k) if str(k).isprintable() else repr(str(k)) for k in x.extras) or 'no extra columns'}")
+                                f"{column_names(x.extras) or 'no extra columns'}")
             raw_gold.append(str(x.extras[e.label_column]))
         else:
             raw_gold.append(x.answer)
@@ -105,7 +106,7 @@ def plan_labels(samples: list[Sample], config: RunConfig, extra_answers: list[st
         if shared is None:
             if e.choices_column not in x.extras:
                 raise DataError(f"{x.id}: no column '{e.choices_column}' (choices_column); row has: "
-                                f"{', '.join(str(k) if str(k).isprintable() else repr(str(k)) for k in x.extras) or 'no extra columns'}")
+                                f"{column_names(x.extras) or 'no extra columns'}")
             try:
                 row_labels = parse_label_set(x.extras[e.choices_column])
             except DataError as err:
