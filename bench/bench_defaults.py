@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from bench_fudan_tuned import CONFIG, DATA, instill  # the same data, example config and command runner
+from bench_fudan_tuned import CONFIG, instill, split_fudan  # the same data, example config and command runner
 
 LEARNING_KEYS = ("learning_rate", "lora_rank", "lora_alpha", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "num_train_epochs", "warmup_ratio", "warmup_steps")
@@ -39,9 +39,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="default: a new temporary directory")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-defaults-"))
-    data = work / "data" / "fudan"
-    instill("data", "split", str(DATA), "--ratios", "0.375,0.625", "--out-dir", str(data),
-            "--register", str(data / "dataset_info.json"), "--name", "fudan", "--seed", "42")
+    data = split_fudan(work)
     base = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     common = {"dataset_dir": str(data), "cutoff_len": args.cutoff}
     rows, base_scores = [], None

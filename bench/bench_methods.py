@@ -42,6 +42,9 @@ METHODS = {
                              "learning_rate": 5e-5},
     "full + adam-mini": {"finetuning_type": "full", "use_adam_mini": True, "learning_rate": 5e-5},
     "full + muon": {"finetuning_type": "full", "use_muon": True, "learning_rate": 5e-5},
+    # Muon on the LoRA matrices (2-D, as LLaMA-Factory splits them): its Newton-Schulz runs on r x d matrices,
+    # cheap even where bf16 is emulated
+    "lora + muon": {"finetuning_type": "lora", "use_muon": True},
 }
 
 

@@ -25,7 +25,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench_fudan_tuned import CONFIG, DATA, instill  # the same data, example config and command runner
+from bench_fudan_tuned import CONFIG, instill, split_fudan  # the same data, example config and command runner
 
 MASKS = {"per-row": False, "shared": True}  # -> share_prefix_with_dropout
 
@@ -45,11 +45,9 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="default: a new temporary directory")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-prefix-dropout-"))
-    data = work / "data" / "fudan"
+    data = split_fudan(work)
     seeds = [int(s) for s in args.seeds.split(",")][:1 if args.smoke else None]
     smoke = ["max_steps=2", "eval_max_samples=8"] if args.smoke else []
-    instill("data", "split", str(DATA), "--ratios", "0.375,0.625", "--out-dir", str(data),
-            "--register", str(data / "dataset_info.json"), "--name", "fudan", "--seed", "42")
 
     runs = []
     for seed in seeds:

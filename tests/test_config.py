@@ -82,6 +82,8 @@ def test_overrides_parse_yaml_values():
         ({"bf16": "fast"}, "invalid value for 'bf16'"),
         ({"report_to": "wandb"}, "'wandb' is not a supported tracker"),
         ({"max_steps": 0}, "invalid value for 'max_steps': 0"),
+        # YAML 1.1 (PyYAML, OmegaConf) reads an unquoted `no` as false: the error says so
+        ({"save_strategy": False}, "YAML reads an unquoted no/off as false: quote it"),
     ],
 )
 def test_errors_name_the_key(bad, message):

@@ -1099,7 +1099,11 @@ def _describe(err: ValidationError, flat: dict[str, Any]) -> str:
     msg = first.get("msg", "invalid value").removeprefix("Value error, ")
     if key is None:
         return msg
-    return f"invalid value for '{key}': {flat.get(key)!r} ({msg})"
+    value = flat.get(key)
+    hint = ""
+    if isinstance(value, bool) and re.search(r"'(no|yes|off|on)'", msg):  # YAML 1.1 reads no/yes/off/on as booleans
+        hint = f"; YAML reads an unquoted {'yes/on' if value else 'no/off'} as {str(value).lower()}: quote it"
+    return f"invalid value for '{key}': {value!r} ({msg}){hint}"
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -21,6 +21,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -305,18 +306,44 @@ def _sse(data: Any) -> bytes:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def _chat_stream(job: _Job, include_usage: bool, with_tools: bool) -> AsyncIterator[bytes]:
-    """chat.completion.chunk events; a client that disconnects cancels the stream, and so its row."""
+async def _outputs(job: _Job) -> AsyncIterator[tuple[str, Any]]:
+    """The row's outputs as the batcher sends them, up to and including its end (or its error)."""
+    while True:
+        kind, value = await job.next()
+        yield kind, value
+        if kind != "text":
+            return
+
+
+async def _events(job: _Job, head: dict, include_usage: bool, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body's events, then the usage chunk (when asked) and `[DONE]`; a client that disconnects cancels the
+    stream, and so its row."""
+    try:
+        async with aclosing(body):
+            async for event in body:
+                yield event
+        if include_usage:
+            yield _sse({**head, "choices": [], "usage": job.usage()})
+        yield _sse("[DONE]")
+    finally:
+        job.batcher.cancel(job.row)
+
+
+def _failed(message: str) -> bytes:
+    return _sse(error_body(message, "server_error", "generation_failed"))
+
+
+def _chat_stream(job: _Job, include_usage: bool, with_tools: bool) -> AsyncIterator[bytes]:
+    """chat.completion.chunk events: the role, the text (tool calls split out at the end), the finish reason."""
     head = {"id": job.id, "object": "chat.completion.chunk", "created": job.created, "model": job.model.name}
 
     def chunk(delta: dict, finish: str | None = None) -> bytes:
         return _sse({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]})
 
-    splitter = ToolCallSplitter() if with_tools else None
-    try:
+    async def body() -> AsyncIterator[bytes]:
+        splitter = ToolCallSplitter() if with_tools else None
         yield chunk({"role": "assistant", "content": ""})
-        while True:
-            kind, value = await job.next()
+        async for kind, value in _outputs(job):
             if kind == "text":
                 content = splitter.feed(value) if splitter else value
                 if content:
@@ -331,39 +358,24 @@ async def _chat_stream(job: _Job, include_usage: bool, with_tools: bool) -> Asyn
                         yield chunk({"tool_calls": [{"index": i, **call}]})
                     finish = "tool_calls" if calls else finish
                 yield chunk({}, finish)
-                break
             else:
-                yield _sse(error_body(value, "server_error", "generation_failed"))
-                break
-        if include_usage:
-            yield _sse({**head, "choices": [], "usage": job.usage()})
-        yield _sse("[DONE]")
-    finally:
-        job.batcher.cancel(job.row)
+                yield _failed(value)
+
+    return _events(job, head, include_usage, body())
 
 
-async def _text_stream(job: _Job, include_usage: bool) -> AsyncIterator[bytes]:
+def _text_stream(job: _Job, include_usage: bool) -> AsyncIterator[bytes]:
+    """text_completion events: the text, then the finish reason."""
     head = {"id": job.id, "object": "text_completion", "created": job.created, "model": job.model.name}
 
     def chunk(text: str, finish: str | None = None) -> bytes:
         return _sse({**head, "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]})
 
-    try:
-        while True:
-            kind, value = await job.next()
-            if kind == "text":
-                yield chunk(value)
-            elif kind == "end":
-                yield chunk("", value)
-                break
-            else:
-                yield _sse(error_body(value, "server_error", "generation_failed"))
-                break
-        if include_usage:
-            yield _sse({**head, "choices": [], "usage": job.usage()})
-        yield _sse("[DONE]")
-    finally:
-        job.batcher.cancel(job.row)
+    async def body() -> AsyncIterator[bytes]:
+        async for kind, value in _outputs(job):
+            yield chunk(value) if kind == "text" else chunk("", value) if kind == "end" else _failed(value)
+
+    return _events(job, head, include_usage, body())
 
 
 KEEP_ALIVE_S = 75  # seconds an idle HTTP/1.1 connection stays open (nginx's default)
