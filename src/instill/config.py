@@ -208,6 +208,10 @@ class DataArgs(_Section):
     enable_thinking: bool = True
     """Reasoning templates (qwen3, deepseekr1, glm4_moe, ... and the tokenizer's own jinja through its
     enable_thinking variable): false drops thoughts from answers and puts an empty thought in the prompt."""
+    tool_format: Literal["default", "gemma4", "glm4", "glm4_moe", "lfm2", "ling", "llama3", "minimax1", "minimax2",
+                         "mistral", "qwen", "qwen3_5", "seed_oss"] | None = None
+    """How tools and tool calls are written (LLaMA-Factory's tool formats); default: the template's own. Needs a
+    LLaMA-Factory template name, which is then rendered from LLaMA-Factory's slots (not the model's own jinja)."""
 
     _split = field_validator("dataset", "eval_dataset", mode="before")(_comma_list)
 

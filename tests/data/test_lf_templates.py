@@ -13,6 +13,7 @@ to be exactly that difference; vision-language names of families instill does no
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 from pathlib import Path
@@ -21,12 +22,17 @@ import pytest
 
 from instill.data import lf_templates
 from instill.data.example import Example
-from instill.data.templates import get_template
+from instill.data.formats import conversation
+from instill.data.registry import SHAREGPT_TAGS, DatasetSpec
+from instill.data.templates import ChatTemplate, TemplateChoice, get_template
 from instill.data.tokenize import IGNORE_INDEX, EncodeOptions, encode
 from instill.errors import TemplateError
 
 GOLDEN = json.loads(gzip.open(Path(__file__).parents[1] / "fixtures" / "lf_templates_golden.json.gz").read())
 TEXT_DATA = ("alpaca_en_demo", "identity")
+TOOL_DATA = "glaive_toolcall_zh_demo"  # rows with tools, a tool call and its result
+SHAREGPT = DatasetSpec("golden", formatting="sharegpt", columns={"messages": "conversations", "tools": "tools",
+                                                                 "system": "system"}, tags=dict(SHAREGPT_TAGS))
 
 # LLaMA-Factory tokenizes its empty thought apart from the answer; instill renders them as one answer text,
 # so one token merges across (`</think>` + `\nHello` -> `</think>\n\n\n` + `Hello`): same text, same trained
@@ -45,12 +51,59 @@ DIFFERENCES: dict[str, tuple[str, str]] = {
     # `empty` writes nothing after the answer, so a model trained with it never learns to stop.
     "empty": ("eos_added", "instill trains the end-of-turn token (LLaMA-Factory's empty writes none)"),
 }
+# Names whose first prompt, when it has a system text (the plain multi-turn row's system prompt, or the tools'
+# text), merges a token across LLaMA-Factory's system and user slots ("assistant." + "USER:" -> ".USER").
+SYSTEM_SLOT_MERGES = frozenset({
+    "bailing", "bailing_v2", "breeze", "cohere", "deepseek3", "deepseekr1", "falcon", "fewshot", "index",
+    "mistral_small", "openchat", "openchat-3.6", "telechat2", "xuanyuan", "youtu", "yuan", "empty"})
+# instill's own names that write tools their own way: their tool rows are not LLaMA-Factory's (tool_format gives
+# LLaMA-Factory's text: test_tool_format_matches_llamafactory).
+OWN_TOOLS = {
+    "chatml": "instill's chatml writes Hermes-style tool calls, as Qwen2.5 does (LLaMA-Factory's: the default format)",
+    "empty": "instill's empty refuses tools (LLaMA-Factory's writes them in the default format)",
+}
+# A row whose tools column is an empty list ("[]"): LLaMA-Factory writes an empty system turn (its `if system or
+# tools` sees the text "[]"), instill writes none.
+_EMPTY_TOOLS = "an empty tools list writes no empty system turn (LLaMA-Factory: an empty system slot)"
 
 
 def _example(row: dict) -> Example:
-    """An alpaca row as LLaMA-Factory's AlpacaDatasetConverter makes it (instruction and input joined)."""
+    """An alpaca row as LLaMA-Factory's AlpacaDatasetConverter makes it (instruction and input joined); a
+    sharegpt row (conversations, tools, system) as instill reads it."""
+    if "conversations" in row:
+        return conversation(row, SHAREGPT)
     query = "\n".join(part for part in (row["instruction"], row.get("input", "")) if part)
     return Example([{"role": "user", "content": query}, {"role": "assistant", "content": row["output"]}])
+
+
+def _uses_tools(example: Example) -> bool:
+    return bool(example.tools) or any(m["role"] == "tool" or m.get("tool_calls") for m in example.messages)
+
+
+def _writes_tools(name: str, spec: dict) -> bool:
+    return name not in OWN_TOOLS and lf_templates.tool_format_refusal(spec["tools_tool_format"]) is None
+
+
+def _empty_system_text(spec: dict, tokenizer) -> str:
+    """The text LLaMA-Factory writes for an empty system slot (the first slot only for a Llama2Template)."""
+    slots = spec["system"][:1] if spec["class"] == "Llama2Template" else spec["system"]
+    out = ""
+    for slot in slots:
+        if isinstance(slot, str):
+            out += slot.replace("{{content}}", "")
+        elif "token" in slot:
+            out += slot["token"]
+        elif slot["special"] == "bos_token":
+            out += tokenizer.bos_token or ""
+        else:
+            out += spec["stop_words"][0] if spec["replace_eos"] else tokenizer.eos_token
+    return out
+
+
+def _dated(template: ChatTemplate) -> ChatTemplate:
+    """The template with llama3's "Today Date" fixed to the golden ids' day (LLaMA-Factory writes today's)."""
+    dated = "{%- set date_string = " + lf_templates.literal(GOLDEN["date_string"]) + " -%}" + template.jinja
+    return ChatTemplate(template.name, dated, template.tokenizer, template.end_of_turn)
 
 
 def _labels(ids: list[int], labels: dict) -> list[int]:
@@ -60,6 +113,20 @@ def _labels(ids: list[int], labels: dict) -> list[int]:
     for pos, label in labels["other"].items():
         out[int(pos)] = label
     return out
+
+
+def _eos_after_every_turn(ids: list[int], labels: list[int], eos_id: int) -> tuple[list[int], list[int]]:
+    """LLaMA-Factory's ids of an `efficient_eos` template as instill writes them: its eos, trained, after every
+    answer (LLaMA-Factory leaves it out between turns and puts its label on the next prompt's first token)."""
+    out_ids, out_labels = [], []
+    for pos, (tok, label) in enumerate(zip(ids, labels)):
+        if pos and label == eos_id != tok:
+            out_ids.append(eos_id)
+            out_labels.append(eos_id)
+            label = IGNORE_INDEX
+        out_ids.append(tok)
+        out_labels.append(label)
+    return out_ids, out_labels
 
 
 def _trained_text(tokenizer, ids: list[int], labels: list[int]) -> str:
@@ -76,29 +143,85 @@ def test_every_llamafactory_name_is_known():
     assert set(DIFFERENCES) <= set(ACCEPTED)
 
 
+def _check(template: ChatTemplate, name: str, spec: dict, gold_data: dict, kind: str, why: str,
+           writes_tools: bool) -> dict[str, int]:
+    """Compare instill's ids and labels with LLaMA-Factory's on every golden row in `gold_data` (rows with tools
+    only where `writes_tools`); the number of rows that differ, by kind (an `exact` row may differ in nothing)."""
+    stand_in = template.tokenizer
+    mismatched: dict[str, int] = {}
+    for data, golds in gold_data.items():
+        for meta, gold in zip(GOLDEN["rows"][data], golds, strict=True):
+            example = _example(meta["row"])
+            if (_uses_tools(example) or meta["row"].get("tools")) and not writes_tools:
+                continue  # refused by name (test_templates_without_a_tool_format_say_so) or OWN_TOOLS
+            got = encode(example, template, EncodeOptions(GOLDEN["cutoff_len"]))
+            want_ids, want_labels = gold["input_ids"], _labels(gold["input_ids"], gold["labels"])
+            if spec["efficient_eos"]:
+                want_ids, want_labels = _eos_after_every_turn(want_ids, want_labels, stand_in.eos_token_id)
+            where = f"{name}, {data} row {meta['index']}"
+            merges = name in SYSTEM_SLOT_MERGES and bool(example.tools or example.roles[0] == "system")
+            row_kind, row_why, want_text = kind, why, stand_in.decode(want_ids)
+            if meta["row"].get("tools") == "[]" and not spec["default_system"]:
+                row_kind, row_why = "empty_tools", _EMPTY_TOOLS
+                assert _empty_system_text(spec, stand_in) in want_text, where
+                want_text = want_text.replace(_empty_system_text(spec, stand_in), "", 1)
+            elif kind == "exact" and merges:
+                row_kind, row_why = "same_text", _PROMPT_SLOTS.format("system + user slot merge")
+            if row_kind == "exact" or (got.input_ids, got.labels) == (want_ids, want_labels):
+                assert (got.input_ids, got.labels) == (want_ids, want_labels), where
+                continue
+            mismatched[row_kind] = mismatched.get(row_kind, 0) + 1
+            got_ids, got_labels = got.input_ids, got.labels
+            if row_kind == "eos_added":  # LLaMA-Factory's ids, then a trained end of turn after every answer
+                tail = stand_in(stand_in.eos_token + "\n", add_special_tokens=False)["input_ids"]
+                got_ids, got_labels = _strip_after_answers(got, tail)
+                if not merges:
+                    assert (got_ids, got_labels) == (want_ids, want_labels), f"{where}: {row_why}"
+                    continue
+            # the same text and trained text, tokens split differently
+            assert stand_in.decode(got_ids) == want_text, f"{where}: {row_why}"
+            assert _trained_text(stand_in, got_ids, got_labels) == _trained_text(
+                stand_in, want_ids, want_labels), f"{where}: {row_why}"
+    return mismatched
+
+
+def _strip_after_answers(got, tail: list[int]) -> tuple[list[int], list[int]]:
+    """instill's ids and labels without the trained `tail` after each answer."""
+    ids, labels, pos = [], [], 0
+    while pos < len(got.input_ids):
+        if (got.input_ids[pos:pos + len(tail)] == tail and got.labels[pos:pos + len(tail)] == tail
+                and pos and got.labels[pos - 1] != IGNORE_INDEX):
+            pos += len(tail)
+            continue
+        ids.append(got.input_ids[pos])
+        labels.append(got.labels[pos])
+        pos += 1
+    return ids, labels
+
+
 @pytest.mark.parametrize("name", ACCEPTED)
 def test_ids_and_labels_match_llamafactory(stand_in, name):
-    template = get_template(name, stand_in)
+    """Single-turn rows, multi-turn rows (one with a system prompt, one with a tool call) and, for every name whose
+    tool format instill writes, tool-calling conversations."""
+    template = _dated(get_template(name, stand_in))
     kind, why = DIFFERENCES.get(name, ("exact", ""))
-    mismatched = 0
-    for data in TEXT_DATA:
-        for meta, gold in zip(GOLDEN["rows"][data], GOLDEN["templates"][name]["data"][data], strict=True):
-            got = encode(_example(meta["row"]), template, EncodeOptions(GOLDEN["cutoff_len"]))
-            want_ids, want_labels = gold["input_ids"], _labels(gold["input_ids"], gold["labels"])
-            if kind == "exact" or (got.input_ids, got.labels) == (want_ids, want_labels):
-                assert (got.input_ids, got.labels) == (want_ids, want_labels), f"{name}, {data} row {meta['index']}"
-                continue
-            mismatched += 1
-            if kind == "same_text":  # the same text and trained text, tokens split differently
-                assert stand_in.decode(got.input_ids) == stand_in.decode(want_ids), why
-                assert _trained_text(stand_in, got.input_ids, got.labels) == _trained_text(
-                    stand_in, want_ids, want_labels), why
-            else:  # eos_added: LLaMA-Factory's ids, then a trained end of turn
-                tail = stand_in(stand_in.eos_token + "\n", add_special_tokens=False)["input_ids"]
-                assert got.input_ids == want_ids + tail, why
-                assert got.labels == want_labels + tail, why
+    data = {d: GOLDEN["templates"][name]["data"][d] for d in (*TEXT_DATA, "multiturn", TOOL_DATA)}
+    spec = lf_templates.table()[name]
+    mismatched = _check(template, name, spec, data, kind, why, _writes_tools(name, spec))
     if kind != "exact":
-        assert mismatched, f"{name} now matches LLaMA-Factory exactly: drop it from DIFFERENCES"
+        assert mismatched.get(kind), f"{name} now matches LLaMA-Factory exactly: drop it from DIFFERENCES"
+    if name in SYSTEM_SLOT_MERGES:
+        assert mismatched.get("same_text") or mismatched.get("eos_added"), f"{name} now matches LLaMA-Factory exactly: drop it from SYSTEM_SLOT_MERGES"
+
+
+@pytest.mark.parametrize("case", GOLDEN["tool_format"], ids=lambda c: f"{c['template']}+{c['tool_format']}")
+def test_tool_format_matches_llamafactory(stand_in, case):
+    """LLaMA-Factory's data_args.tool_format over a template's own format, on the tool-calling rows."""
+    name, tool_format = case["template"], case["tool_format"]
+    template = _dated(get_template(TemplateChoice(name, tool_format=tool_format), stand_in))
+    spec = lf_templates.with_tool_format(lf_templates.table()[name], tool_format)
+    kind, why = DIFFERENCES.get(name, ("exact", ""))
+    _check(template, name, spec, case["data"], kind, why, writes_tools=True)
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -140,6 +263,48 @@ def test_reasoning_template_thinking_off_puts_the_empty_thought_in_the_prompt(st
 
 
 def test_templates_without_a_tool_format_say_so(stand_in):
+    """LLaMA-Factory's tool formats instill does not write (gemma4, seed_oss, phi4_mini's plain tools slot) refuse
+    rows with tools by name; `tool_format` picks one that is written."""
     tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}]
-    with pytest.raises(TemplateError, match="template 'glm4' has no tool format in instill yet"):
-        get_template("glm4", stand_in).render([{"role": "user", "content": "hi"}], tools)
+    conv = [{"role": "user", "content": "hi"}]
+    for name in ("gemma4", "seed_oss", "phi4_mini"):
+        with pytest.raises(TemplateError, match=f"template '{name}' has no tool format in instill yet"):
+            get_template(name, stand_in).render(conv, tools)
+        assert get_template(name, stand_in).render(conv)  # rows without tools render
+        assert "<tool_call>" in get_template(TemplateChoice(name, tool_format="qwen"), stand_in).render(conv, tools)
+    with pytest.raises(TemplateError, match="template 'empty' has no tool format"):
+        get_template("empty", stand_in).render(conv, tools)
+
+
+def test_tool_format_needs_a_llamafactory_name(qwen2_tokenizer):
+    with pytest.raises(TemplateError, match="tool_format: qwen needs a LLaMA-Factory template name .* template: auto"):
+        get_template(TemplateChoice("auto", tool_format="qwen"), qwen2_tokenizer)
+
+
+def test_tool_format_renders_the_slots_over_the_models_own_template(qwen2_tokenizer):
+    """A ChatML-family name keeps Qwen2.5's own jinja; with tool_format it is LLaMA-Factory's slots, as LLaMA-Factory
+    trains it."""
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object",
+              "properties": {"x": {"type": "string", "description": "an x", "enum": ["a", "b"]}}, "required": ["x"]}}}]
+    conv = [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+                "name": "f", "arguments": {"x": "a"}}}]},
+            {"role": "tool", "content": "1"}, {"role": "tool", "content": "2"},
+            {"role": "assistant", "content": "done"}]
+    assert get_template("qwen3", qwen2_tokenizer).jinja.endswith(qwen2_tokenizer.chat_template)
+    text = get_template(TemplateChoice("qwen3", tool_format="default"), qwen2_tokenizer).render(conv, tools)
+    assert "  - x (string, required): an x, should be one of [a, b]\n" in text
+    assert "Action: f\nAction Input: {\"x\": \"a\"}<|im_end|><|im_start|>user\n<tool_response>\n1\n</tool_response>\n" \
+           "<tool_response>\n2\n</tool_response><|im_end|>\n" in text
+
+
+@pytest.mark.parametrize("name", ["default", "llama3", "mistral", "glm4", "glm4_moe", "qwen3_5", "bailing_v2",
+                                  "minimax1", "minimax2", "lfm2"])
+def test_tool_formats_render_the_same_from_the_saved_tokenizer(stand_in, name):
+    """The jinja is what a saved model renders with: transformers' apply_chat_template gives the same text."""
+    example = _example(GOLDEN["rows"][TOOL_DATA][0]["row"])
+    template = get_template(name, stand_in)
+    saved = copy.deepcopy(stand_in)
+    saved.chat_template = template.jinja
+    assert template.render(example.messages, example.tools) == saved.apply_chat_template(
+        example.messages, tools=example.tools, tokenize=False)

@@ -85,7 +85,7 @@ def test_template_errors(qwen2_tokenizer):
     with pytest.raises(TemplateError, match="did you mean 'qwen'"):
         get_template("qwn", qwen2_tokenizer)
     with pytest.raises(TemplateError, match="no tool format"):
-        get_template("llama3", qwen2_tokenizer).render(CONVERSATIONS[2], TOOLS)
+        get_template("empty", qwen2_tokenizer).render(CONVERSATIONS[2], TOOLS)
     bare = qwen2_tokenizer.__class__.from_pretrained(qwen2_tokenizer.name_or_path) if qwen2_tokenizer.name_or_path else None
     if bare is not None:
         bare.chat_template = None

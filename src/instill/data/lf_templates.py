@@ -13,7 +13,8 @@ LlamaFactory team; the file says so). A name selects:
   `alpaca` or `vicuna`) **a jinja written from the slots** (`slots_jinja`) that renders LLaMA-Factory's text:
   prefix, system (fused into the first user message for its `Llama2Template` names), user, assistant, the
   empty thought of its reasoning templates (trained when thinking is on, part of the prompt when off), the
-  eos of `efficient_eos` templates, the eos replaced by the first stop word where `replace_eos` says so.
+  eos of `efficient_eos` templates, the eos replaced by the first stop word where `replace_eos` says so, and
+  tool calls and results in the name's tool format (below).
 
 Where instill differs from LLaMA-Factory on purpose (tests/data/test_lf_templates.py names each case):
 - text is tokenized whole, so a token may merge across two of LLaMA-Factory's slots ("questions." +
@@ -22,8 +23,16 @@ Where instill differs from LLaMA-Factory on purpose (tests/data/test_lf_template
   the input between turns and trains it as the label of the next prompt's first token, a label that is not
   the input token — instill's labels are always the input ids);
 - text in the data that spells a control token stays text (data/tokenize.py);
-- tool calls: only the names instill already renders with tools (`qwen`, `qwen2_vl`, `chatml`) take them;
-  the others say so by name (LLaMA-Factory's per-model tool formats are not written here yet).
+- a row whose tools column is an empty list writes no system turn (LLaMA-Factory's `if system or tools` sees
+  the text "[]" and writes an empty one);
+- instill's own `chatml` writes Hermes-style tool calls and its `empty` refuses tools (LLaMA-Factory's: the
+  default format); `tool_format` gives LLaMA-Factory's text for them.
+
+Tools and tool calls are written in the name's tool format (data/lf_tools.py: LLaMA-Factory's `format_tools`
+after the system text, `format_function` for an assistant's tool calls, `format_observation` for tool
+results, consecutive results joined into one turn as its OpenAI converter does); `tool_format` replaces it
+(LLaMA-Factory's data_args.tool_format). The formats instill does not write (`gemma4`, `seed_oss`, and
+`phi4_mini`'s plain tools slot) refuse rows with tools by name.
 
 Vision-language names are accepted where instill trains the family (Qwen2-VL: `qwen2_vl`, `mimo_vl`, `keye_vl`,
 `dots_ocr`) or where the family's models are used for text too (`TEXT_TOO`: text only), and refused by name
@@ -37,6 +46,7 @@ import json
 from importlib import resources
 from typing import Any
 
+from instill.data import lf_tools
 from instill.errors import TemplateError
 
 # Names instill already defines itself (data/templates.py) and keeps: the same text as LLaMA-Factory's on
@@ -93,14 +103,16 @@ def is_reasoning(name: str) -> bool:
 THINKING_OFF = "{%- set enable_thinking = false -%}"
 
 
-def lookup(name: str, tokenizer: Any, default_system: str | None = None,
-           enable_thinking: bool = True) -> tuple[str, str | None, bool] | None:
+def lookup(name: str, tokenizer: Any, default_system: str | None = None, enable_thinking: bool = True,
+           tool_format: str | None = None) -> tuple[str, str | None, bool] | None:
     """(jinja, end of turn or None, whether the jinja still needs `default_system` put in) for a LLaMA-Factory
     name instill renders here; None for other names (instill's own, or unknown). A vision-language name of a
     family instill does not train is refused. `enable_thinking` false switches a reasoning template's thinking
-    off (LLaMA-Factory's data_args.enable_thinking), baked into the jinja as `_nothink` names do."""
+    off (LLaMA-Factory's data_args.enable_thinking), baked into the jinja as `_nothink` names do. `tool_format`
+    (LLaMA-Factory's data_args.tool_format) replaces the name's tool format; the name is then rendered from
+    LLaMA-Factory's slots, as LLaMA-Factory trains it, even where instill has its own or the model ships one."""
     spec = table().get(name)
-    if spec is None or name in NATIVE:
+    if spec is None or (name in NATIVE and tool_format is None):
         return None
     why = refusal(name)
     if why:
@@ -108,7 +120,9 @@ def lookup(name: str, tokenizer: Any, default_system: str | None = None,
     thinking_off = name.endswith("_nothink") or (not enable_thinking and is_reasoning(name))
     options = THINKING_OFF if thinking_off else ""
     own = getattr(tokenizer, "chat_template", None)
-    if isinstance(own, str) and not spec["replace_jinja_template"] and _same_family(spec, own):
+    if tool_format is not None:
+        spec = with_tool_format(spec, tool_format)
+    elif isinstance(own, str) and not spec["replace_jinja_template"] and _same_family(spec, own):
         return options + own, None, default_system is not None
     return options + slots_jinja(name, spec, default_system), _end_of_turn(spec, tokenizer), False
 
@@ -159,30 +173,59 @@ def _expr(slots: list, spec: dict, content: str = "content") -> str:
     return " + ".join(parts) if parts else "''"
 
 
+# LLaMA-Factory's OpenAI converter joins the results of parallel tool calls into one observation turn so
+_TOOL_RESULTS_SEP = "\n</tool_response>\n<tool_response>\n"
+
+
 def _raise(message: str) -> str:
     return "{{- raise_exception(" + literal(message) + ") -}}"
 
 
+def tool_format_refusal(tool_format: str | None) -> str | None:
+    """Why instill cannot write LLaMA-Factory's tool format `tool_format`, or None when it can."""
+    if tool_format in lf_tools.FORMATS:
+        return None
+    if tool_format is None:  # phi4_mini: a plain string slot around the tools column's text
+        return "LLaMA-Factory writes the tools column's text as the row has it, which instill does not keep"
+    return lf_tools.NOT_WRITTEN.get(tool_format, "not a tool format of LLaMA-Factory 0.9.5")
+
+
+def with_tool_format(spec: dict, tool_format: str) -> dict:
+    """`spec` with LLaMA-Factory's data_args.tool_format: both tool formats replaced, and the tool-call turn
+    written with the default assistant slots (content, then the eos unless `efficient_eos`)."""
+    function = ["{{content}}"] if spec["efficient_eos"] else ["{{content}}", {"special": "eos_token"}]
+    return {**spec, "function": function, "function_tool_format": tool_format, "tools_tool_format": tool_format}
+
+
 def slots_jinja(name: str, spec: dict, default_system: str | None = None) -> str:
     """A jinja chat template that renders what LLaMA-Factory's `Template._encode` (or `Llama2Template`'s,
-    or `ReasoningTemplate.encode_multiturn`'s) encodes, for system / user / assistant messages;
-    `default_system` replaces the template's own (LLaMA-Factory's data_args.default_system)."""
+    or `ReasoningTemplate.encode_multiturn`'s) encodes, for system / user / assistant messages, tool calls and
+    tool results in the template's tool format (data/lf_tools.py); `default_system` replaces the template's
+    own (LLaMA-Factory's data_args.default_system)."""
     reasoning = spec["class"] in ("ReasoningTemplate", "Glm47ReasoningTemplate")
     open_t, close_t = spec["thought_words"]
     empty_thought = close_t if spec["class"] == "Glm47ReasoningTemplate" else open_t + close_t
     eos = _expr([{"special": "eos_token"}], spec)
-    out = [
-        "{%- if tools or messages | selectattr('role', 'equalto', 'tool') | list "
-        "or messages | selectattr('tool_calls', 'defined') | selectattr('tool_calls') | list -%}",
-        _raise(f"template '{name}' has no tool format in instill yet (LLaMA-Factory's "
-               f"'{spec['tools_tool_format']}' is not written here); use template: qwen (Hermes-style tool calls) "
-               "or auto"),
-        "{%- endif -%}",
+    tool_format = spec["tools_tool_format"]
+    why = tool_format_refusal(tool_format) or tool_format_refusal(spec["function_tool_format"])
+    if why:
+        out = [
+            "{%- if tools or messages | selectattr('role', 'equalto', 'tool') | list "
+            "or messages | selectattr('tool_calls', 'defined') | selectattr('tool_calls') | list -%}",
+            _raise(f"template '{name}' has no tool format in instill yet (LLaMA-Factory's '{tool_format}': {why}); "
+                   "use tool_format: qwen (or another LLaMA-Factory format), template: qwen or auto"),
+            "{%- endif -%}{%- set tool_text = '' -%}",
+        ]
+    else:
+        out = [lf_tools.tools_jinja(tool_format)]
+    out += [
         "{%- set default_system = " + literal(spec["default_system"] if default_system is None else default_system)
         + " -%}",
         "{%- if messages and messages[0]['role'] == 'system' -%}",
         "{%- set system = messages[0]['content'] or default_system -%}{%- set loop_messages = messages[1:] -%}",
         "{%- else -%}{%- set system = default_system -%}{%- set loop_messages = messages -%}{%- endif -%}",
+        # LLaMA-Factory: `if system or tools`, the system slot with the tools' text after the system text
+        "{%- set system_text = system + tool_text if system or tools else '' -%}",
     ]
     if reasoning:  # LLaMA-Factory's enable_thinking defaults to true
         out.append("{%- set thinking = enable_thinking is not defined or enable_thinking is none "
@@ -190,17 +233,18 @@ def slots_jinja(name: str, spec: dict, default_system: str | None = None) -> str
     out.append("{%- for message in loop_messages -%}")
     out.append("{%- set content = message['content'] -%}")
     out.append("{%- if loop.first -%}{{- " + _expr(spec["prefix"], spec) + " -}}{%- endif -%}")
+    if spec["class"] != "Llama2Template":
+        out.append("{%- if loop.first and system_text -%}{{- " + _expr(spec["system"], spec, "system_text")
+                   + " -}}{%- endif -%}")
     out.append("{%- if message['role'] == 'user' -%}")
     if spec["class"] == "Llama2Template":
         # the system text (the formatter's first slot) goes inside the first user message
-        system_text = spec["system"][0] if spec["system"] and isinstance(spec["system"][0], str) else "{{content}}"
-        out.append("{%- if loop.first and system -%}{%- set content = "
-                   + _expr([system_text], spec, "system") + " + content -%}{%- endif -%}")
-    else:
-        out.append("{%- if loop.first and system -%}{{- " + _expr(spec["system"], spec, "system") + " -}}"
-                   "{%- endif -%}")
+        fused = spec["system"][0] if spec["system"] and isinstance(spec["system"][0], str) else "{{content}}"
+        out.append("{%- if loop.first and system_text -%}{%- set content = "
+                   + _expr([fused], spec, "system_text") + " + content -%}{%- endif -%}")
     out.append("{{- " + _expr(spec["user"], spec) + " -}}")
     out.append("{%- elif message['role'] == 'assistant' -%}")
+    out.append("{%- set content = content if content is string else '' -%}")
     if reasoning:
         # thinking off: thoughts are dropped and an empty one closes the prompt (the generation prompt writes
         # it too); thinking on: an answer without a thought is trained with an empty one before it
@@ -210,9 +254,23 @@ def slots_jinja(name: str, spec: dict, default_system: str | None = None) -> str
         out.append("{%- if not thinking or (" + literal(open_t.strip()) + " not in content and "
                    + literal(close_t.strip()) + " not in content) -%}{{- " + literal(empty_thought)
                    + " -}}{%- endif -%}")
-    out.append("{{- " + _expr(spec["assistant"], spec) + " -}}")
+    # tool calls: LLaMA-Factory's function turn, the calls in the tool format after any text of the message
+    out.append("{%- if message.get('tool_calls') -%}")
+    if not why:
+        out.append(lf_tools.calls_jinja(spec["function_tool_format"]))
+        out.append("{%- set content = content + calls_text -%}{{- " + _expr(spec["function"], spec) + " -}}")
+    out.append("{%- else -%}{{- " + _expr(spec["assistant"], spec) + " -}}{%- endif -%}")
     if spec["efficient_eos"]:
         out.append("{{- " + eos + " -}}")
+    # tool results: one observation turn per run of tool messages, joined as LLaMA-Factory's OpenAI converter does
+    out.append("{%- elif message['role'] == 'tool' -%}")
+    out.append("{%- if loop.first or loop.previtem['role'] != 'tool' -%}"
+               "{%- set run = namespace(parts=[], open=true) -%}"
+               "{%- for later in loop_messages[loop.index0:] -%}{%- if run.open and later['role'] == 'tool' -%}"
+               "{%- set run.parts = run.parts + [later['content']] -%}{%- else -%}{%- set run.open = false -%}"
+               "{%- endif -%}{%- endfor -%}"
+               "{%- set content = run.parts | join(" + literal(_TOOL_RESULTS_SEP) + ") -%}"
+               "{{- " + _expr(spec["observation"], spec) + " -}}{%- endif -%}")
     out.append("{%- else -%}{{- raise_exception(" + literal(f"template '{name}': role '")
                + " + message['role'] + " + literal("' is not supported") + ") -}}{%- endif -%}")
     out.append("{%- endfor -%}")

@@ -7,7 +7,7 @@ rendering the conversation prefix by prefix (see `tokenize.py`), so a template o
 render — it never needs to know which tokens are trained.
 
 A `TemplateChoice` carries the data keys that change what a template renders (`default_system`,
-`enable_thinking`); they are baked into the jinja, so training, evaluation, chat, serve and the saved
+`enable_thinking`, `tool_format`); they are baked into the jinja, so training, evaluation, chat, serve and the saved
 tokenizer render alike.
 
 Named templates live in `NAMED_JINJA`. `qwen` is checked token for token against
@@ -34,10 +34,11 @@ class TemplateChoice:
     name: str = "auto"
     default_system: str | None = None  # the system prompt of conversations without one
     enable_thinking: bool = True  # false: reasoning templates render with thinking off
+    tool_format: str | None = None  # LLaMA-Factory's tool format, in place of the template's own
 
     @classmethod
     def of(cls, data: DataArgs) -> TemplateChoice:
-        return cls(data.template, data.default_system, data.enable_thinking)
+        return cls(data.template, data.default_system, data.enable_thinking, data.tool_format)
 
 
 @dataclass
@@ -214,10 +215,14 @@ def _with_system(jinja: str, name: str, default_system: str | None, writes_own_d
 
 def get_template(choice: str | TemplateChoice, tokenizer: Any) -> ChatTemplate:
     """`auto`: the tokenizer's own chat template, else an error; a named template otherwise. The choice's
-    `default_system` and `enable_thinking` are baked into the jinja (`TemplateChoice`)."""
+    `default_system`, `enable_thinking` and `tool_format` are baked into the jinja (`TemplateChoice`)."""
     choice = TemplateChoice(choice) if isinstance(choice, str) else choice
     name, default_system = choice.name, choice.default_system
     if name == "auto":
+        if choice.tool_format is not None:
+            raise TemplateError(f"tool_format: {choice.tool_format} needs a LLaMA-Factory template name (e.g. "
+                                "template: qwen3 or llama3): template: auto renders the tokenizer's own chat template, "
+                                "which writes tool calls its own way")
         if not getattr(tokenizer, "chat_template", None):
             raise TemplateError(
                 "template: auto, but the tokenizer has no chat template; "
@@ -230,7 +235,7 @@ def get_template(choice: str | TemplateChoice, tokenizer: Any) -> ChatTemplate:
         template.end_of_turn = _infer_end_of_turn(template, tokenizer)
         return template
     # LLaMA-Factory's template names (data/lf_templates.py)
-    from_lf = lf_templates.lookup(name, tokenizer, default_system, choice.enable_thinking)
+    from_lf = lf_templates.lookup(name, tokenizer, default_system, choice.enable_thinking, choice.tool_format)
     if from_lf is not None:
         jinja, end_of_turn, needs_system = from_lf
         if needs_system:
