@@ -8,7 +8,8 @@ LLaMA-Factory's: its prompts (copied; Apache-2.0, (c) the LlamaFactory team), `j
 False)` spacing and key order (transformers' `tojson` filter is that call), llama3's "Today Date" line
 (`date_string` when the caller gives one, as Llama 3.1's own template takes it, else today).
 
-Formats LLaMA-Factory has and instill does not write are in `NOT_WRITTEN`, each with the reason.
+Formats LLaMA-Factory has and instill does not write are in `NOT_WRITTEN`, each with the reason. The calls are
+read back from a model's answer by data/lf_tool_calls.py.
 """
 
 from __future__ import annotations

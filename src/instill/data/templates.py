@@ -43,12 +43,15 @@ class TemplateChoice:
 
 @dataclass
 class ChatTemplate:
-    """A jinja chat template and the tokenizer that renders it; `end_of_turn` closes an assistant turn."""
+    """A jinja chat template and the tokenizer that renders it; `end_of_turn` closes an assistant turn.
+    `tool_format` is the LLaMA-Factory tool format its tool calls are read back in (data/lf_tool_calls.py);
+    None: Hermes `<tool_call>{json}</tool_call>`, as instill's own templates write them and as `auto` assumes."""
 
     name: str
     jinja: str
     tokenizer: Any
     end_of_turn: str | None = None
+    tool_format: str | None = None
 
     def render(self, messages: Messages, tools: list[dict] | None = None, add_generation_prompt: bool = False,
                **template_kwargs: Any) -> str:
@@ -240,7 +243,9 @@ def get_template(choice: str | TemplateChoice, tokenizer: Any) -> ChatTemplate:
         jinja, end_of_turn, needs_system = from_lf
         if needs_system:
             jinja = _with_system(jinja, name, default_system, writes_own_default=True)
-        template = ChatTemplate(name, jinja, tokenizer, end_of_turn)
+        # LLaMA-Factory reads calls back in the name's tool format (its `extract_tool`), own jinja or not
+        tool_format = choice.tool_format or lf_templates.table()[name]["tools_tool_format"]
+        template = ChatTemplate(name, jinja, tokenizer, end_of_turn, tool_format)
         template.end_of_turn = template.end_of_turn or _infer_end_of_turn(template, tokenizer)
         return template
     if name not in NAMED_JINJA:

@@ -87,15 +87,15 @@ def test_parse_tool_calls():
 def test_tool_call_splitter_streams_content_and_holds_the_call():
     splitter = ToolCallSplitter()
     shown = [splitter.feed(piece) for piece in ["Let me ", "check.<tool", "_call>\n{\"name\": ", "\"f\"}</tool_call>"]]
-    assert shown == ["Let me ", "check.", "", ""]
+    assert shown == ["Let me", " check.", "", ""]  # a space waits for the text after it
     rest, calls = splitter.finish()
     assert rest == "" and calls[0]["function"] == {"name": "f", "arguments": "{}"}
 
     broken = ToolCallSplitter()
-    assert broken.feed("a <tool_call> not json") == "a "
-    assert broken.finish() == ("<tool_call> not json", None)  # nothing is lost
+    assert broken.feed("a <tool_call> not json") == "a"
+    assert broken.finish() == (" <tool_call> not json", None)  # nothing is lost
     plain = ToolCallSplitter()
-    assert plain.feed("x <tool") == "x " and plain.finish() == ("<tool", None)
+    assert plain.feed("x <tool") == "x" and plain.finish() == (" <tool", None)
 
 
 def test_requests_are_validated_strictly():

@@ -6,7 +6,8 @@ loads each adapter beside the others on one base (peft adapters named a0, a1 ...
 each one, and for the base, by name; one batch can mix them (peft's `adapter_names=`).
 
 Every name renders prompts with its own tokenizer: the one training saved with that adapter (and so
-the chat template it trained with), else the base's, and stops at that template's end of turn.
+the chat template it trained with), else the base's, stops at that template's end of turn, and has its
+tool calls read back in that template's tool format (`template.tool_format`, toolcalls.py).
 """
 
 from __future__ import annotations

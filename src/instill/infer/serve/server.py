@@ -280,7 +280,7 @@ async def _chat_answer(job: _Job, request: Request, with_tools: bool) -> dict:
     text, finish = await job.collect(request)
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if with_tools:
-        splitter = ToolCallSplitter()
+        splitter = ToolCallSplitter(job.model.template.tool_format)
         content = splitter.feed(text)
         rest, calls = splitter.finish()
         content += rest
@@ -341,7 +341,7 @@ def _chat_stream(job: _Job, include_usage: bool, with_tools: bool) -> AsyncItera
         return _sse({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]})
 
     async def body() -> AsyncIterator[bytes]:
-        splitter = ToolCallSplitter() if with_tools else None
+        splitter = ToolCallSplitter(job.model.template.tool_format) if with_tools else None
         yield chunk({"role": "assistant", "content": ""})
         async for kind, value in _outputs(job):
             if kind == "text":
