@@ -344,3 +344,53 @@ def test_tool_calls_are_parsed_streamed_or_not(serve_app, served, request):
     assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in text
     assert "<tool_response>\n18 C, sunny\n</tool_response>" in text
     assert ask(client, messages=follow, tools=[WEATHER], max_tokens=64).usage.prompt_tokens == len(prompt)
+
+
+# (template, scripted answer, content expected beside the call): LLaMA-Factory formats without a <tool_call> tag
+LF_SCRIPTS = {
+    "llama3": ('{"name": "get_weather", "parameters": {"city": "Paris"}}', None),
+    "default": ('I will look it up.\nAction: get_weather\nAction Input: {"city": "Paris"}', "I will look it up."),
+}
+
+
+@pytest.mark.parametrize("template", list(LF_SCRIPTS))
+def test_tool_calls_in_the_templates_own_format(tiny_qwen2, tmp_path, request, template):
+    """A model served with `template: llama3` (or `default`) has its calls read in that format (JSON with
+    "parameters"; ReAct's Action lines), streamed or not; its output is scripted as above."""
+    from instill.config import load_config
+    from instill.infer.serve.served import load_served
+    from tests.infer.conftest import AppServer, write_yaml
+
+    config = write_yaml(tmp_path / "serve.yaml", model_name_or_path=str(tiny_qwen2), template=template,
+                        output_dir=str(tmp_path / "out"), max_new_tokens=16)
+    served = load_served(load_config(config), max_model_len=512)
+    [(name, model)] = served.models.items()
+    assert model.template.tool_format == template
+    script, content = LF_SCRIPTS[template]
+    ids = model.tokenizer(script + model.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    step = [0]
+
+    def scripted(module, args, kwargs, output):
+        step[0] = 0 if kwargs["input_ids"].shape[1] > 1 else step[0] + 1
+        output.logits[:, -1] = -float("inf")
+        output.logits[:, -1, ids[min(step[0], len(ids) - 1)]] = 0.0
+        return output
+
+    request.addfinalizer(served.model.register_forward_hook(scripted, with_kwargs=True).remove)
+    app = AppServer(served)
+    request.addfinalizer(app.stop)
+    client = app.client()
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    choice = ask(client, name, messages, tools=[WEATHER], max_tokens=64).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == content
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+
+    shown, calls, finish = "", [], None
+    for chunk in client.chat.completions.create(model=name, messages=messages, tools=[WEATHER], max_tokens=64,
+                                                temperature=0, stream=True):
+        shown += chunk.choices[0].delta.content or ""
+        calls += chunk.choices[0].delta.tool_calls or []
+        finish = chunk.choices[0].finish_reason or finish
+    assert shown == (content or "") and finish == "tool_calls"
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
