@@ -2,7 +2,7 @@
 
 `RunConfig` runs every rule in `CROSS_RULES` when it is built, so a bad config fails at the door,
 before anything loads. A rule that spans sections or stages lives here; a rule about one key is a
-validator on its field in `config.py`.
+validator on its field, in its section's module (`config_model.py`, `config_data.py`, ...).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What instill does with each LLaMA-Factory 0.9.5 key it does not implement: one table.
 
 Every key a LLaMA-Factory YAML may hold has one policy (`config.policy_of`):
-- **implemented**: a field of `RunConfig`'s sections (`config.py`), doing what LLaMA-Factory documents;
+- **implemented**: a field of `RunConfig`'s sections (`config.py` and its `config_*.py` section modules),
+  doing what LLaMA-Factory documents;
 - **ignored**: accepted, and the run summary says once why it changes nothing here;
 - **refused**: the run stops at the door with the reason and what to do instead.
 
