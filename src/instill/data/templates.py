@@ -22,6 +22,7 @@ from typing import Any
 
 from instill.config import DataArgs
 from instill.data import lf_templates
+from instill.data.example import RowTools
 from instill.errors import TemplateError
 
 Messages = list[dict[str, Any]]
@@ -55,6 +56,10 @@ class ChatTemplate:
 
     def render(self, messages: Messages, tools: list[dict] | None = None, add_generation_prompt: bool = False,
                **template_kwargs: Any) -> str:
+        """The template's text for `messages`. A row's tools (RowTools) also give the jinja `tools_text`, the
+        column's own text, and `tools_value`, that text parsed (LLaMA-Factory's phi4_mini and seed_oss write them)."""
+        if isinstance(tools, RowTools):
+            template_kwargs = {"tools_text": tools.text, "tools_value": tools.value, **template_kwargs}
         try:
             compiled = self._compiled()
             if compiled is None:
