@@ -248,8 +248,9 @@ def get_template(choice: str | TemplateChoice, tokenizer: Any) -> ChatTemplate:
         jinja, end_of_turn, needs_system = from_lf
         if needs_system:
             jinja = _with_system(jinja, name, default_system, writes_own_default=True)
-        # LLaMA-Factory reads calls back in the name's tool format (its `extract_tool`), own jinja or not
-        tool_format = choice.tool_format or lf_templates.table()[name]["tools_tool_format"]
+        # calls are read back in the format the name writes them, own jinja or not (LLaMA-Factory's `extract_tool`
+        # reads with its tools formatter: the same format, except phi4_mini's plain tools slot, which reads none)
+        tool_format = choice.tool_format or lf_templates.table()[name]["function_tool_format"]
         template = ChatTemplate(name, jinja, tokenizer, end_of_turn, tool_format)
         template.end_of_turn = template.end_of_turn or _infer_end_of_turn(template, tokenizer)
         return template
