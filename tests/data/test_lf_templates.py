@@ -277,6 +277,28 @@ def test_the_row_tools_text_is_written_as_the_row_has_it(stand_in):
     assert "these tools.\n" + json.dumps([fn]) + "\n工具调用" in seed.render(conv, list(row))
 
 
+def test_gemma4_writes_what_its_tool_utils_write(stand_in):
+    """What the demo rows lack, against text LLaMA-Factory 0.9.5's Gemma4ToolUtils wrote: no description, a
+    response, empty parameters, booleans, null, a nested object (keys sorted), parallel calls."""
+    tools = [{"type": "function", "function": {
+                "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "boolean"},
+                                                                           "b": {"description": "x"}}},
+                "response": {"description": "r", "type": "object"}}},
+             {"type": "function", "function": {"name": "g", "description": "d", "parameters": {},
+                                               "response": {"type": "string"}}}]
+    calls = [{"type": "function", "function": {"name": "f", "arguments": {"z": None, "a": True,
+                                                                        "m": {"b": [1, False, "s"], "a": 2.5}}}},
+             {"type": "function", "function": {"name": "g", "arguments": {}}}]
+    conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": calls}]
+    text = get_template("gemma4", stand_in).render(conv, tools)
+    q = '<|"|>'
+    assert (f"declaration:f{{description:{q}{q},parameters:{{properties:{{a:{{type:{q}BOOLEAN{q}}},b:{{description:"
+            f"{q}x{q}}}}},type:{q}OBJECT{q}}},response:{{description:{q}r{q},type:{q}OBJECT{q}}}}}\n"
+            f"declaration:g{{description:{q}d{q},response:{{}}}}<turn|>") in text
+    assert (f"<|tool><|tool_call>call:f{{a:true,m:{{a:2.5,b:[1,false,{q}s{q}]}},z:null}}<tool_call|>"
+            "<|tool_call>call:g{}<tool_call|><tool|>") in text
+
+
 def test_an_unknown_tool_format_is_refused(stand_in):
     with pytest.raises(TemplateError, match="tool_format: hermes is not a tool format of LLaMA-Factory 0.9.5 "
                                             r"\(choose from default, gemma4, glm4"):
