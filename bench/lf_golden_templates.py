@@ -13,7 +13,9 @@ For every template LLaMA-Factory registers (`TEMPLATES` in llamafactory/data/tem
   (instill/data/lf_templates.py);
 - encodes a few rows of LLaMA-Factory's demo data (alpaca_en_demo, identity, glaive_toolcall_zh_demo from
   ../shared/data) and two multi-turn rows (`multiturn`: a glaive row of three exchanges with a tool call, and
-  a plain conversation of three exchanges with a system prompt, written below) with LLaMA-Factory's own
+  a plain conversation of three exchanges with a system prompt, written below) and a glaive row with its tools
+  written otherwise (`tools_as_written`: OpenAI's wrapped form, indented, non-ASCII escaped: the text phi4_mini
+  and seed_oss write from) with LLaMA-Factory's own
   `get_template_and_fix_tokenizer` and its supervised processor (`SupervisedDatasetProcessor.
   _encode_data_example`, i.e. `Template.encode_multiturn` plus its label rule), and writes input ids and labels
   to tests/fixtures/lf_templates_golden.json.gz;
@@ -65,9 +67,11 @@ PLAIN_MULTITURN = {
         {"from": "gpt", "value": "Rome is further south than Paris."},
     ],
 }
+AS_WRITTEN = 0  # the glaive row whose tools are written otherwise (`_as_written`)
 # (template, tool_format): LLaMA-Factory's data_args.tool_format over the template's own
 TOOL_FORMAT_CASES = [("qwen", "llama3"), ("llama3", "qwen"), ("mistral", "glm4_moe"), ("glm4", "mistral"),
-                     ("qwen3", "default"), ("alpaca", "qwen3_5"), ("chatml", "default")]
+                     ("qwen3", "default"), ("alpaca", "qwen3_5"), ("chatml", "default"), ("qwen", "gemma4"),
+                     ("mistral", "seed_oss"), ("phi4_mini", "qwen")]
 DATE = (2024, 7, 26)  # "26 Jul 2024"
 
 
@@ -97,7 +101,15 @@ def _rows() -> dict[str, list[dict]]:
     glaive = json.loads((DATA / "llamafactory_glaive_toolcall_zh_demo" / "glaive_toolcall_zh_demo.json").read_text())
     out["glaive_toolcall_zh_demo"] = [_sharegpt(i, glaive[i]) for i in ROWS["glaive_toolcall_zh_demo"]]
     out["multiturn"] = [_sharegpt(MULTITURN_GLAIVE, glaive[MULTITURN_GLAIVE]), _sharegpt("plain", PLAIN_MULTITURN)]
+    out["tools_as_written"] = [_sharegpt(AS_WRITTEN, _as_written(glaive[AS_WRITTEN]))]
     return out
+
+
+def _as_written(row: dict) -> dict:
+    """The row with its tools column in OpenAI's wrapped form, indented and with non-ASCII escaped: the same tools
+    in another text."""
+    tools = [{"type": "function", "function": tool} for tool in json.loads(row["tools"])]
+    return {**row, "tools": json.dumps(tools, ensure_ascii=True, indent=2)}
 
 
 def _sharegpt(index, row: dict) -> dict:
@@ -247,7 +259,7 @@ def main() -> int:
     for name in sorted(TEMPLATES):
         definitions[name] = _definition(name, TEMPLATES[name], plugin_names)
         golden["templates"][name] = encode(name, None, rows)
-    tool_rows = {"glaive_toolcall_zh_demo": rows["glaive_toolcall_zh_demo"]}
+    tool_rows = {data: rows[data] for data in ("glaive_toolcall_zh_demo", "tools_as_written")}
     golden["tool_format"] = [{"template": name, "tool_format": fmt, **encode(name, fmt, tool_rows)}
                              for name, fmt in TOOL_FORMAT_CASES]
 

@@ -132,14 +132,6 @@ POLICY: dict[str, Policy] = {
         "image_do_pan_and_scan": False, "crop_to_patches": False}),
 }
 
-# LLaMA-Factory 0.9.5's tool formats (data/tool_utils.py) that instill does not write (data/lf_tools.py writes
-# the others): format -> why.
-TOOL_FORMATS_NOT_WRITTEN = {
-    "gemma4": "Gemma 4's own declaration syntax (<|\"|> string markers, sorted keys) is not written in instill",
-    "seed_oss": "LLaMA-Factory writes the tools column's JSON exactly as the row has it, and instill keeps tools in "
-                "OpenAI's wrapped form, so the text cannot be matched",
-}
-
 # Values refused for keys instill implements: (key, value) -> reason.
 REFUSED_VALUES: dict[tuple[str, Any], str] = {
     ("stage", "ppo"): _PPO,
@@ -155,8 +147,6 @@ REFUSED_VALUES: dict[tuple[str, Any], str] = {
         "fp8": "fp8 checkpoints need a CUDA GPU with fp8 (Hopper or newer) and are not built in instill; use "
                "quantization_method: bnb",
     }.items()},
-    **{("tool_format", name): f"LLaMA-Factory's tool format '{name}': {why}; use another tool_format (default, qwen, "
-       "llama3, mistral, glm4, ...)" for name, why in TOOL_FORMATS_NOT_WRITTEN.items()},
 }
 
 

@@ -147,6 +147,26 @@ def test_streaming_yields_the_same_rows(qwen2_tokenizer, tmp_path):
     assert sorted(map(key, streamed)) == sorted(map(key, cached.rows))
 
 
+def test_the_tools_columns_own_text_reaches_the_template(stand_in, tmp_path):
+    """phi4_mini writes the tools column's text as the row has it: the dataset, cached and streamed, keeps it
+    beside the parsed tools (RowTools), and the ids are those of the row encoded directly."""
+    text = '[ {"name": "f",\n   "description": "天气", "parameters": {}} ]'  # not json.dumps' spacing
+    rows = [{"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}], "tools": text}
+            for i in range(4)]
+    write_dataset(tmp_path, "tooled", rows, formatting="sharegpt", columns={"messages": "conversations",
+                                                                            "tools": "tools"})
+    args = DataArgs(dataset=["tooled"], dataset_dir=str(tmp_path), cutoff_len=256)
+    template = get_template("phi4_mini", stand_in)
+    examples = load_examples(args.dataset, args, 0)
+    direct = [encode(e, template, EncodeOptions(256)).input_ids for e in examples]
+    assert all("<|tool|>" + text + "<|/tool|>" in stand_in.decode(ids) for ids in direct)
+    cached = tokenize_examples("tooled", examples, args, template)
+    streamed = list(iterable_dataset(args.model_copy(update={"streaming": True}), template, seed=0))
+    key = lambda ids: json.dumps(list(ids))  # noqa: E731
+    assert sorted(key(r["input_ids"]) for r in cached.rows) == sorted(map(key, direct))
+    assert sorted(key(r["input_ids"]) for r in streamed) == sorted(map(key, direct))
+
+
 def test_torchrun_tokenizes_once_per_node(qwen2_tokenizer, tmp_path):
     """Two ranks under torchrun: the local main process tokenizes and saves, the other one loads it."""
     args = _toy(tmp_path / "data")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -278,6 +280,9 @@ def test_alpaca_system_history_tools_and_extras():
     assert ex.messages[0]["content"] == "be brief" and ex.messages[3]["content"] == "how?"
     assert ex.tools == [{"type": "function", "function": {"name": "f", "description": "d",
                                                           "parameters": {"type": "object", "properties": {}}}}]
+    assert ex.tools.text == row["tools"]  # the column's own text, beside the wrapped tools
+    assert ex.tools.value == json.loads(row["tools"])
+    assert copy.deepcopy(ex.tools).text == pickle.loads(pickle.dumps(ex.tools)).text == row["tools"]
     assert ex.extras == {"id": 7}
     assert ex.source == "t.json:#0"
 
@@ -325,6 +330,7 @@ def test_sharegpt_function_call_list_and_string_arguments():
     assert ex.roles == ["user", "assistant", "tool", "tool", "assistant"]
     assert [c["function"]["arguments"] for c in ex.messages[1]["tool_calls"]] == [{"city": "Paris"}, {"city": "Oslo"}]
     assert ex.tools == [{"type": "function", "function": {"name": "weather"}}]
+    assert ex.tools.text == '[{"type": "function", "function": {"name": "weather"}}]'  # a list: its JSON
 
 
 def test_sharegpt_leading_system_and_system_column():

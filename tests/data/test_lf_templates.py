@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from instill.data import lf_templates
-from instill.data.example import Example
+from instill.data.example import Example, RowTools
 from instill.data.formats import conversation
 from instill.data.registry import SHAREGPT_TAGS, DatasetSpec
 from instill.data.templates import ChatTemplate, TemplateChoice, get_template
@@ -31,6 +31,7 @@ from instill.errors import TemplateError
 GOLDEN = json.loads(gzip.open(Path(__file__).parents[1] / "fixtures" / "lf_templates_golden.json.gz").read())
 TEXT_DATA = ("alpaca_en_demo", "identity")
 TOOL_DATA = "glaive_toolcall_zh_demo"  # rows with tools, a tool call and its result
+AS_WRITTEN = "tools_as_written"  # a glaive row whose tools column is other text for the same tools
 SHAREGPT = DatasetSpec("golden", formatting="sharegpt", columns={"messages": "conversations", "tools": "tools",
                                                                  "system": "system"}, tags=dict(SHAREGPT_TAGS))
 
@@ -62,9 +63,9 @@ OWN_TOOLS = {
     "chatml": "instill's chatml writes Hermes-style tool calls, as Qwen2.5 does (LLaMA-Factory's: the default format)",
     "empty": "instill's empty refuses tools (LLaMA-Factory's writes them in the default format)",
 }
-# A row whose tools column is an empty list ("[]"): LLaMA-Factory writes an empty system turn (its `if system or
-# tools` sees the text "[]"), instill writes none.
-_EMPTY_TOOLS = "an empty tools list writes no empty system turn (LLaMA-Factory: an empty system slot)"
+# A row whose tools column is an empty list ("[]"): LLaMA-Factory writes a system turn (its `if system or tools`
+# sees the text "[]"), empty or, with phi4_mini's plain tools slot, around "[]"; instill writes none.
+_EMPTY_TOOLS = "an empty tools list writes no system turn (LLaMA-Factory: a system slot around the tools' text)"
 
 
 def _example(row: dict) -> Example:
@@ -80,17 +81,15 @@ def _uses_tools(example: Example) -> bool:
     return bool(example.tools) or any(m["role"] == "tool" or m.get("tool_calls") for m in example.messages)
 
 
-def _writes_tools(name: str, spec: dict) -> bool:
-    return name not in OWN_TOOLS and lf_templates.tool_format_refusal(spec["tools_tool_format"]) is None
-
-
 def _empty_system_text(spec: dict, tokenizer) -> str:
-    """The text LLaMA-Factory writes for an empty system slot (the first slot only for a Llama2Template)."""
+    """The text LLaMA-Factory writes for an empty system slot and the tools "[]" (the first slot only for a
+    Llama2Template): a ToolFormatter writes nothing for no tools, phi4_mini's plain slot the text "[]"."""
     slots = spec["system"][:1] if spec["class"] == "Llama2Template" else spec["system"]
+    tools = "".join(spec["tools"]).replace("{{content}}", "[]") if spec["tools_formatter"] == "StringFormatter" else ""
     out = ""
     for slot in slots:
         if isinstance(slot, str):
-            out += slot.replace("{{content}}", "")
+            out += slot.replace("{{content}}", tools)
         elif "token" in slot:
             out += slot["token"]
         elif slot["special"] == "bos_token":
@@ -146,14 +145,15 @@ def test_every_llamafactory_name_is_known():
 def _check(template: ChatTemplate, name: str, spec: dict, gold_data: dict, kind: str, why: str,
            writes_tools: bool) -> dict[str, int]:
     """Compare instill's ids and labels with LLaMA-Factory's on every golden row in `gold_data` (rows with tools
-    only where `writes_tools`); the number of rows that differ, by kind (an `exact` row may differ in nothing)."""
+    only where `writes_tools`: not for OWN_TOOLS); the number of rows that differ, by kind (an `exact` row may
+    differ in nothing)."""
     stand_in = template.tokenizer
     mismatched: dict[str, int] = {}
     for data, golds in gold_data.items():
         for meta, gold in zip(GOLDEN["rows"][data], golds, strict=True):
             example = _example(meta["row"])
             if (_uses_tools(example) or meta["row"].get("tools")) and not writes_tools:
-                continue  # refused by name (test_templates_without_a_tool_format_say_so) or OWN_TOOLS
+                continue  # OWN_TOOLS
             got = encode(example, template, EncodeOptions(GOLDEN["cutoff_len"]))
             want_ids, want_labels = gold["input_ids"], _labels(gold["input_ids"], gold["labels"])
             if spec["efficient_eos"]:
@@ -201,13 +201,13 @@ def _strip_after_answers(got, tail: list[int]) -> tuple[list[int], list[int]]:
 
 @pytest.mark.parametrize("name", ACCEPTED)
 def test_ids_and_labels_match_llamafactory(stand_in, name):
-    """Single-turn rows, multi-turn rows (one with a system prompt, one with a tool call) and, for every name whose
-    tool format instill writes, tool-calling conversations."""
+    """Single-turn rows, multi-turn rows (one with a system prompt, one with a tool call) and, for every name but
+    OWN_TOOLS, tool-calling conversations, one with its tools column written otherwise (AS_WRITTEN)."""
     template = _dated(get_template(name, stand_in))
     kind, why = DIFFERENCES.get(name, ("exact", ""))
-    data = {d: GOLDEN["templates"][name]["data"][d] for d in (*TEXT_DATA, "multiturn", TOOL_DATA)}
+    data = {d: GOLDEN["templates"][name]["data"][d] for d in (*TEXT_DATA, "multiturn", TOOL_DATA, AS_WRITTEN)}
     spec = lf_templates.table()[name]
-    mismatched = _check(template, name, spec, data, kind, why, _writes_tools(name, spec))
+    mismatched = _check(template, name, spec, data, kind, why, name not in OWN_TOOLS)
     if kind != "exact":
         assert mismatched.get(kind), f"{name} now matches LLaMA-Factory exactly: drop it from DIFFERENCES"
     if name in SYSTEM_SLOT_MERGES:
@@ -262,18 +262,50 @@ def test_reasoning_template_thinking_off_puts_the_empty_thought_in_the_prompt(st
         "assistant\n<think>\n\n</think>\n\n")
 
 
-def test_templates_without_a_tool_format_say_so(stand_in):
-    """LLaMA-Factory's tool formats instill does not write (gemma4, seed_oss, phi4_mini's plain tools slot) refuse
-    rows with tools by name; `tool_format` picks one that is written."""
-    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}]
+def test_the_row_tools_text_is_written_as_the_row_has_it(stand_in):
+    """phi4_mini writes the tools column's text, seed_oss its JSON again (a row's RowTools); tools without a row
+    (a server request, a saved model's jinja) are written as their functions in JSON, as LLaMA-Factory's API
+    server writes a request's tools."""
+    fn = {"name": "f", "description": "d", "parameters": {}}
+    text = '[ {"type": "function",\n  "function": {"name": "f", "description": "d", "parameters": {}}} ]'
+    row = RowTools([{"type": "function", "function": fn}], text)
     conv = [{"role": "user", "content": "hi"}]
-    for name in ("gemma4", "seed_oss", "phi4_mini"):
-        with pytest.raises(TemplateError, match=f"template '{name}' has no tool format in instill yet"):
-            get_template(name, stand_in).render(conv, tools)
-        assert get_template(name, stand_in).render(conv)  # rows without tools render
-        assert "<tool_call>" in get_template(TemplateChoice(name, tool_format="qwen"), stand_in).render(conv, tools)
-    with pytest.raises(TemplateError, match="template 'empty' has no tool format"):
-        get_template("empty", stand_in).render(conv, tools)
+    phi4, seed = get_template("phi4_mini", stand_in), get_template("seed_oss", stand_in)
+    assert "<|system|><|tool|>" + text + "<|/tool|><|end|>" in phi4.render(conv, row)
+    assert "<|tool|>" + json.dumps([fn]) + "<|/tool|>" in phi4.render(conv, list(row))
+    assert "these tools.\n" + json.dumps(json.loads(text)) + "\n工具调用" in seed.render(conv, row)
+    assert "these tools.\n" + json.dumps([fn]) + "\n工具调用" in seed.render(conv, list(row))
+
+
+def test_gemma4_writes_what_its_tool_utils_write(stand_in):
+    """What the demo rows lack, against text LLaMA-Factory 0.9.5's Gemma4ToolUtils wrote: no description, a
+    response, empty parameters, booleans, null, a nested object (keys sorted), parallel calls."""
+    tools = [{"type": "function", "function": {
+                "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "boolean"},
+                                                                           "b": {"description": "x"}}},
+                "response": {"description": "r", "type": "object"}}},
+             {"type": "function", "function": {"name": "g", "description": "d", "parameters": {},
+                                               "response": {"type": "string"}}}]
+    calls = [{"type": "function", "function": {"name": "f", "arguments": {"z": None, "a": True,
+                                                                        "m": {"b": [1, False, "s"], "a": 2.5}}}},
+             {"type": "function", "function": {"name": "g", "arguments": {}}}]
+    conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": calls}]
+    text = get_template("gemma4", stand_in).render(conv, tools)
+    q = '<|"|>'
+    assert (f"declaration:f{{description:{q}{q},parameters:{{properties:{{a:{{type:{q}BOOLEAN{q}}},b:{{description:"
+            f"{q}x{q}}}}},type:{q}OBJECT{q}}},response:{{description:{q}r{q},type:{q}OBJECT{q}}}}}\n"
+            f"declaration:g{{description:{q}d{q},response:{{}}}}<turn|>") in text
+    assert (f"<|tool><|tool_call>call:f{{a:true,m:{{a:2.5,b:[1,false,{q}s{q}]}},z:null}}<tool_call|>"
+            "<|tool_call>call:g{}<tool_call|><tool|>") in text
+
+
+def test_an_unknown_tool_format_is_refused(stand_in):
+    with pytest.raises(TemplateError, match="tool_format: hermes is not a tool format of LLaMA-Factory 0.9.5 "
+                                            r"\(choose from default, gemma4, glm4"):
+        get_template(TemplateChoice("qwen3", tool_format="hermes"), stand_in)
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}]
+    with pytest.raises(TemplateError, match="template 'empty' has no tool format"):  # instill's own
+        get_template("empty", stand_in).render([{"role": "user", "content": "hi"}], tools)
 
 
 def test_tool_format_needs_a_llamafactory_name(qwen2_tokenizer):
@@ -299,12 +331,14 @@ def test_tool_format_renders_the_slots_over_the_models_own_template(qwen2_tokeni
 
 
 @pytest.mark.parametrize("name", ["default", "llama3", "mistral", "glm4", "glm4_moe", "qwen3_5", "bailing_v2",
-                                  "minimax1", "minimax2", "lfm2"])
+                                  "minimax1", "minimax2", "lfm2", "gemma4", "seed_oss", "phi4_mini"])
 def test_tool_formats_render_the_same_from_the_saved_tokenizer(stand_in, name):
-    """The jinja is what a saved model renders with: transformers' apply_chat_template gives the same text."""
-    example = _example(GOLDEN["rows"][TOOL_DATA][0]["row"])
+    """The jinja is what a saved model renders with: transformers' apply_chat_template gives the same text (given
+    the row's tools text as ChatTemplate.render gives it)."""
+    example = _example(GOLDEN["rows"][AS_WRITTEN][0]["row"])
     template = get_template(name, stand_in)
     saved = copy.deepcopy(stand_in)
     saved.chat_template = template.jinja
     assert template.render(example.messages, example.tools) == saved.apply_chat_template(
-        example.messages, tools=example.tools, tokenize=False)
+        example.messages, tools=example.tools, tokenize=False, tools_text=example.tools.text,
+        tools_value=example.tools.value)

@@ -38,7 +38,7 @@ from typing import Any
 
 from instill.config import DataArgs
 from instill.console import say
-from instill.data.example import Example
+from instill.data.example import Example, RowTools
 from instill.data.formats import fill_placeholders, to_example, to_text
 from instill.data.media import attach_media
 from instill.data.multimodal import ImageInputs, encode_mixed
@@ -175,14 +175,28 @@ class TokenizedSet:
 
 def _encode_conversations(batch: dict, template: ChatTemplate, options: EncodeOptions,
                           media: ImageInputs | None = None) -> dict:
-    examples = [Example(json.loads(m), json.loads(t) if t else None, s)
-                for m, t, s in zip(batch["messages"], batch["tools"], batch["source"])]
+    examples = [Example(json.loads(m), _tools_of(t, text), s)
+                for m, t, text, s in zip(batch["messages"], batch["tools"], batch["tools_text"], batch["source"])]
     if "images" in batch:  # a dataset with an images column (data/multimodal.py)
         for example, images in zip(examples, batch["images"]):
             example.images = list(images)
         encoded = encode_mixed(examples, template, media, options)
         return {**_columns(encoded), "images": [e.images for e in examples]}
     return _columns(encode_batch(examples, template, options))
+
+
+def _tool_columns(example: Example) -> dict[str, str]:
+    """An Example's tools as dataset columns: the OpenAI tools as JSON, and the row's own text (RowTools)."""
+    tools = example.tools
+    return {"tools": json.dumps(tools, ensure_ascii=False) if tools else "",
+            "tools_text": tools.text if isinstance(tools, RowTools) else ""}
+
+
+def _tools_of(tools: str, text: str) -> list[dict] | None:
+    """The tools back from `_tool_columns`."""
+    if not tools:
+        return None
+    return RowTools(json.loads(tools), text) if text else json.loads(tools)
 
 
 def _columns(encoded: list) -> dict:
@@ -216,9 +230,11 @@ def _to_dataset(kind: Kind, items: list) -> Any:
 
     if kind == "text":
         return Dataset.from_dict({"source": [s for s, _ in items], "text": [t for _, t in items]})
+    tools = [_tool_columns(e) for e in items]
     columns = {
         "messages": [json.dumps(e.messages, ensure_ascii=False) for e in items],
-        "tools": [json.dumps(e.tools, ensure_ascii=False) if e.tools else "" for e in items],
+        "tools": [t["tools"] for t in tools],
+        "tools_text": [t["tools_text"] for t in tools],
         "source": [e.source for e in items],
     }
     if any(e.images for e in items):
@@ -517,8 +533,7 @@ def iterable_dataset(args: DataArgs, template: ChatTemplate, seed: int, kind: Ki
             for e in _iter_examples(some, args, seed):
                 if e.images:
                     raise DataError(f"{e.source}: streaming: true does not carry images yet; set streaming: false")
-                yield {"messages": json.dumps(e.messages, ensure_ascii=False),
-                       "tools": json.dumps(e.tools, ensure_ascii=False) if e.tools else "", "source": e.source}
+                yield {"messages": json.dumps(e.messages, ensure_ascii=False), **_tool_columns(e), "source": e.source}
 
     fn = _encode_texts if kind == "text" else _encode_conversations
     if args.mix_strategy == "concat" or len(names) < 2:
@@ -532,6 +547,6 @@ def iterable_dataset(args: DataArgs, template: ChatTemplate, seed: int, kind: Ki
                 "the rows of the others not read by then are not used (a stream cannot count them)")
     stream = stream.shuffle(seed=seed, buffer_size=args.buffer_size)
     stream = stream.map(fn, fn_kwargs={"template": template, "options": options}, batched=True, batch_size=_BATCH,
-                        remove_columns=["source", "text"] if kind == "text" else ["messages", "tools", "source"])
+                        remove_columns=["source", "text"] if kind == "text" else ["messages", "tools", "tools_text", "source"])
     stream = stream.filter(lambda row: row["response_tokens"] > 0)
     return stream.select_columns(["input_ids", "labels"])

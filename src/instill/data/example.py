@@ -7,13 +7,34 @@ template can render them unchanged:
     assistant turns that call tools: {"role": "assistant", "content": "",
         "tool_calls": [{"type": "function", "function": {"name": str, "arguments": dict}}]}
 
-Tools are OpenAI-style: [{"type": "function", "function": {"name", "description", "parameters"}}].
+Tools are OpenAI-style: [{"type": "function", "function": {"name", "description", "parameters"}}]; a row's
+tools also keep the column's own text (`RowTools`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class RowTools(list):
+    """A row's tools as OpenAI tools, with `text`: the tools column as LLaMA-Factory reads it (the row's string
+    as it is; a list or object as `json.dumps(..., ensure_ascii=False)`, as its OpenAI converter writes it).
+    LLaMA-Factory's phi4_mini template writes that text and its seed_oss format the JSON parsed from it, not the
+    OpenAI form (data/lf_tools.py). The text rides on the list so that it goes wherever the row's tools go
+    (training, evaluation, scoring); tools from elsewhere (a server request) are plain lists."""
+
+    def __init__(self, tools: Iterable[dict[str, Any]], text: str) -> None:
+        super().__init__(tools)
+        self.text = text
+
+    @functools.cached_property
+    def value(self) -> Any:
+        """The text parsed, as the row has it (bare or wrapped functions, a list or one object)."""
+        return json.loads(self.text)
 
 
 @dataclass

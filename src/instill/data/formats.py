@@ -19,7 +19,8 @@ its source ("file:line: reason").
   assistant turn; consecutive tool turns count as one (parallel tool results).
   Other keys of a turn (e.g. ``tool_call_id``, ``name``) are kept on the message.
 * tools: a JSON string or a list; bare ``{"name", "description", "parameters"}``
-  tools are wrapped as ``{"type": "function", "function": {...}}``.
+  tools are wrapped as ``{"type": "function", "function": {...}}``; the column's
+  own text is kept beside them (``RowTools``).
 
 Row columns no format consumed are kept in ``Example.extras``.
 """
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from instill.data.example import Example
+from instill.data.example import Example, RowTools
 from instill.data.registry import OPENAI_TAGS, SHAREGPT_TAGS, DatasetSpec
 from instill.errors import DataError
 
@@ -252,13 +253,15 @@ def _check_order(messages: list[dict], raw_roles: list[str], start: int, tags: d
 # ---------------------------------------------------------------- tools
 
 
-def _tools(row: dict, column: str | None) -> list[dict] | None:
-    """The tools column as OpenAI tools, or None when absent or empty."""
-    value = _maybe_json(row.get(column) if column else None, column)
+def _tools(row: dict, column: str | None) -> RowTools | None:
+    """The tools column as OpenAI tools with the column's text, or None when absent or empty."""
+    raw = row.get(column) if column else None
+    value = _maybe_json(raw, column)
     if value in (None, [], {}):
         return None
     tools = value if isinstance(value, list) else [value]
-    return [_tool(tool, i, column) for i, tool in enumerate(tools)]
+    text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)
+    return RowTools([_tool(tool, i, column) for i, tool in enumerate(tools)], text)
 
 
 def _tool(tool: Any, i: int, column: str) -> dict:

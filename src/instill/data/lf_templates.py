@@ -24,15 +24,15 @@ Where instill differs from LLaMA-Factory on purpose (tests/data/test_lf_template
   the input token — instill's labels are always the input ids);
 - text in the data that spells a control token stays text (data/tokenize.py);
 - a row whose tools column is an empty list writes no system turn (LLaMA-Factory's `if system or tools` sees
-  the text "[]" and writes an empty one);
+  the text "[]" and writes one: empty, or with phi4_mini's `<|tool|>[]<|/tool|>`);
 - instill's own `chatml` writes Hermes-style tool calls and its `empty` refuses tools (LLaMA-Factory's: the
   default format); `tool_format` gives LLaMA-Factory's text for them.
 
 Tools and tool calls are written in the name's tool format (data/lf_tools.py: LLaMA-Factory's `format_tools`
 after the system text, `format_function` for an assistant's tool calls, `format_observation` for tool
 results, consecutive results joined into one turn as its OpenAI converter does); `tool_format` replaces it
-(LLaMA-Factory's data_args.tool_format). The formats instill does not write (`gemma4`, `seed_oss`, and
-`phi4_mini`'s plain tools slot) refuse rows with tools by name.
+(LLaMA-Factory's data_args.tool_format). `phi4_mini` has no tools format but a plain slot, which writes the tools
+column's text as the row has it (lf_tools.ROW_TEXT).
 
 Vision-language names are accepted where instill trains the family (Qwen2-VL: `qwen2_vl`, `mimo_vl`, `keye_vl`,
 `dots_ocr`) or where the family's models are used for text too (`TEXT_TOO`: text only), and refused by name
@@ -114,6 +114,9 @@ def lookup(name: str, tokenizer: Any, default_system: str | None = None, enable_
     spec = table().get(name)
     if spec is None or (name in NATIVE and tool_format is None):
         return None
+    if tool_format is not None and tool_format not in lf_tools.FORMATS:
+        raise TemplateError(f"tool_format: {tool_format} is not a tool format of LLaMA-Factory 0.9.5 (choose from "
+                            f"{', '.join(sorted(lf_tools.FORMATS))})")
     why = refusal(name)
     if why:
         raise TemplateError(why)
@@ -177,24 +180,12 @@ def _expr(slots: list, spec: dict, content: str = "content") -> str:
 _TOOL_RESULTS_SEP = "\n</tool_response>\n<tool_response>\n"
 
 
-def _raise(message: str) -> str:
-    return "{{- raise_exception(" + literal(message) + ") -}}"
-
-
-def tool_format_refusal(tool_format: str | None) -> str | None:
-    """Why instill cannot write LLaMA-Factory's tool format `tool_format`, or None when it can."""
-    if tool_format in lf_tools.FORMATS:
-        return None
-    if tool_format is None:  # phi4_mini: a plain string slot around the tools column's text
-        return "LLaMA-Factory writes the tools column's text as the row has it, which instill does not keep"
-    return lf_tools.NOT_WRITTEN.get(tool_format, "not a tool format of LLaMA-Factory 0.9.5")
-
-
 def with_tool_format(spec: dict, tool_format: str) -> dict:
     """`spec` with LLaMA-Factory's data_args.tool_format: both tool formats replaced, and the tool-call turn
     written with the default assistant slots (content, then the eos unless `efficient_eos`)."""
     function = ["{{content}}"] if spec["efficient_eos"] else ["{{content}}", {"special": "eos_token"}]
-    return {**spec, "function": function, "function_tool_format": tool_format, "tools_tool_format": tool_format}
+    return {**spec, "function": function, "function_tool_format": tool_format, "tools_tool_format": tool_format,
+            "tools_formatter": "ToolFormatter"}
 
 
 def slots_jinja(name: str, spec: dict, default_system: str | None = None) -> str:
@@ -206,18 +197,12 @@ def slots_jinja(name: str, spec: dict, default_system: str | None = None) -> str
     open_t, close_t = spec["thought_words"]
     empty_thought = close_t if spec["class"] == "Glm47ReasoningTemplate" else open_t + close_t
     eos = _expr([{"special": "eos_token"}], spec)
-    tool_format = spec["tools_tool_format"]
-    why = tool_format_refusal(tool_format) or tool_format_refusal(spec["function_tool_format"])
-    if why:
-        out = [
-            "{%- if tools or messages | selectattr('role', 'equalto', 'tool') | list "
-            "or messages | selectattr('tool_calls', 'defined') | selectattr('tool_calls') | list -%}",
-            _raise(f"template '{name}' has no tool format in instill yet (LLaMA-Factory's '{tool_format}': {why}); "
-                   "use tool_format: qwen (or another LLaMA-Factory format), template: qwen or auto"),
-            "{%- endif -%}{%- set tool_text = '' -%}",
-        ]
+    out = [lf_tools.macros_jinja(spec["function_tool_format"])]
+    if spec["tools_formatter"] == "StringFormatter":  # phi4_mini: the tools column's text in a plain slot
+        out.append("{%- set tool_text = '' -%}{%- if tools -%}" + lf_tools.ROW_TEXT + "{%- set tool_text = "
+                   + _expr(spec["tools"], spec, "row_text") + " -%}{%- endif -%}")
     else:
-        out = [lf_tools.tools_jinja(tool_format)]
+        out.append(lf_tools.tools_jinja(spec["tools_tool_format"]))
     out += [
         "{%- set default_system = " + literal(spec["default_system"] if default_system is None else default_system)
         + " -%}",
@@ -256,9 +241,8 @@ def slots_jinja(name: str, spec: dict, default_system: str | None = None) -> str
                    + " -}}{%- endif -%}")
     # tool calls: LLaMA-Factory's function turn, the calls in the tool format after any text of the message
     out.append("{%- if message.get('tool_calls') -%}")
-    if not why:
-        out.append(lf_tools.calls_jinja(spec["function_tool_format"]))
-        out.append("{%- set content = content + calls_text -%}{{- " + _expr(spec["function"], spec) + " -}}")
+    out.append(lf_tools.calls_jinja(spec["function_tool_format"]))
+    out.append("{%- set content = content + calls_text -%}{{- " + _expr(spec["function"], spec) + " -}}")
     out.append("{%- else -%}{{- " + _expr(spec["assistant"], spec) + " -}}{%- endif -%}")
     if spec["efficient_eos"]:
         out.append("{{- " + eos + " -}}")

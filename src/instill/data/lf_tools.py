@@ -3,18 +3,21 @@ data/lf_templates.py writes from LLaMA-Factory's slots.
 
 Each format is two jinja pieces over instill's OpenAI-style messages (data/example.py): one sets `tool_text`,
 the tool list as the format writes it after the system text (`tool_formatter`), the other sets `calls_text`,
-an assistant message's `tool_calls` as the format writes them (`function_formatter`). The text is
-LLaMA-Factory's: its prompts (copied; Apache-2.0, (c) the LlamaFactory team), `json.dumps(..., ensure_ascii=
-False)` spacing and key order (transformers' `tojson` filter is that call), llama3's "Today Date" line
-(`date_string` when the caller gives one, as Llama 3.1's own template takes it, else today).
+an assistant message's `tool_calls` as the format writes them (`function_formatter`); gemma4 also has a macro
+(`macros_jinja`), put at the top of the template. The text is LLaMA-Factory's: its prompts (copied; Apache-2.0,
+(c) the LlamaFactory team), `json.dumps(..., ensure_ascii=False)` spacing and key order (transformers' `tojson`
+filter is that call), llama3's "Today Date" line (`date_string` when the caller gives one, as Llama 3.1's own
+template takes it, else today).
 
-Formats LLaMA-Factory has and instill does not write are in `NOT_WRITTEN`, each with the reason. The calls are
-read back from a model's answer by data/lf_tool_calls.py.
+seed_oss writes the tools column's JSON as the row has it (bare or wrapped functions), and phi4_mini's plain
+tools slot (`ROW_TEXT`) the column's text itself: the jinja takes them from `tools_value` and `tools_text`,
+which ChatTemplate.render gives for a row's tools (data/example.py `RowTools`); tools without them (a server
+request) are written as their functions in JSON, as LLaMA-Factory's API server writes a request's tools.
+
+The calls are read back from a model's answer by data/lf_tool_calls.py.
 """
 
 from __future__ import annotations
-
-from instill.key_policy import TOOL_FORMATS_NOT_WRITTEN
 
 # ------------------------------------------------------------------ LLaMA-Factory's prompts (tool_utils.py)
 
@@ -100,7 +103,14 @@ LING_TOOL_PROMPT = (
 
 LFM2_TOOL_PROMPT = "List of tools: <|tool_list_start|>{tool_text}<|tool_list_end|>"
 
-NOT_WRITTEN = TOOL_FORMATS_NOT_WRITTEN  # format -> why instill does not write it
+SEED_TOOL_PROMPT = (
+    "system\nYou are Doubao, a helpful AI assistant. You may call one or more functions to assist with the user query."
+    "Tool List:\nYou are authorized to use the following tools (described in JSON Schema format). Before performing "
+    "any task, you must decide how to call them based on the descriptions and parameters of these tools.{tool_text}\n"
+    "工具调用请遵循如下格式:\n<seed:tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>value_1"
+    "</parameter>\n<parameter=example_parameter_2>This is the value for the second parameter\nthat can span\nmultiple "
+    "lines</parameter>\n</function>\n</seed:tool_call>\n"
+)
 
 
 def _lit(text: str) -> str:
@@ -186,6 +196,64 @@ _LLAMA3_DATE = ("{%- if date_string is not defined -%}{%- if strftime_now is def
                 "{%- endif -%}{%- endif -%}")
 _QWEN_CALL = _add("'<tool_call>\\n' + " + _NAME_ARGS + " + '\\n</tool_call>'")
 
+# The functions of `tools` in ns.items (LLaMA-Factory's API server writes a request's tools so).
+_FUNCTIONS = _EACH_TOOL + _FN + "{%- set ns.items = ns.items + [fn] -%}{%- endfor -%}"
+# The tools column's text as the row has it, as `row_text` (phi4_mini's plain tools slot writes it).
+ROW_TEXT = ("{%- if tools_text is defined and tools_text is not none -%}{%- set row_text = tools_text -%}"
+            "{%- else -%}" + _FUNCTIONS + "{%- set row_text = ns.items | tojson -%}{%- endif -%}")
+# The tools column's JSON value, as `row_tools` (seed_oss writes it again).
+_ROW_TOOLS = ("{%- if tools_value is defined and tools_value is not none -%}{%- set row_tools = tools_value -%}"
+              "{%- else -%}" + _FUNCTIONS + "{%- set row_tools = ns.items -%}{%- endif -%}")
+
+_Q = '<|"|>'  # Gemma 4's string marker
+
+
+def _gemma4_tools() -> str:
+    """Gemma4ToolUtils.tool_formatter: one `declaration:name{...}` line per tool, strings between markers, types
+    upper-case, keys in the tool's order."""
+    quoted = "'" + _Q + "' ~ {} ~ '" + _Q + "'"
+    prop = ("{%- set ns.args = [] -%}"
+            "{%- if schema['description'] -%}{%- set ns.args = ns.args + ['description:' ~ "
+            + quoted.format("schema['description']") + "] -%}{%- endif -%}"
+            "{%- if schema['type'] -%}{%- set ns.args = ns.args + ['type:' ~ "
+            + quoted.format("(schema['type'] | string | upper)") + "] -%}{%- endif -%}"
+            "{%- set ns.names = ns.names + [pname ~ ':{' ~ ns.args | join(',') ~ '}'] -%}")
+    params = ("{%- set params = fn['parameters'] -%}{%- if params -%}{%- set ns.parts = [] -%}"
+              "{%- if params['properties'] -%}{%- set ns.names = [] -%}"
+              "{%- for pname, schema in params['properties'].items() -%}" + prop + "{%- endfor -%}"
+              "{%- set ns.parts = ns.parts + ['properties:{' ~ ns.names | join(',') ~ '}'] -%}{%- endif -%}"
+              "{%- if params['required'] -%}{%- set ns.parts = ns.parts + ['required:[' ~ "
+              + quoted.format("params['required'] | join('" + _Q + "," + _Q + "')") + " ~ ']'] -%}{%- endif -%}"
+              "{%- if params['type'] -%}{%- set ns.parts = ns.parts + ['type:' ~ "
+              + quoted.format("(params['type'] | string | upper)") + "] -%}{%- endif -%}"
+              "{%- set ns.text = ns.text ~ ',parameters:{' ~ ns.parts | join(',') ~ '}' -%}{%- endif -%}")
+    response = ("{%- set response = fn['response'] -%}{%- if response -%}{%- set ns.parts = [] -%}"
+                "{%- if response['description'] -%}{%- set ns.parts = ns.parts + ['description:' ~ "
+                + quoted.format("response['description']") + "] -%}{%- endif -%}"
+                "{%- if (response['type'] if 'type' in response else '') | string | upper == 'OBJECT' -%}"
+                "{%- set ns.parts = ns.parts + ['type:" + _Q + "OBJECT" + _Q + "'] -%}{%- endif -%}"
+                "{%- set ns.text = ns.text ~ ',response:{' ~ ns.parts | join(',') ~ '}' -%}{%- endif -%}")
+    return ("{%- set ns = namespace(items=[], text='', parts=[], names=[], args=[]) -%}{%- for tool in tools -%}"
+            + _FN + "{%- set ns.text = 'declaration:' ~ fn['name'] ~ '{description:' ~ "
+            + quoted.format("(fn['description'] if 'description' in fn else '')") + " -%}"
+            + params + response + "{%- set ns.items = ns.items + [ns.text ~ '}'] -%}{%- endfor -%}"
+            "{%- set tool_text = ns.items | join('\\n') -%}")
+
+
+# Gemma4ToolUtils' `_format_argument` (keys not marked): strings between markers, objects with sorted keys.
+_GEMMA4_VALUE = (
+    "{%- macro lf_gemma4_value(value) -%}"
+    "{%- if value is string -%}{{- '" + _Q + "' ~ value ~ '" + _Q + "' -}}"
+    "{%- elif value is boolean -%}{{- 'true' if value else 'false' -}}"
+    "{%- elif value is mapping -%}{{- '{' -}}{%- for key, item in value | dictsort(true) -%}"
+    "{{- (',' if not loop.first else '') ~ key ~ ':' ~ lf_gemma4_value(item) -}}{%- endfor -%}{{- '}' -}}"
+    "{%- elif value is none -%}{{- 'null' -}}"
+    "{%- elif value is sequence -%}{{- '[' -}}{%- for item in value -%}"
+    "{{- (',' if not loop.first else '') ~ lf_gemma4_value(item) -}}{%- endfor -%}{{- ']' -}}"
+    "{%- else -%}{{- value | string -}}{%- endif -%}"
+    "{%- endmacro -%}"
+)
+
 # format -> (jinja setting tool_text from `tools`, jinja setting calls_text from `message['tool_calls']`)
 FORMATS: dict[str, tuple[str, str]] = {
     "default": (
@@ -237,14 +305,29 @@ FORMATS: dict[str, tuple[str, str]] = {
                "\n"),
     ),
     "lfm2": (
-        _EACH_TOOL + _FN + "{%- set ns.items = ns.items + [fn] -%}{%- endfor -%}"
-        "{%- set tool_text = " + _prompt(LFM2_TOOL_PROMPT, tool_text="ns.items | tojson") + " -%}",
+        _FUNCTIONS + "{%- set tool_text = " + _prompt(LFM2_TOOL_PROMPT, tool_text="ns.items | tojson") + " -%}",
         _calls("{%- set ns.args = [] -%}{%- for key, value in args.items() -%}{%- set ns.args = ns.args + [key + '='"
                " + ('\"' + value + '\"' if value is string else value | tojson)] -%}{%- endfor -%}"
                + _add("fn['name'] + '(' + ns.args | join(', ') + ')'"), ", ", "'<|tool_call_start|>['",
                "']<|tool_call_end|>'"),
     ),
+    "gemma4": (
+        _gemma4_tools(),
+        _calls("{%- set ns.args = [] -%}{%- for key, value in args | dictsort(true) -%}"
+               "{%- set ns.args = ns.args + [key ~ ':' ~ lf_gemma4_value(value)] -%}{%- endfor -%}"
+               + _add("'<|tool_call>call:' ~ fn['name'] ~ '{' ~ ns.args | join(',') ~ '}<tool_call|>'"), ""),
+    ),
+    "seed_oss": (
+        _ROW_TOOLS + "{%- set tool_text = " + _prompt(SEED_TOOL_PROMPT, tool_text="'\\n' + (row_tools | tojson)")
+        + " -%}",
+        _calls(_xml_call("'\\n<seed:tool_call>\\n<function=' + fn['name']",
+                         "'\\n<parameter=' + key + '>' + " + _VALUE + " + '</parameter>'",
+                         "'\\n</function>\\n</seed:tool_call>'"), "\n"),
+    ),
 }
+
+# format -> jinja macros its pieces call, defined once at the top of the template
+_MACROS = {"gemma4": _GEMMA4_VALUE}
 
 
 def tools_jinja(tool_format: str) -> str:
@@ -255,3 +338,8 @@ def tools_jinja(tool_format: str) -> str:
 def calls_jinja(tool_format: str) -> str:
     """Jinja that sets `calls_text`: `message`'s tool calls as `tool_format` writes them."""
     return FORMATS[tool_format][1]
+
+
+def macros_jinja(tool_format: str) -> str:
+    """Jinja macros that `calls_jinja(tool_format)` calls ('' for most formats), for the top of the template."""
+    return _MACROS.get(tool_format, "")

@@ -22,6 +22,7 @@ from typing import Any
 
 from instill.config import DataArgs
 from instill.data import lf_templates
+from instill.data.example import RowTools
 from instill.errors import TemplateError
 
 Messages = list[dict[str, Any]]
@@ -55,6 +56,10 @@ class ChatTemplate:
 
     def render(self, messages: Messages, tools: list[dict] | None = None, add_generation_prompt: bool = False,
                **template_kwargs: Any) -> str:
+        """The template's text for `messages`. A row's tools (RowTools) also give the jinja `tools_text`, the
+        column's own text, and `tools_value`, that text parsed (LLaMA-Factory's phi4_mini and seed_oss write them)."""
+        if isinstance(tools, RowTools):
+            template_kwargs = {"tools_text": tools.text, "tools_value": tools.value, **template_kwargs}
         try:
             compiled = self._compiled()
             if compiled is None:
@@ -243,8 +248,9 @@ def get_template(choice: str | TemplateChoice, tokenizer: Any) -> ChatTemplate:
         jinja, end_of_turn, needs_system = from_lf
         if needs_system:
             jinja = _with_system(jinja, name, default_system, writes_own_default=True)
-        # LLaMA-Factory reads calls back in the name's tool format (its `extract_tool`), own jinja or not
-        tool_format = choice.tool_format or lf_templates.table()[name]["tools_tool_format"]
+        # calls are read back in the format the name writes them, own jinja or not (LLaMA-Factory's `extract_tool`
+        # reads with its tools formatter: the same format, except phi4_mini's plain tools slot, which reads none)
+        tool_format = choice.tool_format or lf_templates.table()[name]["function_tool_format"]
         template = ChatTemplate(name, jinja, tokenizer, end_of_turn, tool_format)
         template.end_of_turn = template.end_of_turn or _infer_end_of_turn(template, tokenizer)
         return template

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import copy
 import json
+import typing
 
 import pytest
 
+from instill.config import DataArgs
 from instill.data import lf_templates, lf_tools
 from instill.data.lf_tool_calls import FORMATS, FunctionCall
 from instill.data.templates import TemplateChoice, get_template
@@ -27,7 +29,10 @@ TIME = ("get_time", {"zone": "Europe/Paris"})
 # each written format -> a LLaMA-Factory template name whose own tool format it is
 WRITERS = {"default": "default", "qwen": "qwen3", "ling": "bailing_v2", "mistral": "mistral", "glm4": "glm4",
            "glm4_moe": "glm4_moe", "llama3": "llama3", "qwen3_5": "qwen3_5", "minimax1": "minimax1",
-           "minimax2": "minimax2", "lfm2": "lfm2"}
+           "minimax2": "minimax2", "lfm2": "lfm2", "gemma4": "gemma4", "seed_oss": "seed_oss"}
+# Control text a template's own slot writes before the calls, which its format's reader does not expect: Gemma 4's
+# `<|tool>` (a control token of its tokenizer, which decoding skips; plain text for this stand-in).
+HEADS = {"gemma4": "<|tool>"}
 # (template name, tool_format key or None): each format through its own template, and through `tool_format` on
 # another (LLaMA-Factory's data_args.tool_format writes the calls with the assistant's slots)
 CASES = [(name, None) for name in WRITERS.values()] + [("alpaca", f) for f in lf_tools.FORMATS]
@@ -41,10 +46,11 @@ def base_tokenizer(qwen2_tokenizer):
     return tokenizer
 
 
-def written_answer(template, calls, content="", tail="") -> str:
+def written_answer(template, calls, content="", tail="", head="") -> str:
     """The assistant's part of a conversation ending in `calls`, as the server decodes it: up to its end of turn,
-    or to `tail`, the control text the template writes after the calls (a control token of the model's own
-    tokenizer, which decoding skips; plain text for this stand-in)."""
+    or to `tail`, the control text the template writes after the calls, and from after `head`, the control text
+    before them (control tokens of the model's own tokenizer, which decoding skips; plain text for this
+    stand-in)."""
     user = [{"role": "user", "content": "Weather in Paris?"}]
     prompt = template.render(user, TOOLS, add_generation_prompt=True)
     turn = {"role": "assistant", "content": content,
@@ -53,6 +59,7 @@ def written_answer(template, calls, content="", tail="") -> str:
     assert full.startswith(prompt)
     answer = full[len(prompt):].split(template.end_of_turn)[0]
     answer = answer.split(tail)[0] if tail else answer
+    answer = answer.removeprefix(head)
     ids = template.tokenizer(answer, add_special_tokens=False)["input_ids"]
     return template.tokenizer.decode(ids, skip_special_tokens=True)
 
@@ -69,7 +76,8 @@ def test_each_format_reads_back_what_it_writes(base_tokenizer, name, tool_format
     assert template.tool_format == fmt
     calls = [WEATHER] if fmt == "glm4" else [WEATHER, TIME]  # GLM-4 writes one call per turn
     slot = next(s for s in lf_templates.table()[name]["function"] if isinstance(s, str) and "{{content}}" in s)
-    text = written_answer(template, calls, tail="" if tool_format else slot.split("{{content}}")[1])
+    text = written_answer(template, calls, tail="" if tool_format else slot.split("{{content}}")[1],
+                          head="" if tool_format else HEADS.get(fmt, ""))
 
     extracted = FORMATS[fmt].extract(text)
     assert [(c.name, json.loads(c.arguments)) for c in extracted] == calls, text
@@ -81,7 +89,9 @@ def test_each_format_reads_back_what_it_writes(base_tokenizer, name, tool_format
 
 
 def test_the_table_has_every_llamafactory_format():
-    assert set(FORMATS) == set(lf_tools.FORMATS) | set(lf_tools.NOT_WRITTEN)
+    assert set(FORMATS) == set(lf_tools.FORMATS)
+    names, _ = typing.get_args(DataArgs.model_fields["tool_format"].annotation)  # Literal[...] | None
+    assert set(typing.get_args(names)) == set(FORMATS)  # the config accepts every format
     assert set(WRITERS) == set(lf_tools.FORMATS)
     assert all(lf_templates.table()[name]["tools_tool_format"] == fmt for fmt, name in WRITERS.items())
 
@@ -92,6 +102,7 @@ def test_the_template_knows_its_tool_format(qwen2_tokenizer, base_tokenizer):
     assert get_template("llama3", base_tokenizer).tool_format == "llama3"
     assert get_template("qwen3", qwen2_tokenizer).tool_format == "qwen"  # Qwen's own jinja, LLaMA-Factory's format
     assert get_template(TemplateChoice("qwen", tool_format="glm4"), base_tokenizer).tool_format == "glm4"
+    assert get_template("phi4_mini", base_tokenizer).tool_format == "default"  # the format its calls are written in
     for name in ("auto", "qwen", "chatml"):
         assert get_template(name, qwen2_tokenizer).tool_format is None
 
