@@ -6,8 +6,8 @@ number of optimizer steps), same threads; each tool runs alone in its own subpro
 
 - instill: `instill train` on a generated YAML (its defaults: loss only where labels are trained,
   length-grouped batches, the shared prefix; lora_dropout 0); its variants: `instill-unshared`
-  (share_prefix: false), `instill-dropout` (lora_dropout 0.05: the shared prefix turns itself off),
-  `instill-dropout-shared` (lora_dropout 0.05 with share_prefix_with_dropout), `instill-ckpt`
+  (share_prefix: false), `instill-dropout` (lora_dropout 0.05, the prefix shared with one dropout mask),
+  `instill-dropout-unshared` (lora_dropout 0.05 with share_prefix_with_dropout false: every row in full), `instill-ckpt`
   (gradient_checkpointing: true); `--set KEY=VALUE` adds keys to every instill row (flash_attn=fa2,
   packing=true, torch_compile=true, enable_liger_kernel=true, quantization_bit=4);
 - hf: the seeds' recipe: chat template -> ids with prompt labels -100, a plain `Trainer` with
@@ -68,7 +68,7 @@ VARIANTS = {
     "instill": {},
     "instill-unshared": {"share_prefix": False},
     "instill-dropout": {"lora_dropout": 0.05},
-    "instill-dropout-shared": {"lora_dropout": 0.05, "share_prefix_with_dropout": True},
+    "instill-dropout-unshared": {"lora_dropout": 0.05, "share_prefix_with_dropout": False},
     "instill-ckpt": {"gradient_checkpointing": True},
     "llamafactory": {},
     "llamafactory-ckpt": {"disable_gradient_checkpointing": False},  # LLaMA-Factory's default

@@ -82,14 +82,14 @@ def test_checkpointing_functions_other_than_torchs_run_unshared(tiny_qwen2, tmp_
     assert trainer.batch_counts["shared"] == 60 and trainer.share_prefix  # only the first batch; still on
 
 
-def test_dropout_shares_only_when_asked_and_checkpointing_recomputes_its_masks(tiny_qwen2, tmp_path):
+def test_dropout_shares_unless_told_not_to_and_checkpointing_recomputes_its_masks(tiny_qwen2, tmp_path):
     model, base = _model(tiny_qwen2, "qwen2", "lora", lora_dropout=0.3)
     batch = _prefixed_batch(base.config.vocab_size)
     items = torch.tensor(int((batch["labels"] != IGNORE_INDEX).sum()))
-    off = LabelledLossTrainer(model=model, args=_args(tmp_path))
+    off = LabelledLossTrainer(model=model, args=_args(tmp_path), share_prefix_with_dropout=False)
     off.compute_loss(model, dict(batch))
     assert off.batch_counts["shared"] == 0  # lora_dropout is active: per-row masks, one pass
-    on = LabelledLossTrainer(model=model, args=_args(tmp_path), share_prefix_with_dropout=True)
+    on = LabelledLossTrainer(model=model, args=_args(tmp_path))  # the default shares under dropout
     runs = []
     for checkpointing in (False, True):
         if checkpointing:

@@ -10,7 +10,8 @@ row's, shared anyway) and the rows' pass through the checkpointed layers, which 
 (it stores nothing, so a layer's recompute reads what its forward read) with torch's non-reentrant
 checkpoint (a reentrant one would not send gradients into the prefix it read): the same loss and
 gradients. Active dropout gives every row the prefix's one dropout mask, which differs from per-row
-masks: sharing is off under dropout unless `share_prefix_with_dropout`.
+masks (measured within seed noise: bench/bench_prefix_dropout.py); `share_prefix_with_dropout: false` turns
+sharing off under dropout.
 
 It is off where it would not be exact or not apply: DeepSpeed / FSDP (the prefix pass runs outside their
 forward), packed rows, images, sliding-window attention, router losses, a checkpointing function other
@@ -127,7 +128,7 @@ class PrefixSharing:
 
     min_length = 16  # tokens; a shorter common prefix is not worth a second forward call
 
-    def __init__(self, model: nn.Module, *, wanted: bool, with_dropout: bool = False, processes: str) -> None:
+    def __init__(self, model: nn.Module, *, wanted: bool, with_dropout: bool = True, processes: str) -> None:
         """model: unwrapped; with_dropout: share under active dropout too (one mask for every row's prefix);
         processes: accelerate's distributed type (one process or plain DDP can share)."""
         self.on = (wanted and can_share_prefix(model) and (processes == "NO" or processes.startswith("MULTI_")))

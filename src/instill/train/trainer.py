@@ -73,7 +73,7 @@ class LabelledLossTrainer(SeededLengthGroups, Trainer):
 
     force_head_hook = False  # tests set it to exercise the path for models without `logits_to_keep`
 
-    def __init__(self, *args: Any, share_prefix: bool = True, share_prefix_with_dropout: bool = False,
+    def __init__(self, *args: Any, share_prefix: bool = True, share_prefix_with_dropout: bool = True,
                  sft_loss: SftLoss | None = None, reference: nn.Module | None = None, **kwargs: Any) -> None:
         """share_prefix_with_dropout: share under active dropout too; sft_loss: DFT / EAFT / ASFT instead of
         cross-entropy; reference: ASFT's frozen model (None: the model with its adapter disabled)."""
