@@ -10,8 +10,8 @@ less SFT followed by GRPO with the labels as reward? Runs, one after another (ea
     #    the GRPO run gets SIGTERM, instill's safe stop: it saves a checkpoint after the current step
     instill train examples/fudan_news_lora.yaml num_train_epochs=1 ...
     instill train examples/fudan_news_lora.yaml stage=grpo adapter_name_or_path=<B's SFT> reward_funcs=label_match ...
-    # both, on the 200 held-out rows: score mode (the labels ranked by likelihood) and generate mode (greedy
-    # answers, the label read from them)
+    # A, B and B's SFT adapter before GRPO, on the 200 held-out rows: score mode (the labels ranked by
+    # likelihood) and generate mode (greedy answers, the label read from them)
     instill eval examples/fudan_news_lora.yaml adapter_name_or_path=... eval_mode=score|generate
 
 and prints one table: each recipe's training wall time, accuracy and macro-F1 in both modes. GRPO: 4 answers
@@ -102,9 +102,10 @@ def main() -> int:
             "global_step"]
 
     rows = []
-    for name, adapter, seconds in (("A: SFT alone", a_out, a_time), ("B: SFT, then GRPO", b_adapter,
-                                                                        b_sft_time + b_rl_time)):
-        scores = {mode: evaluate(adapter, name[0], work, [*common, *evals], mode) for mode in ("score", "generate")}
+    recipes = (("A: SFT alone", "A", a_out, a_time), ("B: SFT, then GRPO", "B", b_adapter, b_sft_time + b_rl_time),
+               ("B's SFT before GRPO (for reference)", "B-sft", b_sft, b_sft_time))
+    for name, short, adapter, seconds in recipes:
+        scores = {mode: evaluate(adapter, short, work, [*common, *evals], mode) for mode in ("score", "generate")}
         rows.append((name, seconds, scores))
 
     print(f"\nSmolLM2-135M-Instruct, LoRA r=16 (examples/fudan_news_lora.yaml), 120 training rows, 200 held out; "
