@@ -11,8 +11,10 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
 STEPS = ["environment", "models", "SmolLM2 sdpa", "tiny Qwen2 sdpa", "SmolLM2 fa2 packing", "SmolLM2 torch_compile",
          "SmolLM2 liger", "tiny Qwen2 fa2 packing", "tiny Qwen2 torch_compile", "tiny Qwen2 liger",
-         "SmolLM2 QLoRA 4-bit", "SmolLM2 torchrun DDP 1 GPU", "instill serve, 16 clients"]
-OPTIONAL = {"fa2 packing": "flash_attn", "liger": "liger_kernel", "QLoRA": "bitsandbytes", "serve": "openai"}
+         "SmolLM2 QLoRA 4-bit", "SmolLM2 torchrun DDP 1 GPU", "instill serve, 16 clients",
+         "instill eval, infer_backend vllm", "GPTQ 4-bit export"]
+OPTIONAL = {"fa2 packing": "flash_attn", "liger": "liger_kernel", "QLoRA": "bitsandbytes", "serve": "openai",
+            "vllm": "vllm", "GPTQ": "gptqmodel"}
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess:

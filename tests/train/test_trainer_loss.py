@@ -211,7 +211,10 @@ def test_shared_prefix_is_off_where_it_would_not_be_exact(tiny_qwen2, tmp_path):
     model.train()
     batch = _prefixed_batch(model.config.vocab_size)
     model.config.attention_dropout = 0.1  # one dropout mask for every row's prefix would differ from per-row masks
-    trainer = LabelledLossTrainer(model=model, args=args)
+    default = LabelledLossTrainer(model=model, args=args)
+    default.compute_loss(model, dict(batch))
+    assert default.batch_counts["shared"] == 60  # shared under dropout by default (measured within seed noise)
+    trainer = LabelledLossTrainer(model=model, args=args, share_prefix_with_dropout=False)
     trainer.compute_loss(model, dict(batch))
     assert trainer.batch_counts["shared"] == 0
     model.eval()  # no dropout in evaluation: shared
