@@ -181,3 +181,53 @@ def test_a_row_that_finishes_at_prefill_never_enters_the_decode(served):
     row, answer = make_row(served, "tiny", QUESTIONS[0], 1)
     assert batch.admit([row]) == [row] and len(batch) == 0 and batch.cache is None
     assert answer.end == ("end", "length") and row.tokens == 1
+
+
+def test_growing_layer_gives_what_dynamic_layer_gives_and_copies_nothing_per_step():
+    """GrowingLayer (continuous.py) against transformers' DynamicLayer, through what RunningBatch does to a cache:
+    prefill, decode steps (which must write into spare room, not copy), a merge, a row cut and a column cut."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from instill.infer.serve.continuous import GrowingLayer
+
+    torch.manual_seed(0)
+    grow, plain = GrowingLayer(), DynamicLayer()
+
+    def both(fn):
+        for layer in (grow, plain):
+            fn(layer)
+
+    def update(n, batch):
+        k, v = torch.randn(batch, 2, n, 4), torch.randn(batch, 2, n, 4)
+        out = [layer.update(k, v) for layer in (grow, plain)]
+        for a, b in zip(*out):
+            assert torch.equal(a, b)
+        return out[0]
+
+    update(5, 3)  # prefill
+    keys, _ = update(1, 3)
+    buffer = keys.untyped_storage().data_ptr()
+    for _ in range(70):  # past the first buffer's room: it grows once, then again writes in place
+        keys, _ = update(1, 3)
+    assert keys.shape == (3, 2, 76, 4)
+    grown = keys.untyped_storage().data_ptr()
+    assert grown != buffer
+    update(1, 3)
+    assert grow.keys.untyped_storage().data_ptr() == grown  # in place: no copy of the cache
+    extra = torch.randn(2, 2, 77, 4), torch.randn(2, 2, 77, 4)  # a merge, as RunningBatch.admit does it
+
+    def merge(layer):
+        layer.keys, layer.values = torch.cat([layer.keys, extra[0]]), torch.cat([layer.values, extra[1]])
+
+    both(merge)
+    update(1, 5)
+    both(lambda layer: layer.batch_select_indices(torch.tensor([0, 2, 4])))  # rows retired
+    update(1, 3)
+
+    def cut(layer):  # columns only padding uses, cut as RunningBatch._retire does
+        layer.keys, layer.values = layer.keys[:, :, 10:], layer.values[:, :, 10:]
+
+    both(cut)
+    keys, values = update(1, 3)
+    assert keys.shape == (3, 2, 70, 4) and torch.equal(values, plain.values)

@@ -1,7 +1,8 @@
 """Continuous batching: requests join the running batch at every decode step and leave as they finish.
 
-`RunningBatch` holds the rows decoding together and one KV cache (transformers' `DynamicCache`, rows
-left-padded to a common length, an attention mask marking the padding). Each step of
+`RunningBatch` holds the rows decoding together and one KV cache (transformers' `DynamicCache` whose layers
+are `GrowingLayer`s, which append a step in place; rows left-padded to a common length, an attention mask
+marking the padding). Each step of
 `ContinuousBatcher`'s worker:
 
 1. admit: queued rows, up to the free slots, are prefilled as a left-padded batch of their own; their
@@ -54,6 +55,53 @@ def continuous_reason(model: Any, media: Any = None) -> str | None:
     return None
 
 
+class GrowingLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys and values are views of a buffer with room to grow.
+
+    `DynamicLayer.update` concatenates the new position onto the whole cache, copying every cached key
+    and value of the batch at each decode step: 19% of a 12-row step of SmolLM2-135M on a CPU (torch
+    profiler). Here the new position is written into spare room (the buffer doubles when full), so a
+    step copies nothing. Whatever replaces `keys`/`values` from outside (a merge, a row or column cut)
+    is taken over into a new buffer at the next update: one copy per event, not per step.
+    """
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._views: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        views = self._views
+        ours = views is not None and self.keys is views[0] and self.values is views[1]
+        length = self.keys.shape[-2] if self.keys.numel() else 0
+        needed = length + key_states.shape[-2]
+        if not ours or needed > self._buffers[0].shape[-2] or self._buffers[0].shape[0] != key_states.shape[0]:
+            room = max(2 * needed, 64)
+            buffers = []
+            for old, new in ((self.keys, key_states), (self.values, value_states)):
+                buffer = new.new_empty((*new.shape[:-2], room, new.shape[-1]))
+                if length:
+                    buffer[..., :length, :] = old
+                buffers.append(buffer)
+            self._buffers = (buffers[0], buffers[1])
+        keys, values = self._buffers
+        keys[..., length:needed, :] = key_states
+        values[..., length:needed, :] = value_states
+        self.keys, self.values = keys[..., :needed, :], values[..., :needed, :]
+        self._views = (self.keys, self.values)
+        return self.keys, self.values
+
+
+def _growing_cache(config: Any) -> DynamicCache:
+    """A DynamicCache for `config` (plain full attention: `continuous_reason` is None) of GrowingLayers."""
+    cache = DynamicCache(config=config)
+    cache.layers = [GrowingLayer() for _ in cache.layers]
+    return cache
+
+
 def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     """`t` padded with zeros on the left of `dim` (-1 or -2) to `width`."""
     missing = width - t.shape[dim]
@@ -101,7 +149,7 @@ class RunningBatch:
         rows = list(rows)
         ids, mask = pad_batch([row.prompt for row in rows], self.pad_id, "left")
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate
-        cache = DynamicCache(config=self.model.config)
+        cache = _growing_cache(self.model.config)
         logits = self._forward(rows, input_ids=ids, attention_mask=mask, position_ids=positions,
                                past_key_values=cache)
         tokens = self._pick(rows, logits)
