@@ -8,7 +8,7 @@ number of optimizer steps), same threads; each tool runs alone in its own subpro
   length-grouped batches, the shared prefix; lora_dropout 0); its variants: `instill-unshared`
   (share_prefix: false), `instill-dropout` (lora_dropout 0.05, the prefix shared with one dropout mask),
   `instill-dropout-unshared` (lora_dropout 0.05 with share_prefix_with_dropout false: every row in full), `instill-ckpt`
-  (gradient_checkpointing: true); `--set KEY=VALUE` adds keys to every instill row (flash_attn=fa2,
+  (gradient_checkpointing: true), `instill-packed` (packing: true, which leaves nothing to share); `--set KEY=VALUE` adds keys to every instill row (flash_attn=fa2,
   packing=true, torch_compile=true, enable_liger_kernel=true, quantization_bit=4);
 - hf: the seeds' recipe: chat template -> ids with prompt labels -100, a plain `Trainer` with
   `DataCollatorForSeq2Seq` (pad to the longest), random order;
@@ -70,6 +70,7 @@ VARIANTS = {
     "instill-dropout": {"lora_dropout": 0.05},
     "instill-dropout-unshared": {"lora_dropout": 0.05, "share_prefix_with_dropout": False},
     "instill-ckpt": {"gradient_checkpointing": True},
+    "instill-packed": {"packing": True},  # rows packed into cutoff_len (no common prefix, so nothing shared)
     "llamafactory": {},
     "llamafactory-ckpt": {"disable_gradient_checkpointing": False},  # LLaMA-Factory's default
 }
