@@ -36,6 +36,8 @@ import yaml
 from bench_defaults import LEARNING_KEYS
 from bench_fudan_tuned import CONFIG, instill, split_fudan
 
+from instill.defaults import learning_defaults
+
 SETTINGS = {
     "defaults": {},  # nothing set: src/instill/defaults.py decides
     "lr 1e-3": {"learning_rate": 1e-3},
@@ -49,8 +51,9 @@ SAME_AS_DEFAULTS = {"share_prefix false"}  # exact without dropout (tested): eva
 THUC_SYSTEM = "你是中文新闻标题分类器。可选类别只有：{labels}。只输出一个类别，不要解释。"
 
 
-def thucnews(source: Path, work: Path, per_class: int) -> Path:
-    """THUCNews headlines as chat rows with a `label` column, split 40/60 and registered as thuc_train/_val."""
+def thucnews(source: Path, work: Path, per_class: int) -> tuple[Path, list[str]]:
+    """THUCNews headlines as chat rows with a `label` column, split 40/60 and registered as thuc_train/_val;
+    the directory and the labels."""
     labels = (source / "class.txt").read_text(encoding="utf-8").split()
     by_label: dict[str, list[str]] = {}
     for line in (source / "test.txt").read_text(encoding="utf-8").splitlines():
@@ -67,7 +70,7 @@ def thucnews(source: Path, work: Path, per_class: int) -> Path:
     whole.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     instill("data", "split", str(whole), "--ratios", "0.4,0.6", "--out-dir", str(data), "--stratify", "label",
             "--register", str(data / "dataset_info.json"), "--name", "thuc", "--seed", "42")
-    return data
+    return data, labels
 
 
 def _base_config(name: str, work: Path, args: argparse.Namespace) -> tuple[dict, int]:
@@ -75,15 +78,15 @@ def _base_config(name: str, work: Path, args: argparse.Namespace) -> tuple[dict,
     base = {k: v for k, v in yaml.safe_load(CONFIG.read_text(encoding="utf-8")).items() if k not in LEARNING_KEYS}
     if name == "fudan":
         return base | {"dataset_dir": str(split_fudan(work)), "cutoff_len": 256}, 120
-    labels = (args.thucnews / "class.txt").read_text(encoding="utf-8").split()
-    return base | {"dataset_dir": str(thucnews(args.thucnews, work, args.per_class)), "dataset": "thuc_train",
+    data, labels = thucnews(args.thucnews, work, args.per_class)
+    return base | {"dataset_dir": str(data), "dataset": "thuc_train",
                    "eval_dataset": "thuc_val", "labels": ",".join(labels), "cutoff_len": 192}, 4 * args.per_class
 
 
 def _every(setting: dict, rows: int, points: int) -> tuple[int, int]:
     """(save_steps, total steps): a divisor of the run's updates near 1/points of them, so the last step is a point."""
-    batch = setting.get("per_device_train_batch_size", 4)
-    accum = setting.get("gradient_accumulation_steps", 2 if "per_device_train_batch_size" not in setting else 1)
+    keys = learning_defaults(setting) | setting  # the batch instill's defaults choose, else the setting's own
+    batch, accum = keys.get("per_device_train_batch_size", 8), keys.get("gradient_accumulation_steps", 1)
     total = math.ceil(rows / batch / accum) * 3
     return min((d for d in range(1, total + 1) if total % d == 0), key=lambda d: abs(d - total / points)), total
 
@@ -98,6 +101,10 @@ def seconds_at(out: Path) -> dict[int, float]:
             seen = record["tokens_seen"]
             seconds[record["step"]] = clock
     return seconds
+
+
+def _save(path: Path, results: dict) -> None:
+    path.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 def main() -> int:
@@ -142,7 +149,7 @@ def main() -> int:
                 "seconds": {str(k): v for k, v in seconds_at(out).items()},  # JSON keys
                 "resolved": {k: resolved.get(k) for k in ("learning_rate", "lora_rank", "per_device_train_batch_size",
                                                           "gradient_accumulation_steps", "num_train_epochs")}}
-            (work / "curve.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+            _save(saved, results)
     if args.phase == "train":
         print(f"outputs: {work} (curve.json); evaluate with --phase eval --workdir {work}")
         return 0
@@ -167,7 +174,7 @@ def main() -> int:
                 metrics = json.loads((where / "metrics.json").read_text(encoding="utf-8"))
                 run["points"].append({"step": step, "seconds": run["seconds"][str(step)],
                                       "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
-            (work / "curve.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+            _save(saved, results)
     for set_name, result in results.items():
         _table(set_name, result)
     if args.plot:
