@@ -4,9 +4,11 @@ Same model (SmolLM2-135M-Instruct from the packaged GGUF, or --model DIR), same 
 hyperparameters (LoRA r=8 alpha 16 on all linear layers, batch x accumulation, cutoff, lr, a fixed
 number of optimizer steps), same threads; each tool runs alone in its own subprocess:
 
+- every tool's LoRA has `--lora-dropout` (default 0; 0.05 as many users' YAMLs write it);
 - instill: `instill train` on a generated YAML (its defaults: loss only where labels are trained,
-  length-grouped batches, the shared prefix; lora_dropout 0); its variants: `instill-unshared`
-  (share_prefix: false), `instill-dropout` (lora_dropout 0.05, the prefix shared with one dropout mask),
+  length-grouped batches, the shared prefix); its variants: `instill-unshared`
+  (share_prefix: false), `instill-no-dropout` (lora_dropout 0 whatever --lora-dropout says), `instill-dropout`
+  (lora_dropout 0.05, the prefix shared with one dropout mask),
   `instill-dropout-unshared` (lora_dropout 0.05 with share_prefix_with_dropout false: every row in full), `instill-ckpt`
   (gradient_checkpointing: true), `instill-packed` (packing: true, which leaves nothing to share); `--set KEY=VALUE` adds keys to every instill row (flash_attn=fa2,
   packing=true, torch_compile=true, enable_liger_kernel=true, quantization_bit=4);
@@ -67,6 +69,7 @@ DATA = {
 VARIANTS = {
     "instill": {},
     "instill-unshared": {"share_prefix": False},
+    "instill-no-dropout": {"lora_dropout": 0.0},
     "instill-dropout": {"lora_dropout": 0.05},
     "instill-dropout-unshared": {"lora_dropout": 0.05, "share_prefix_with_dropout": False},
     "instill-ckpt": {"gradient_checkpointing": True},
@@ -118,10 +121,10 @@ def _hparams(a: argparse.Namespace) -> dict:
                 include_num_input_tokens_seen="non_padding")
 
 
-def _lora():
+def _lora(a: argparse.Namespace):
     from peft import LoraConfig
 
-    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=a.lora_dropout, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
 def _encode(tokenizer, messages: list[dict], cutoff: int) -> dict:
@@ -151,7 +154,7 @@ def worker_hf(a: argparse.Namespace, rows: list[list[dict]], out: Path) -> None:
     features = [_encode(tokenizer, m, a.cutoff) for m in rows]
     labelled = sum(sum(x != -100 for x in f["labels"][1:]) for f in features)
     fraction = labelled / sum(len(f["input_ids"]) for f in features)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32), _lora())
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32), _lora(a))
     trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(out.parent / "hf"), **_hparams(a)),
                       train_dataset=features, data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True))
     _finish(trainer, trainer.train(), fraction, out)
@@ -172,7 +175,7 @@ def worker_trl(a: argparse.Namespace, rows: list[list[dict]], out: Path) -> None
                        **_hparams(a))
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
-                         peft_config=_lora())
+                         peft_config=_lora(a))
     _finish(trainer, trainer.train(), fraction, out)
 
 
@@ -183,12 +186,16 @@ WORKERS = {"hf": worker_hf, "trl": worker_trl}
 
 def _train_yaml(a: argparse.Namespace, data_dir: Path, out: Path, info: str) -> dict:
     keys = {"model_name_or_path": a.model, "stage": "sft", "do_train": True, "finetuning_type": "lora",
-            "lora_target": "all", "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0, "dataset": "rows",
+            "lora_target": "all", "lora_rank": 8, "lora_alpha": 16, "lora_dropout": a.lora_dropout, "dataset": "rows",
             "dataset_dir": str(data_dir), "cutoff_len": a.cutoff, "output_dir": str(out),
             "overwrite_output_dir": True, "per_device_train_batch_size": a.batch,
             "gradient_accumulation_steps": a.accum, "learning_rate": a.lr, "max_steps": a.steps,
             "lr_scheduler_type": "linear", "warmup_ratio": 0.0, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
             "bf16": a.precision == "bf16", "gradient_checkpointing": a.checkpointing, "seed": 42}
+    if a.profile:  # the same torch.profiler keys in both tools: the second optimizer step, CPU ops only
+        keys.update(enable_torch_profiler=True, profiler_wait_steps=1, profiler_warmup_steps=0,
+                    profiler_active_steps=1, profiler_repeat=1, profiler_record_shapes=False,
+                    profiler_profile_memory=False, profiler_with_stack=False)
     if info == "instill":
         keys.update(template="auto", torch_num_threads=a.threads)
     else:
@@ -367,6 +374,10 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing in every tool")
+    parser.add_argument("--lora-dropout", type=float, default=0.0, help="every tool's lora_dropout (default 0)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instill and LLaMA-Factory rows: torch.profiler over the second optimizer step "
+                             "(output_dir/profiler; bench/profile_breakdown.py reads it); times include its cost")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)

@@ -99,7 +99,7 @@ def test_freeze_trains_only_last_layers(tiny_qwen2, memo_dir, tmp_path):
 
 def test_resume_continues_from_the_right_step(tiny_qwen2, memo_dir, tmp_path):
     out = tmp_path / "resume"
-    kwargs = dict(max_steps=8, save_strategy="steps", save_steps=4, logging_steps=1, lora_dropout=0.0)
+    kwargs = dict(max_steps=8, save_strategy="steps", save_steps=4, logging_steps=1, lora_dropout=0.1)
     run_training(config(tiny_qwen2, memo_dir, out, **kwargs))
     straight = load_file(out / "adapter_model.safetensors")
     assert (out / "checkpoint-4").is_dir() and (out / "checkpoint-8").is_dir()

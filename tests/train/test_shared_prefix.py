@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from instill.data.tokenize import IGNORE_INDEX
+from instill.model.lora_dropout import fuse_lora_dropout
 from instill.train.trainer import LabelledLossTrainer
 from tests.train.test_trainer_loss import _loss_and_grads, _prefixed_batch
 
@@ -82,8 +83,11 @@ def test_checkpointing_functions_other_than_torchs_run_unshared(tiny_qwen2, tmp_
     assert trainer.batch_counts["shared"] == 60 and trainer.share_prefix  # only the first batch; still on
 
 
-def test_dropout_shares_unless_told_not_to_and_checkpointing_recomputes_its_masks(tiny_qwen2, tmp_path):
+@pytest.mark.parametrize("fused", [False, True], ids=["peft-dropout", "fused-dropout"])
+def test_dropout_shares_unless_told_not_to_and_checkpointing_recomputes_its_masks(tiny_qwen2, tmp_path, fused):
     model, base = _model(tiny_qwen2, "qwen2", "lora", lora_dropout=0.3)
+    if fused:  # what a CPU run trains with (model/lora_dropout.py)
+        assert fuse_lora_dropout(model) == 2 * 7
     batch = _prefixed_batch(base.config.vocab_size)
     items = torch.tensor(int((batch["labels"] != IGNORE_INDEX).sum()))
     off = LabelledLossTrainer(model=model, args=_args(tmp_path), share_prefix_with_dropout=False)

@@ -28,6 +28,7 @@ from instill.hub import check_hub_upload, hub_token_env, resolve_model_args
 from instill.model.adapters import apply_method, check_adapters, count_parameters, describe_parameters
 from instill.model.footprint import check_free_disk, checkpoint_bytes
 from instill.model.load import Precision, check_precision, check_speed_flags, device_type, load_model, load_tokenizer
+from instill.model.lora_dropout import fuse_lora_dropout
 from instill.model.processor import load_image_inputs
 from instill.model.rope import save_rope, training_rope
 from instill.model.vocab import embedding_modules
@@ -339,6 +340,9 @@ def _run_locked(config: RunConfig, stage: Stage, precision: Precision, resume: s
     config = _train_new_rows(config, model)
     model = apply_method(model, config.method, m.adapter_name_or_path, total_steps, m.adapter_folder,
                          upcast=not t.pure_bf16)
+    if device_type() == "cpu" and (fused := fuse_lora_dropout(model)):
+        say(f"lora_dropout: {fused} layers draw their masks 3 elements to a 64-bit word (torch's CPU dropout "
+            "draws one at a time)")
     say(f"{stage.name}, {config.method.finetuning_type}: {describe_parameters(model)}")
     if m.print_param_status and is_main():
         for name, param in model.named_parameters():

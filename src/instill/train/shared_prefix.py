@@ -33,6 +33,8 @@ from torch.utils.checkpoint import checkpoint
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from instill.model.lora_dropout import lora_dropout_p
+
 PLAIN_KEYS = {"input_ids", "attention_mask", "labels"}  # batches with more (positions, images) run in one pass
 
 
@@ -119,7 +121,7 @@ def checkpointed(model: nn.Module) -> list[nn.Module]:
 
 def has_dropout(model: nn.Module) -> bool:
     config = getattr(model, "config", None)
-    return (any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+    return (any(lora_dropout_p(m) > 0 for m in model.modules())
             or bool(getattr(config, "attention_dropout", 0)))
 
 
