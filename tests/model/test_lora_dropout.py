@@ -95,3 +95,21 @@ def test_layers_without_dropout_or_with_a_variant_are_left_to_peft(tiny_qwen2, l
     model = _peft(tiny_qwen2, **lora)
     assert fuse_lora_dropout(model) == 0
     assert not any(isinstance(m, DroppedInputLinear) for m in model.modules())
+
+
+def test_bf16_autocast_and_bf16_weights_train_through_the_fused_layer():
+    torch.manual_seed(0)
+    layer = DroppedInputLinear(16, 4, bias=False)
+    layer.p = 0.1
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16: true on a CPU with bf16 instructions
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and layer.weight.grad.dtype == torch.float32
+    assert layer.weight.grad.abs().sum() > 0 and torch.isfinite(x.grad).all()
+    pure = DroppedInputLinear(16, 4, bias=False, dtype=torch.bfloat16)  # pure_bf16: bf16 weights and inputs
+    pure.p = 0.1
+    xb = torch.randn(2, 6, 16, dtype=torch.bfloat16, requires_grad=True)
+    pure(xb).float().sum().backward()
+    assert xb.grad.dtype == torch.bfloat16 and pure.weight.grad.dtype == torch.bfloat16

@@ -78,7 +78,7 @@ class GrowingLayer(DynamicLayer):
         ours = views is not None and self.keys is views[0] and self.values is views[1]
         length = self.keys.shape[-2] if self.keys.numel() else 0
         needed = length + key_states.shape[-2]
-        if not ours or needed > self._buffers[0].shape[-2] or self._buffers[0].shape[0] != key_states.shape[0]:
+        if not ours or needed > self._buffers[0].shape[-2]:  # a cut or merge replaced the views, or no room left
             room = max(2 * needed, 64)
             buffers = []
             for old, new in ((self.keys, key_states), (self.values, value_states)):
