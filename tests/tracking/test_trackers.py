@@ -228,7 +228,14 @@ def test_hardware_sample_is_shared_within_a_step():
     first = hardware.sample(10_001)
     assert first["rss_mb"] > 0 and first["peak_rss_mb"] >= first["rss_mb"] and "cpu_percent" in first
     assert hardware.sample(10_001) == first  # JSONL log and trackers see the same numbers
-    sum(i * i for i in range(200_000))
+    import psutil
+
+    def spent() -> float:  # this process's user + system CPU seconds
+        return sum(psutil.Process().cpu_times()[:2])
+
+    start = spent()
+    while spent() - start < 0.05:  # CPU time, not a fixed loop: on a busy machine a loop may not reach a clock tick
+        sum(i * i for i in range(20_000))
     assert hardware.sample(10_002)["cpu_percent"] > 0
     env = hardware.environment()
     assert env["device"] in ("cpu", "cuda", "mps") and env["packages"]["torch"] and env["torch_threads"] >= 1
