@@ -53,7 +53,6 @@ def self_times(trace: dict) -> tuple[dict[str, float], float, dict[str, float]]:
             by_thread[event["tid"]].append(event)
         elif event.get("name", "").startswith("ProfilerStep#"):
             step = max(step, event["dur"] / 1e6)
-    totals: dict[str, float] = defaultdict(float)
     names: dict[str, float] = defaultdict(float)
     for events in by_thread.values():
         events.sort(key=lambda e: (e["ts"], -e["dur"]))
@@ -61,14 +60,15 @@ def self_times(trace: dict) -> tuple[dict[str, float], float, dict[str, float]]:
         for event in events:
             while stack and stack[-1][0] <= event["ts"]:
                 _, done, children = stack.pop()
-                totals[kind(done["name"])] += (done["dur"] - children) / 1e6
                 names[done["name"]] += (done["dur"] - children) / 1e6
             if stack:
                 stack[-1][2] += event["dur"]
             stack.append([event["ts"] + event["dur"], event, 0.0])
         for _, done, children in stack:
-            totals[kind(done["name"])] += (done["dur"] - children) / 1e6
             names[done["name"]] += (done["dur"] - children) / 1e6
+    totals: dict[str, float] = defaultdict(float)
+    for name, seconds in names.items():
+        totals[kind(name)] += seconds
     return totals, step, names
 
 

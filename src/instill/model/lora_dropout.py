@@ -19,6 +19,7 @@ dropout, which draws masks in parallel.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -38,9 +39,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
 
     `random_()` on int64 gives the low 63 bits of one 64-bit draw; its three low 16-bit quarters are uniform
     and independent, so one word serves three elements."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.empty((n + 2) // 3, dtype=torch.int64).random_()
     quarters = slice(0, 3) if sys.byteorder == "little" else slice(1, 4)  # the top quarter has 15 random bits
     threshold = -(_LEVELS // 2) + round(p * _LEVELS)  # int16 draws are uniform on [-32768, 32767]
